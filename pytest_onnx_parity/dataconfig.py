@@ -1,0 +1,161 @@
+"""The model's data config, and how it travels inside an ONNX file.
+
+ONNX files carry no preprocessing. The plugin writes the model's own data config
+(input size, interpolation, mean, std, crop_pct, crop_mode) as JSON into the file's
+``metadata_props`` so a deployment, and this plugin, can read it back.
+
+Metadata keys (all values are JSON strings):
+
+``onnx_parity.data_config``
+    ``{"input_size": [3, 224, 224], "interpolation": "bicubic", "mean": [...],
+    "std": [...], "crop_pct": 0.9, "crop_mode": "center"}`` and, when timm's
+    pretrained config has them, ``test_input_size`` and ``test_crop_pct``.
+``onnx_parity.provenance``
+    model name, weights identity, seed, exporter, opset and library versions.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .errors import MissingMetadataError, OnnxFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    import torch
+
+DATA_CONFIG_KEY = "onnx_parity.data_config"
+PROVENANCE_KEY = "onnx_parity.provenance"
+DATA_CONFIG_FIELDS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+TEST_TIME_FIELDS = ("test_input_size", "test_crop_pct")
+
+
+def normalize_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``config`` with JSON-friendly types: tuples become lists, numbers floats/ints."""
+    out: dict[str, Any] = {}
+    for key in DATA_CONFIG_FIELDS + TEST_TIME_FIELDS:
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        if key in ("input_size", "test_input_size"):
+            value = [int(v) for v in value]
+        elif key in ("mean", "std"):
+            value = [float(v) for v in value]
+        elif key in ("crop_pct", "test_crop_pct"):
+            value = float(value)
+        else:
+            value = str(value)
+        out[key] = value
+    missing = [k for k in DATA_CONFIG_FIELDS if k not in out]
+    if missing:
+        raise MissingMetadataError(f"data config lacks {', '.join(missing)}: got keys {sorted(config)}")
+    return out
+
+
+def resolve_data_config(model: "torch.nn.Module") -> dict[str, Any]:
+    """The model's own eval data config, resolved the way timm resolves it.
+
+    Test-time settings (``test_input_size``, ``test_crop_pct``) of the model's
+    pretrained config are kept beside the six fields.
+    """
+    import timm.data
+
+    config = dict(timm.data.resolve_model_data_config(model))
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    for key in TEST_TIME_FIELDS:
+        if pretrained_cfg.get(key) is not None:
+            config[key] = pretrained_cfg[key]
+    return normalize_data_config(config)
+
+
+def load_onnx_proto(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, weights: bool = False) -> "onnx.ModelProto":
+    """Load an ONNX file (graph and metadata; initializers only when ``weights``)."""
+    import onnx
+
+    if isinstance(onnx_file, onnx.ModelProto):
+        return onnx_file
+    path = Path(onnx_file)
+    if not path.is_file():
+        raise OnnxFileError(f"ONNX file not found: {path}. Pass the path of an existing .onnx file.")
+    try:
+        return onnx.load(str(path), load_external_data=weights)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise OnnxFileError(
+            f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}). "
+            "Re-export it, or delete it so that the cache rebuilds it."
+        ) from exc
+
+
+def read_metadata(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict[str, str]:
+    """All ``metadata_props`` of an ONNX file as a plain dict."""
+    proto = load_onnx_proto(onnx_file)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_provenance(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict[str, Any]:
+    """The provenance JSON the plugin wrote, or an empty dict for a file made elsewhere."""
+    raw = read_metadata(onnx_file).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_data_config(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, test_time: bool = False) -> dict[str, Any]:
+    """The data config an ONNX file carries in its metadata.
+
+    Returns a dict with ``input_size``, ``interpolation``, ``mean``, ``std``,
+    ``crop_pct`` and ``crop_mode``. With ``test_time=True`` the model's test-time
+    input size and crop (when it has them) replace the eval ones.
+    Raises :class:`MissingMetadataError` for a file without that metadata.
+    """
+    meta = read_metadata(onnx_file)
+    raw = meta.get(DATA_CONFIG_KEY)
+    if raw is None:
+        where = onnx_file if not hasattr(onnx_file, "graph") else "this ONNX model"
+        raise MissingMetadataError(
+            f"{where} carries no data config (metadata key {DATA_CONFIG_KEY!r}). "
+            "Export it with pytest_onnx_parity.export_onnx, or add the metadata with "
+            "pytest_onnx_parity.export.write_metadata(path, data_config)."
+        )
+    try:
+        config = normalize_data_config(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise MissingMetadataError(f"metadata {DATA_CONFIG_KEY!r} is not a valid data config: {exc}") from exc
+    return apply_test_time(config) if test_time else {k: config[k] for k in DATA_CONFIG_FIELDS}
+
+
+def apply_test_time(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The six fields with timm's test-time input size and crop where the config has them."""
+    out = {k: config[k] for k in DATA_CONFIG_FIELDS}
+    if config.get("test_input_size"):
+        out["input_size"] = list(config["test_input_size"])
+    if config.get("test_crop_pct"):
+        out["crop_pct"] = float(config["test_crop_pct"])
+    return out
+
+
+def diff_data_configs(expected: Mapping[str, Any], actual: Mapping[str, Any], *, tol: float = 1e-6) -> list[str]:
+    """Fields in which two data configs differ, each as ``"field: expected X, file has Y"``."""
+    out = []
+    for key in DATA_CONFIG_FIELDS:
+        e, a = expected.get(key), actual.get(key)
+        if _same(e, a, tol):
+            continue
+        out.append(f"{key}: model wants {_fmt(e)}, file has {_fmt(a)}")
+    return out
+
+
+def _same(e: Any, a: Any, tol: float) -> bool:
+    if isinstance(e, (list, tuple)) and isinstance(a, (list, tuple)):
+        return len(e) == len(a) and all(_same(x, y, tol) for x, y in zip(e, a))
+    if isinstance(e, (int, float)) and isinstance(a, (int, float)):
+        return abs(float(e) - float(a)) <= tol
+    return e == a
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return repr(v) if isinstance(v, str) else str(v)
