@@ -1,0 +1,305 @@
+"""Export a timm model to ONNX with its data config and provenance inside.
+
+Both of torch's exporters are supported: ``dynamo`` (``torch.onnx.export(...,
+dynamo=True)``, needs onnxscript; the default) and ``torchscript``
+(``dynamo=False``). The batch axis is dynamic. The file's ``metadata_props``
+carry ``onnx_parity.data_config`` and ``onnx_parity.provenance`` as JSON (see
+:mod:`pytest_onnx_parity.dataconfig`). Models whose weights exceed 2 GB are saved
+with external data (``model.onnx.data`` beside the file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, normalize_data_config, read_data_config, read_provenance
+from .errors import ExportError, OnnxFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnxruntime
+    import torch
+
+    from .specs import ModelSpec
+
+EXPORTERS = ("dynamo", "torchscript")
+EXPORT_BATCH = 2
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of parameters; protobuf's limit is 2 GiB
+
+
+@dataclass
+class OnnxExport:
+    """An exported ONNX file and what is known about it."""
+
+    path: Path
+    data_config: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    cache_hit: bool = False
+    export_s: float = 0.0
+    cache_key: str | None = None
+
+    @property
+    def exporter(self) -> str | None:
+        return self.provenance.get("exporter")
+
+    @property
+    def opset(self) -> int | None:
+        return self.provenance.get("opset")
+
+    def session(self, **kwargs: Any) -> "onnxruntime.InferenceSession":
+        """An ONNX Runtime CPU session on this file."""
+        return make_session(self.path, **kwargs)
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("torch", "timm", "onnx", "onnxscript", "onnxruntime", "pytest-onnx-parity"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+def make_session(path: "str | os.PathLike[str]", *, threads: int | None = None) -> "onnxruntime.InferenceSession":
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise OnnxFileError(f"ONNX file not found: {p}")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxFileError(
+            f"ONNX Runtime cannot load {p}: {type(exc).__name__}: {str(exc).strip()[:500]}. "
+            "Re-export the file, or delete it so that the cache rebuilds it."
+        ) from exc
+
+
+def resolve_model(model: "str | ModelSpec | torch.nn.Module", *, weights: str | None = None, seed: int = 0) -> "torch.nn.Module":
+    if isinstance(model, str) or type(model).__name__ == "ModelSpec":
+        from .models import load_model
+
+        return load_model(model, weights, seed=seed)  # type: ignore[arg-type]
+    return model  # type: ignore[return-value]
+
+
+def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | None, batch: int, seed: int) -> dict[str, Any]:
+    from .dataconfig import resolve_data_config
+    from .models import NONDEGENERATE_VERSION, model_name, weights_identity
+
+    cfg = resolve_data_config(model)
+    versions = library_versions()
+    versions.pop("onnxruntime", None)  # does not change the file
+    return {
+        "model": model_name(model),
+        "weights": weights_identity(model),
+        "seed": seed,
+        "nondegenerate": NONDEGENERATE_VERSION,
+        "exporter": exporter,
+        "opset": opset,
+        "input": {"shape": [batch, *cfg["input_size"]], "dtype": "float32", "dynamic_batch": True},
+        "data_config": cfg,
+        "versions": versions,
+    }
+
+
+def export_onnx(
+    model: "str | ModelSpec | torch.nn.Module",
+    path: "str | os.PathLike[str] | None" = None,
+    *,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    cache_dir: "str | os.PathLike[str] | None" = None,
+    use_cache: bool = True,
+    weights: str | None = None,
+    seed: int = 0,
+    batch_size: int = EXPORT_BATCH,
+) -> OnnxExport:
+    """Export ``model`` (a spec string or a timm ``nn.Module``) to ONNX.
+
+    With ``use_cache`` (the default) the file is taken from, or written to, the
+    export cache under ``cache_dir`` (default: ``~/.cache/pytest-onnx-parity``);
+    ``path``, when given, receives a copy. Without the cache, ``path`` is required.
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    torch_model = resolve_model(model, weights=weights, seed=seed)
+    seed = getattr(torch_model, "onnx_parity_seed", seed)
+    fields = export_key_fields(torch_model, exporter=exporter, opset=opset, batch=batch_size, seed=seed)
+    provenance = {k: fields[k] for k in ("model", "weights", "seed", "exporter", "input", "versions")}
+
+    def build(folder: Path) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        used_opset = _export_to(torch_model, folder / "model.onnx", exporter=exporter, opset=opset,
+                                batch=batch_size, data_config=fields["data_config"], provenance=provenance)
+        return {"export_s": time.perf_counter() - t0, "opset": used_opset}
+
+    if not use_cache:
+        if path is None:
+            raise ExportError("export_onnx(use_cache=False) needs a path to write to")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        try:
+            extra = build(tmp)
+            _move_onnx(tmp / "model.onnx", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _result(target, extra["export_s"], hit=False, key=None)
+
+    from .cache import ONNX_NAME, ExportCache, cache_key, default_cache_dir
+
+    cache = ExportCache(cache_dir or default_cache_dir())
+    key = cache_key(fields)
+    entry, manifest, hit = cache.get_or_build(key, fields["model"] + "-" + exporter, build)
+    onnx_path = entry / ONNX_NAME
+    if path is not None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_onnx(onnx_path, target)
+        onnx_path = target
+    return _result(onnx_path, 0.0 if hit else float(manifest.get("export_s", 0.0)), hit=hit, key=key)
+
+
+def _result(path: Path, export_s: float, *, hit: bool, key: str | None) -> OnnxExport:
+    return OnnxExport(
+        path=path,
+        data_config=read_data_config(path),
+        provenance=read_provenance(path),
+        cache_hit=hit,
+        export_s=export_s,
+        cache_key=key,
+    )
+
+
+def _export_to(
+    model: "torch.nn.Module",
+    target: Path,
+    *,
+    exporter: str,
+    opset: int | None,
+    batch: int,
+    data_config: dict[str, Any],
+    provenance: dict[str, Any],
+) -> int:
+    """Export into ``target`` (inside a private temporary folder); return the opset used."""
+    import torch
+
+    from .models import calibration_input
+
+    gen = torch.Generator().manual_seed(0)
+    x = calibration_input(model, gen, batch=batch)
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = n_bytes > EXTERNAL_DATA_THRESHOLD
+    try:
+        with torch.no_grad():
+            if exporter == "dynamo":
+                _require_onnxscript()
+                program = torch.onnx.export(
+                    model, (x,), dynamo=True, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                    verbose=False,
+                )
+                program.save(str(target), external_data=external)
+            else:
+                torch.onnx.export(
+                    model, (x,), str(target), dynamo=False, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{exporter} exporter failed: {_exporter_reason(exc)}") from exc
+    return write_metadata(target, data_config, provenance={**provenance, "exporter": exporter})
+
+
+def _require_onnxscript() -> None:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            "the dynamo exporter needs onnxscript: pip install onnxscript, or choose --onnx-parity-exporter torchscript"
+        ) from exc
+
+
+def _exporter_reason(exc: BaseException) -> str:
+    """The exporter's own reason, shortened: the type, the first and the most telling lines."""
+    chain = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 4:
+        text = " ".join(str(e).split())
+        chain.append(f"{type(e).__name__}: {text[:600]}")
+        e = e.__cause__ or e.__context__
+    return " <- ".join(chain)
+
+
+def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], provenance: dict[str, Any] | None = None) -> int:
+    """Write the data config (and provenance) into an ONNX file's metadata, in place.
+
+    The graph is rewritten without loading external data, so this is cheap for
+    large models. Returns the file's ai.onnx opset.
+    """
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    cfg = normalize_data_config(data_config)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[DATA_CONFIG_KEY] = json.dumps(cfg, sort_keys=True)
+    if provenance is not None:
+        prov = {**provenance, "opset": opset}
+        props[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True, default=str)
+    del proto.metadata_props[:]
+    for k, v in sorted(props.items()):
+        proto.metadata_props.add(key=k, value=v)
+    tmp = path.with_name(f".{path.name}.meta-tmp")
+    onnx.save_model(proto, str(tmp))
+    os.replace(tmp, path)
+    return opset
+
+
+def _external_files(path: Path) -> list[Path]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names = set()
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    names.add(kv.value)
+    return [path.parent / n for n in sorted(names)]
+
+
+def _move_onnx(src: Path, target: Path) -> None:
+    for data in _external_files(src):
+        os.replace(data, target.parent / data.name)
+    os.replace(src, target)
+
+
+def _copy_onnx(src: Path, target: Path) -> None:
+    """Copy an ONNX file (and its external data) atomically to ``target``."""
+    for data in _external_files(src):
+        tmp = target.parent / f".{data.name}.tmp"
+        shutil.copyfile(data, tmp)
+        os.replace(tmp, target.parent / data.name)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, target)

@@ -1,0 +1,268 @@
+"""Build timm models from specs, with random weights that can fail.
+
+Random weights
+--------------
+timm initialises many scales to zero or near zero so that training starts from
+an identity-like network: the last norm of residual branches (``zero_init_last``),
+``ls_init_value=1e-6`` layer scales, zero classifier heads (MLP-Mixer), zero
+skip-init gains (NFNet), near-zero class tokens. With such weights a broken layer
+cannot reach the logits (on resnet18 a 1.5x error planted in ``layer3.0.conv2``
+changes the logits by exactly 0.0), so a parity check on them proves nothing.
+
+:func:`make_nondegenerate` turns timm's init into weights under which every layer
+reaches the logits, deterministically from a seed:
+
+1. ``torch.manual_seed(seed)`` before ``timm.create_model`` (timm's own init).
+2. Re-draw degenerate parameters (constant, or max |w| < 1e-4) from a generator
+   seeded with ``seed``: matrices/kernels ``N(0, 1/fan_in)``; 1-D scales (norm
+   weights, layer-scale gammas, gains) ``U(0.5, 1.5)``; biases (all of them,
+   norm biases included) ``N(0, 0.2^2)``, so a scaled kernel cannot hide behind a
+   following normalisation; other tensors (tokens, embeddings) ``N(0, 0.02^2)``.
+   Non-constant 1-D norm weights are kept. Norm weights that are all ones are
+   re-drawn too, so that a per-channel error cannot cancel.
+3. Calibrate BatchNorm statistics: reset running stats and run a seeded random
+   batch through the model with only the BatchNorm layers in training mode
+   (cumulative average), so each BN normalises its real input.
+4. Scale the classifier so the logits have unit standard deviation on that batch.
+
+The result is deterministic for a given (model name, seed, timm, torch) in every
+process; the cache key holds all four.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import SpecError, WeightsError
+from .specs import ModelSpec, check_model_name, parse_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+NONDEGENERATE_VERSION = 1  # bump when the re-draw method changes: it is part of the cache key
+CALIBRATION_BATCH = 8
+
+
+def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0) -> "torch.nn.Module":
+    """The timm model of ``spec`` in eval mode.
+
+    ``weights`` (``random``, ``pretrained`` or a checkpoint path) overrides the
+    spec's own; a spec without ``=WEIGHTS`` and no ``weights`` gets ``random``.
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec, default_weights=weights or "random")
+    if weights is not None and weights != spec.weights:
+        spec = parse_spec(f"{spec.name}={weights}")
+    check_model_name(spec.name)
+    import timm
+    import torch
+
+    kind = spec.weights_kind
+    if kind == "random":
+        torch.manual_seed(seed)
+        model = _create(timm, spec, pretrained=False)
+        make_nondegenerate(model, seed)
+    elif kind == "pretrained":
+        model = _create_pretrained(timm, spec)
+    else:
+        model = _create_from_file(timm, spec)
+    model.eval()
+    model.onnx_parity_spec = spec  # type: ignore[attr-defined]
+    model.onnx_parity_seed = seed  # type: ignore[attr-defined]
+    return model
+
+
+def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
+    try:
+        return timm.create_model(spec.name, **kwargs)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise SpecError(f"timm could not build {spec.name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _create_pretrained(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
+    try:
+        return timm.create_model(spec.name, pretrained=True)
+    except Exception as exc:  # network errors come in many types (OSError, httpx, hf_hub)
+        raise WeightsError(
+            f"could not fetch pretrained weights for {spec.name!r} ({type(exc).__name__}: {_first_line(exc)}). "
+            f"Offline, use {spec.name}=random, or download the weights once and pass a local file: "
+            f"{spec.name}=/path/to/model.safetensors"
+        ) from exc
+
+
+def _create_from_file(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
+    path = Path(os.path.expanduser(spec.weights))
+    if not path.is_file():
+        raise WeightsError(
+            f"checkpoint file not found: {path} (from spec {spec.text!r}). "
+            f"Pass an existing .safetensors/.pth/.bin file, or use {spec.name}=random"
+        )
+    try:
+        return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path))
+    except Exception as exc:
+        raise WeightsError(
+            f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {_first_line(exc)}. "
+            "Check that the file is a state dict of this architecture (timm's own naming), "
+            f"or use {spec.name}=random"
+        ) from exc
+
+
+def _first_line(exc: BaseException, limit: int = 400) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    return line[:limit] + ("..." if len(line) > limit else "")
+
+
+def _is_degenerate(t: "torch.Tensor") -> bool:
+    if t.numel() == 0:
+        return False
+    flat = t.detach().flatten().float()
+    if flat.abs().max() < 1e-4:
+        return True
+    return flat.numel() > 1 and bool((flat == flat[0]).all())
+
+
+def make_nondegenerate(model: "torch.nn.Module", seed: int = 0) -> "torch.nn.Module":
+    """Re-draw degenerate parameters, calibrate BatchNorm, scale logits to unit std.
+
+    See the module docstring for the method. Works in place and returns ``model``.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 7919)
+    norm_types = _norm_types()
+    with torch.no_grad():
+        for mod_name, module in model.named_modules():
+            is_norm = isinstance(module, norm_types)
+            for pname, p in module.named_parameters(recurse=False):
+                if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                    continue
+                if pname.endswith("bias") and p.ndim == 1:
+                    if _is_degenerate(p):
+                        p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+                    continue
+                if not _is_degenerate(p):
+                    continue
+                if p.ndim >= 2:
+                    fan_in = p[0].numel() if p.ndim > 1 else 1
+                    p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
+                elif p.ndim == 1 and (is_norm or _looks_like_scale(pname)):
+                    p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+                elif p.ndim == 0:
+                    p.fill_(float(torch.rand((), generator=gen)) + 0.5)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+        _calibrate(model, gen)
+    return model
+
+
+def _norm_types() -> tuple[type, ...]:
+    import torch.nn as nn
+
+    return (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.normalization.RMSNorm)
+
+
+def _looks_like_scale(pname: str) -> bool:
+    return pname in ("weight", "gamma", "scale", "gain", "skipinit_gain", "alpha") or pname.startswith(("gamma", "ls", "scale", "gain"))
+
+
+def calibration_input(model: "torch.nn.Module", gen: "torch.Generator", batch: int = CALIBRATION_BATCH) -> "torch.Tensor":
+    """A seeded batch of random pixels normalised with the model's mean/std."""
+    import torch
+
+    from .dataconfig import resolve_data_config
+
+    cfg = resolve_data_config(model)
+    c, h, w = cfg["input_size"]
+    x = torch.rand((batch, c, h, w), generator=gen)
+    mean = torch.tensor(cfg["mean"][:c]).view(1, -1, 1, 1)
+    std = torch.tensor(cfg["std"][:c]).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _calibrate(model: "torch.nn.Module", gen: "torch.Generator") -> None:
+    import torch
+    import torch.nn as nn
+
+    x = calibration_input(model, gen)
+    was_training = model.training
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum) for m in bns]
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+            m.train()
+        if bns:
+            model(x)
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+            m.eval()
+        model.train(was_training)
+    logits = model(x)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    std = float(logits.float().std())
+    head = _classifier_module(model)
+    if head is not None and std > 0 and (std < 0.5 or std > 2.0):
+        w = getattr(head, "weight", None)
+        b = getattr(head, "bias", None)
+        if w is not None:
+            w.mul_(1.0 / std)
+        if b is not None:
+            b.mul_(1.0 / std)
+
+
+def _classifier_module(model: "torch.nn.Module") -> "torch.nn.Module | None":
+    get = getattr(model, "get_classifier", None)
+    if get is None:
+        return None
+    try:
+        head = get()
+    except Exception:
+        return None
+    if isinstance(head, (tuple, list)):
+        head = head[0]
+    return head if hasattr(head, "weight") else None
+
+
+def weights_identity(model: "torch.nn.Module") -> str:
+    """A short identity of the model's weights for provenance and cache keys.
+
+    Random weights are identified by seed and method; other weights by a sha256
+    over the state dict (names, dtypes, shapes and bytes).
+    """
+    spec = getattr(model, "onnx_parity_spec", None)
+    if spec is not None and spec.weights_kind == "random":
+        return f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
+    return "sha256:" + state_dict_hash(model)
+
+
+def state_dict_hash(model: "torch.nn.Module") -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        t = t.detach().contiguous().cpu()
+        try:
+            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+        except (RuntimeError, TypeError):
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def model_name(model: "torch.nn.Module") -> str:
+    """The timm name (with pretrained tag when known) of a model object."""
+    spec = getattr(model, "onnx_parity_spec", None)
+    if spec is not None:
+        return spec.name
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture") or type(model).__name__
+    tag = cfg.get("tag")
+    return f"{arch}.{tag}" if tag else arch
