@@ -1,0 +1,229 @@
+"""The CI gate: one collected item per model, a summary table and a JSON report.
+
+Registered by the plugin only when ``--onnx-parity`` is given.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import OnnxParityError, ParityFailure
+from .settings import Settings
+
+MARKER = "onnx_parity"
+REPORT_SCHEMA = 1
+
+
+def environment() -> dict[str, str]:
+    """Library versions, read from package metadata (nothing is imported)."""
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("torch", "timm", "onnx", "onnxruntime", "onnxscript", "pytest-onnx-parity"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+class ParityItem(pytest.Item):
+    """``onnx-parity[<spec>]``: export one model and check it."""
+
+    def __init__(self, *, spec: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.settings = settings
+        self.run_state: Any = None
+        self.add_marker(MARKER)
+
+    def _progress(self, phase: str) -> None:
+        if self.config.option.verbose > 0 and not hasattr(self.config, "workerinput"):
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            capman = self.config.pluginmanager.get_plugin("capturemanager")
+            if tr is None:
+                return
+            if capman is not None:
+                with capman.global_and_fixture_disabled():
+                    tr.write(f" [{phase}]", cyan=True, flush=True)
+            else:
+                tr.write(f" [{phase}]", cyan=True, flush=True)
+
+    def setup(self) -> None:
+        from .parity import ParityOptions, ParityRun
+
+        opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights))
+        self.run_state = ParityRun(self.spec.text, None, opts, progress=self._progress)
+        self.run_state.model_arg = self.spec
+        try:
+            self.run_state.prepare()
+        except OnnxParityError as exc:
+            r = self.run_state.result
+            r.status, r.error = "error", str(exc)
+            r.timings["total_s"] = time.perf_counter() - self.run_state._t0
+            self._record(r)
+            raise
+
+    def runtest(self) -> None:
+        result = self.run_state.run_checks()
+        self._record(result)
+        if self.settings.plots and result.layer_comparison is not None:
+            self._plot(result)
+        if not result.passed:
+            if self.settings.artifacts:
+                self._bundle(result)
+            raise ParityFailure(result.failure_message())
+
+    def teardown(self) -> None:
+        self.run_state = None  # free the model and the session
+
+    def _record(self, result: Any) -> None:
+        d = result.to_dict()
+        d["model"] = self.spec.text
+        self.config.stash[RESULTS_KEY].append(d)
+        for key in ("max_abs_diff", "top1_agreement", "first_divergence", "cache_hit"):
+            self.user_properties.append((key, d.get(key)))
+        self.user_properties.append(("export_s", d.get("timings", {}).get("export_s")))
+        self.user_properties.append(("status", d["status"]))
+        self.add_report_section("call", "onnx-parity", summary_lines([d]))
+
+    def _plot(self, result: Any) -> None:
+        from .plots import plot_layers
+
+        out = Path(self.settings.plots)  # type: ignore[arg-type]
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            plot_layers(result.layer_comparison, out / f"{_safe(self.spec.text)}.png", title=self.spec.text)
+        except OnnxParityError as exc:
+            self.add_report_section("call", "onnx-parity plots", str(exc))
+
+    def _bundle(self, result: Any) -> None:
+        try:
+            from .artifacts import write_bundle
+        except ImportError:
+            return
+        write_bundle(self.run_state, Path(self.settings.artifacts))  # type: ignore[arg-type]
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, OnnxParityError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"[onnx-parity] {self.spec.text}"
+
+
+def _safe(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+RESULTS_KEY = pytest.StashKey[list]()
+
+
+def shard_specs(specs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """Deterministic, balanced share K of N: round-robin over the sorted spec texts."""
+    if not shard:
+        return specs
+    k, n = shard
+    ordered = sorted(specs, key=lambda s: s.text)
+    chosen = {s.text for i, s in enumerate(ordered) if i % n == k - 1}
+    return [s for s in specs if s.text in chosen]
+
+
+class GatePlugin:
+    """Hooks active only with ``--onnx-parity``."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        config.stash[RESULTS_KEY] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+        from .specs import ModelSpec, expand_patterns, parse_spec
+
+        s = self.settings
+        try:
+            specs = expand_patterns(list(s.models), default_weights=s.weights)
+        except OnnxParityError as exc:
+            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+        except ImportError as exc:  # timm missing when a pattern needs it
+            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+        specs = shard_specs(specs, s.shard)
+        for spec in specs:
+            name = f"onnx-parity[{spec.text}]"
+            item = ParityItem.from_parent(session, name=name, nodeid=name, spec=spec, settings=s)
+            items.append(item)
+        _ = (ModelSpec, parse_spec)
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        env = environment()
+        return [
+            "onnx-parity: " + ", ".join(f"{k} {v}" for k, v in env.items() if k != "pytest-onnx-parity"),
+            f"onnx-parity settings: {self.settings.describe()}",
+        ]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", {}) or {}
+        raw = out.get("onnx_parity_results")
+        if raw:
+            self.config.stash[RESULTS_KEY].extend(json.loads(raw))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        results = self.config.stash[RESULTS_KEY]
+        if hasattr(self.config, "workerinput"):
+            self.config.workeroutput["onnx_parity_results"] = json.dumps(results)  # type: ignore[attr-defined]
+            return
+        if self.settings.report:
+            write_report(Path(self.settings.report), results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        results = self.config.stash[RESULTS_KEY]
+        if not results:
+            return
+        terminalreporter.write_sep("=", "onnx-parity summary")
+        terminalreporter.write_line(summary_lines(results))
+        if self.settings.report:
+            terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
+
+
+def summary_lines(results: list[dict[str, Any]]) -> str:
+    from .compare import format_table
+
+    rows = []
+    for d in sorted(results, key=lambda d: d["model"]):
+        t = d.get("timings") or {}
+        rows.append([
+            d["model"], d["status"],
+            _num(d.get("max_abs_diff")), _pct(d.get("top1_agreement")),
+            d.get("first_divergence") or "-",
+            f"{t['export_s']:.1f}" if t.get("export_s") else "-",
+            "yes" if d.get("cache_hit") else "no",
+        ])
+    return format_table(rows, ["model", "status", "max abs diff", "top-1", "first divergence", "export s", "cache hit"])
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None or isinstance(v, str) else f"{v:.2e}"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def write_report(path: Path, results: list[dict[str, Any]]) -> None:
+    from .cache import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": REPORT_SCHEMA, "environment": environment(),
+           "models": sorted(results, key=lambda d: d["model"])}
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")

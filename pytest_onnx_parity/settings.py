@@ -1,0 +1,254 @@
+"""Gate settings: CLI options and ini keys resolved once into a frozen object.
+
+Every tunable has ``--onnx-parity-<noun>`` and ini key ``onnx_parity_<noun>``; the
+command line wins. Values are validated here, without importing torch or timm; a
+bad value is a ``pytest.UsageError`` (exit code 4) naming the option and value.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_MODELS = (
+    "resnet18",
+    "efficientnet_b0",
+    "convnext_atto",
+    "vit_small_patch16_224.augreg_in21k_ft_in1k",
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    noun: str
+    help: str
+    parse: Callable[[str], Any]
+    default: Any = None
+    ini_type: str = "string"
+    metavar: str | None = None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        v = v.strip()
+        if v not in choices:
+            raise ValueError(f"choose one of {', '.join(choices)}")
+        return v
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        try:
+            n = int(str(v).strip())
+        except ValueError:
+            raise ValueError(f"expected an integer from {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return n
+    return parse
+
+
+def _nonneg_float(v: str) -> float:
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        raise ValueError("expected a non-negative number such as 1e-4") from None
+    if not (x >= 0 and math.isfinite(x)):
+        raise ValueError("expected a non-negative number such as 1e-4")
+    return x
+
+
+def _models(v: Any) -> tuple[str, ...]:
+    from .specs import parse_spec
+
+    items = v if isinstance(v, (list, tuple)) else re.split(r"[,\n]", str(v))
+    out = tuple(s.strip() for s in items if s and s.strip() and not s.strip().startswith("#"))
+    if not out:
+        raise ValueError("expected model specs such as resnet18,vit_small_patch16_224=random")
+    for s in out:
+        try:
+            parse_spec(s)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    return out
+
+
+def _existing_dir(v: str) -> str:
+    p = Path(v).expanduser()
+    if not p.is_dir():
+        raise ValueError("no such folder; give a folder of images (searched recursively)")
+    return str(p)
+
+
+def _path(v: str) -> str:
+    if not str(v).strip():
+        raise ValueError("expected a path")
+    return str(Path(v).expanduser())
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+               "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def _size(v: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(v))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a size such as 512MiB or 2GiB")
+    n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise ValueError("expected a positive size such as 512MiB")
+    return n
+
+
+def _shard(v: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
+        raise ValueError("expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models "
+           f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
+    Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
+           _choice("random", "pretrained"), "random", metavar="random|pretrained"),
+    Option("exporter", "torch ONNX exporter: dynamo or torchscript (default: dynamo)", _choice("dynamo", "torchscript"), "dynamo",
+           metavar="dynamo|torchscript"),
+    Option("opset", "ONNX opset (default: the exporter's own)", _int_range(7, 30), None, metavar="N"),
+    Option("atol", "Absolute logits tolerance; give with --onnx-parity-rtol (default: 1e-4 x logit RMS for float32)",
+           _nonneg_float, None, metavar="X"),
+    Option("rtol", "Relative logits tolerance; give with --onnx-parity-atol (default: 1e-4 for float32)", _nonneg_float, None, metavar="X"),
+    Option("seed", "Seed of random weights and batches (default: 0)", _int_range(0, 2**32 - 1), 0, metavar="N"),
+    Option("images", "Folder of real images, searched recursively; an ImageFolder tree of ImageNet classes also gives "
+           "accuracies (default: the bundled sample photos)", _existing_dir, None, metavar="DIR"),
+    Option("cache-dir", "Where exports are cached (default: onnx-parity in pytest's cache dir)", _path, None, metavar="DIR"),
+    Option("no-cache", "Export afresh and keep nothing", _bool, False, "bool"),
+    Option("report", "Write the JSON report to PATH", _path, None, metavar="PATH"),
+    Option("layers", "Per-layer comparison: always, on-failure or never (default: always)",
+           _choice("always", "on-failure", "never"), "always", metavar="always|on-failure|never"),
+    Option("layer-memory", "Memory budget for intermediate tensors of the per-layer comparison (default: 1GiB)", _size, None,
+           metavar="SIZE"),
+    Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", _path, None, metavar="DIR"),
+    Option("max-accuracy-drop", "On a labelled image folder, fail when ONNX top-1 is worse than torch by more than this many "
+           "percentage points (default: 0.1)", _nonneg_float, 0.1, metavar="PP"),
+    Option("test-time", "Use the models' test-time input size and crop (test_input_size, test_crop_pct) where they have them",
+           _bool, False, "bool"),
+    Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", _shard, None, metavar="K/N"),
+    Option("artifacts", "Write a reproducer bundle (ONNX file, inputs, outputs, reproduce.py) per failing model into DIR",
+           _path, None, metavar="DIR"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False
+    models: tuple[str, ...] = DEFAULT_MODELS
+    models_given: bool = False
+    weights: str = "random"
+    exporter: str = "dynamo"
+    opset: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    seed: int = 0
+    images: str | None = None
+    cache_dir: str | None = None
+    no_cache: bool = False
+    report: str | None = None
+    layers: str = "always"
+    layer_memory: int | None = None
+    plots: str | None = None
+    max_accuracy_drop: float = 0.1
+    test_time: bool = False
+    shard: tuple[int, int] | None = None
+    artifacts: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def parity_options(self, **overrides: Any) -> dict[str, Any]:
+        opts = dict(exporter=self.exporter, opset=self.opset, weights=None, seed=self.seed, atol=self.atol,
+                    rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
+                    layers=self.layers, layer_memory=self.layer_memory, test_time=self.test_time,
+                    max_accuracy_drop=self.max_accuracy_drop)
+        opts.update(overrides)
+        return opts
+
+    def describe(self) -> str:
+        parts = [f"exporter={self.exporter}", f"opset={self.opset or 'default'}", f"weights={self.weights}",
+                 f"seed={self.seed}", f"layers={self.layers}"]
+        if self.atol is not None:
+            parts.append(f"atol={self.atol:g} rtol={self.rtol:g}")
+        if self.shard:
+            parts.append(f"shard={self.shard[0]}/{self.shard[1]}")
+        return ", ".join(parts)
+
+
+def attr(noun: str) -> str:
+    return noun.replace("-", "_")
+
+
+def add_options(parser: Any) -> None:
+    group = parser.getgroup("onnx-parity", "ONNX parity of timm models (pytest-onnx-parity)")
+    group.addoption("--onnx-parity", action="store_true", default=False, dest="onnx_parity",
+                    help="Run the ONNX parity gate: one test item per configured model")
+    for opt in OPTIONS:
+        dest = "onnx_parity_" + attr(opt.noun)
+        if opt.ini_type == "bool":
+            group.addoption(f"--onnx-parity-{opt.noun}", action="store_const", const="true", default=None, dest=dest, help=opt.help)
+            parser.addini(dest, opt.help, type="string", default=None)
+        else:
+            group.addoption(f"--onnx-parity-{opt.noun}", action="store", default=None, dest=dest, metavar=opt.metavar, help=opt.help)
+            parser.addini(dest, opt.help, type=opt.ini_type, default=None)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def resolve(config: Any) -> Settings:
+    """Read options and ini keys (CLI wins) into :class:`Settings`; raise SettingsError naming the bad one."""
+    values: dict[str, Any] = {"enabled": bool(config.getoption("onnx_parity"))}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        dest = "onnx_parity_" + attr(opt.noun)
+        raw, where = config.getoption(dest), f"--onnx-parity-{opt.noun}"
+        if raw is None:
+            ini = config.getini(dest)
+            if ini not in (None, "", []):
+                raw, where = ini, f"ini key {dest}"
+        if raw is None:
+            continue
+        try:
+            values[attr(opt.noun)] = opt.parse(raw)
+        except ValueError as exc:
+            shown = ",".join(raw) if isinstance(raw, list) else raw
+            raise SettingsError(f"{where}: bad value {shown!r}: {exc}") from None
+        sources[attr(opt.noun)] = where
+    if "models" in values:
+        values["models_given"] = True
+    if ("atol" in values) != ("rtol" in values):
+        given = "atol" if "atol" in values else "rtol"
+        other = "rtol" if given == "atol" else "atol"
+        raise SettingsError(
+            f"{sources[given]}={values[given]:g} given without --onnx-parity-{other}: "
+            "give atol and rtol together or not at all"
+        )
+    if values.get("exporter", "dynamo") == "dynamo" and values.get("opset") is not None and values["opset"] < 18:
+        raise SettingsError(
+            f"{sources['opset']}: bad value {values['opset']}: the dynamo exporter writes opset 18 or newer; "
+            "use --onnx-parity-exporter torchscript for older opsets"
+        )
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
