@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,7 +207,10 @@ def _export_to(
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = n_bytes > EXTERNAL_DATA_THRESHOLD
     try:
-        with torch.no_grad():
+        # exporters warn a lot (TracerWarning, deprecations); a user's filterwarnings=error must not
+        # turn that noise into export failures
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 _require_onnxscript()
                 program = torch.onnx.export(

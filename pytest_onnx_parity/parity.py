@@ -331,7 +331,7 @@ class ParityRun:
         from .realcheck import check_real_images
 
         assert self.model is not None and self.export is not None
-        self.result.checks.append(check_real_images(self.model, self.export.path, self.session(), self.options))
+        self.result.checks.append(check_real_images(self.model, self.export.path, self.session(), self.options, self.progress))
 
     def _check_layers(self, x: np.ndarray) -> None:
         from .layers import compare_layers

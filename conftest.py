@@ -1,0 +1,23 @@
+"""Shared test configuration: one export cache for the whole test session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# set before huggingface_hub is imported: it reads these once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An export cache shared by every test of the session (pytester runs included)."""
+    return str(tmp_path_factory.mktemp("onnx-parity-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network: the hub is offline as in CI."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))

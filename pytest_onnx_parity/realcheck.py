@@ -1,0 +1,164 @@
+"""End-to-end checks on real images: the deployment's preprocessing, not only the graph.
+
+Torch side: timm's own eval transform (``timm.data.create_transform`` of the
+model's resolved data config) and the torch model. ONNX side: :func:`preprocess`
+driven by the ONNX file's own metadata and ONNX Runtime. So a file whose
+metadata prescribes other preprocessing than the model was trained with fails
+here even when the graph is perfect.
+
+On a labelled ImageFolder tree (class folders named by ImageNet synset or class
+index) both sides' top-1/top-5 accuracies are computed, streaming batches, and
+the check fails when ONNX is worse by more than ``max_accuracy_drop``
+percentage points.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import OnnxParityError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnxruntime
+    import torch
+
+    from .parity import CheckResult, ParityOptions
+
+# End-to-end logits tolerance: preprocess matches timm's transform to ~1e-6 in
+# normalised units (float32 rounding); 2e-3 of the logit RMS leaves room for that
+# while a wrong mean/std/crop/interpolation moves logits by 5% to 100% of their RMS.
+E2E_ATOL_FACTOR = 2e-3
+E2E_RTOL = 2e-3
+BATCH = 16
+PROGRESS_EVERY_S = 10.0
+
+
+def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False) -> Callable[[Any], "torch.Tensor"]:
+    import timm.data
+
+    from .dataconfig import apply_test_time, resolve_data_config
+
+    cfg = resolve_data_config(model)
+    if test_time:
+        cfg = apply_test_time(cfg)
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return timm.data.create_transform(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys},
+                                      is_training=False)
+
+
+class _Streams:
+    """Decode each image once and run both preprocessing paths on worker threads."""
+
+    def __init__(self, model: Any, onnx_path: Path, test_time: bool) -> None:
+        from .preprocess import EvalTransform
+
+        self.torch_tf = timm_eval_transform(model, test_time)
+        self.onnx_tf = EvalTransform.from_config(str(onnx_path), test_time=test_time)
+
+    def one(self, path: Path) -> tuple[np.ndarray, np.ndarray] | str:
+        from .errors import ImageError
+        from .preprocess import open_image
+
+        try:
+            img = open_image(path)
+        except ImageError as exc:
+            return str(exc)
+        return self.torch_tf(img).numpy(), self.onnx_tf(img)
+
+
+def _batches(streams: _Streams, paths: Sequence[Path], workers: int) -> Any:
+    from .errors import ImageError
+    from .preprocess import _bad_files_message
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), BATCH):
+            chunk = list(paths[start:start + BATCH])
+            out = list(pool.map(streams.one, chunk))
+            bad = [o for o in out if isinstance(o, str)]
+            if bad:
+                raise ImageError(_bad_files_message(bad))
+            yield chunk, np.stack([o[0] for o in out]), np.stack([o[1] for o in out])  # type: ignore[index]
+
+
+def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.InferenceSession",
+                      options: "ParityOptions", progress: Callable[[str], None] | None = None) -> "CheckResult":
+    from .compare import compare_logits, compare_topk
+    from .images import bundled_image_paths, find_images, labelled_folder
+    from .parity import CheckResult, ort_forward, torch_forward
+
+    progress = progress or (lambda msg: None)
+    folder = options.images
+    labelled = labelled_folder(folder) if folder else None
+    paths = [p for p, _ in labelled] if labelled else (find_images(folder) if folder else bundled_image_paths())
+    labels = np.asarray([y for _, y in labelled], dtype=np.int64) if labelled else None
+    try:
+        streams = _Streams(model, Path(onnx_path), options.test_time)
+    except OnnxParityError as exc:
+        return CheckResult("real_images", "failed", f"the ONNX side cannot preprocess: {exc}")
+    workers = min(4, os.cpu_count() or 1)
+    torch_logits, onnx_logits = [], []
+    max_pix = 0.0
+    hits = {"torch": np.zeros(2), "onnx": np.zeros(2)}
+    last = time.perf_counter()
+    done = 0
+    keep = labels is None  # plain folders keep all logits; labelled trees stream
+    e_list: list[np.ndarray] = []
+    a_list: list[np.ndarray] = []
+    agree_top1 = 0
+    for chunk, x_t, x_o in _batches(streams, paths, workers):
+        if x_t.shape == x_o.shape:
+            max_pix = max(max_pix, float(np.abs(x_t - x_o).max()))
+        e = torch_forward(model, x_t)
+        a = ort_forward(session, x_o)
+        agree_top1 += int((e.argmax(-1) == a.argmax(-1)).sum())
+        if labels is not None:
+            y = labels[done:done + len(chunk)]
+            for side, logits in (("torch", e), ("onnx", a)):
+                top5 = np.argsort(-logits, axis=-1)[:, :5]
+                hits[side][0] += float((top5[:, 0] == y).sum())
+                hits[side][1] += float((top5 == y[:, None]).any(-1).sum())
+        if keep or len(e_list) < 8:
+            e_list.append(e)
+            a_list.append(a)
+        done += len(chunk)
+        if time.perf_counter() - last > PROGRESS_EVERY_S:
+            progress(f"real images {done}/{len(paths)}")
+            last = time.perf_counter()
+    e_all, a_all = np.concatenate(e_list), np.concatenate(a_list)
+    scale = float(np.sqrt(np.mean(e_all.astype(np.float64) ** 2)))
+    atol, rtol = (options.atol, options.rtol) if options.atol is not None else (E2E_ATOL_FACTOR * scale, E2E_RTOL)
+    logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
+    topk_cmp = compare_topk(e_all, a_all, k=min(options.topk, e_all.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
+    n = len(paths)
+    details: dict[str, Any] = {
+        "images": n, "source": str(folder) if folder else "bundled sample photos",
+        "max_abs_diff": logits_cmp.max_abs_diff, "top1_agreement": agree_top1 / n if n else 1.0,
+        "max_input_diff": max_pix, "atol": atol, "rtol": rtol,
+    }
+    failures = []
+    if labels is not None:
+        acc = {side: (100 * hits[side][0] / n, 100 * hits[side][1] / n) for side in hits}
+        drop = acc["torch"][0] - acc["onnx"][0]
+        details.update({"torch_top1": acc["torch"][0], "torch_top5": acc["torch"][1], "onnx_top1": acc["onnx"][0],
+                        "onnx_top5": acc["onnx"][1], "top1_drop_pp": drop, "max_accuracy_drop_pp": options.max_accuracy_drop})
+        acc_line = (f"accuracy on {n} labelled images: torch top-1 {acc['torch'][0]:.3f}% / top-5 {acc['torch'][1]:.3f}%, "
+                    f"ONNX top-1 {acc['onnx'][0]:.3f}% / top-5 {acc['onnx'][1]:.3f}%, drop {drop:.3f} pp "
+                    f"(at most {options.max_accuracy_drop:g} allowed; --onnx-parity-max-accuracy-drop)")
+        if drop > options.max_accuracy_drop + 1e-9:
+            failures.append(acc_line)
+    else:
+        acc_line = ""
+        if not logits_cmp.passed:
+            failures.append(logits_cmp.message(
+                f"Logits on {n} real images differ end to end (torch: timm's transform; ONNX: the file's metadata + preprocess)!"))
+        if not topk_cmp.passed:
+            failures.append(topk_cmp.message())
+    head = (f"{n} real images end to end: top-1 agreement {details['top1_agreement']:.1%}, "
+            f"max logit diff {logits_cmp.max_abs_diff:.3g}, max input diff {max_pix:.2g}")
+    msg = "\n".join([head] + ([acc_line] if acc_line else []) + failures)
+    return CheckResult("real_images", "failed" if failures else "passed", msg, details)
