@@ -50,6 +50,8 @@ class ParityItem(pytest.Item):
             if capman is not None:
                 with capman.global_and_fixture_disabled():
                     tr.write(f" [{phase}]", cyan=True, flush=True)
+                    if phase == "checks":
+                        tr.write(" ")
             else:
                 tr.write(f" [{phase}]", cyan=True, flush=True)
 
@@ -79,6 +81,8 @@ class ParityItem(pytest.Item):
             raise ParityFailure(result.failure_message())
 
     def teardown(self) -> None:
+        if self.run_state is not None:
+            self.run_state.close()
         self.run_state = None  # free the model and the session
 
     def _record(self, result: Any) -> None:
@@ -112,6 +116,13 @@ class ParityItem(pytest.Item):
         if isinstance(excinfo.value, OnnxParityError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+    def _repr_failure_py(self, excinfo: Any, style: Any = None) -> Any:
+        # setup errors (model build, export) are reported through this, not repr_failure:
+        # our own errors carry a message that names the fix, so show it without a traceback
+        if isinstance(excinfo.value, OnnxParityError):
+            return str(excinfo.value)
+        return super()._repr_failure_py(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"[onnx-parity] {self.spec.text}"

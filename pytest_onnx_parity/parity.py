@@ -170,7 +170,17 @@ class ParityRun:
         self.model: "torch.nn.Module | None" = None
         self.export: "OnnxExport | None" = None
         self._session: "onnxruntime.InferenceSession | None" = None
+        self._tmpdir: str | None = None
         self._t0 = time.perf_counter()
+
+    def close(self) -> None:
+        """Drop the session and delete a no-cache export."""
+        self._session = None
+        if self._tmpdir is not None:
+            import shutil
+
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
 
     # -- phases ------------------------------------------------------------
     def prepare(self) -> None:
@@ -187,7 +197,13 @@ class ParityRun:
         t = time.perf_counter()
         if self.onnx_arg is None:
             self.progress("export")
-            self.export = export_onnx(self.model, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
+            path = None
+            if not o.use_cache:
+                import tempfile
+
+                self._tmpdir = tempfile.mkdtemp(prefix="onnx-parity-")
+                path = Path(self._tmpdir) / "model.onnx"
+            self.export = export_onnx(self.model, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
                                       use_cache=o.use_cache, seed=o.seed)
             self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
         else:
@@ -424,10 +440,14 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
     try:
         run.prepare()
     except OnnxParityError as exc:
+        run.close()
         if raise_errors:
             raise
         run.result.status = "error"
         run.result.error = str(exc)
         run.result.timings["total_s"] = time.perf_counter() - run._t0
         return run.result
-    return run.run_checks()
+    try:
+        return run.run_checks()
+    finally:
+        run.close()
