@@ -46,6 +46,17 @@ def assert_matches_timm(image: Image.Image, config: dict, got: np.ndarray | None
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """timm's transform normalises with torch: one thread is 8x cheaper than two on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photo_paths() -> list[Path]:
     return bundled_image_paths()
@@ -374,3 +385,14 @@ def test_eval_transform_exposes_timm_sizes():
                                         "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                                         "crop_pct": 1.0, "crop_mode": "border"})
     assert border.resized_size(640, 427) == (224, 149) and border.fill == (124, 116, 104)
+
+
+def test_package_level_preprocess_is_callable_after_the_submodule_is_imported(photos, vit_config):
+    # This file imported pytest_onnx_parity.preprocess (the module), which rebinds the
+    # package attribute; `from pytest_onnx_parity import preprocess` must still preprocess.
+    import pytest_onnx_parity
+    from pytest_onnx_parity import preprocess as public
+
+    assert public is pytest_onnx_parity.preprocess
+    assert np.array_equal(public(photos[:2], vit_config), preprocess(photos[:2], vit_config))
+    assert np.array_equal(public(photos[:1], VIT, test_time=True), preprocess(photos[:1], VIT, test_time=True))
