@@ -603,7 +603,18 @@ def _load_proto(onnx_file: Any) -> tuple["onnx.ModelProto", Path | None]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
-    return proto, (path.resolve().parent if _has_external_data(proto) else None)
+    if not _has_external_data(proto):
+        return proto, None
+    folder = path.resolve().parent
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    for tensor in proto.graph.initializer:
+        # ONNX Runtime's shape inference needs small constants (shapes, axes) in the model itself
+        if uses_external_data(tensor) and math.prod(tensor.dims) <= 4096:
+            load_external_data_for_tensor(tensor, str(folder))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    return proto, (folder if _has_external_data(proto) else None)
 
 
 def _has_external_data(proto: "onnx.ModelProto") -> bool:
