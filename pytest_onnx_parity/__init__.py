@@ -30,7 +30,7 @@ _LAZY = {
     "read_data_config": "dataconfig",
     "read_metadata": "dataconfig",
     "resolve_data_config": "dataconfig",
-    "preprocess": "preprocess",
+    "preprocess": "preprocessing",
     "assert_logits_close": "compare",
     "assert_topk_agreement": "compare",
     "compare_logits": "compare",
@@ -83,5 +83,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
     from .models import load_model
     from .parity import CheckResult, ParityResult, check_parity
-    from .preprocess import preprocess
+    from .preprocessing import preprocess
     from .specs import ModelSpec, parse_spec

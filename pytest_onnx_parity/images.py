@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from .errors import ImageError
-from .preprocess import ConfigLike, EvalTransform, _bad_files_message, open_image, preprocess
+from .preprocessing import ConfigLike, EvalTransform, _bad_files_message, open_image, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -157,7 +157,7 @@ def real_batch(
 
     ``images`` is ``None`` (the bundled sample photos), a folder (every image
     below it, see :func:`find_images`) or a list of image files. ``config``
-    is what :func:`~pytest_onnx_parity.preprocess.preprocess` takes. Returns
+    is what :func:`~pytest_onnx_parity.preprocessing.preprocess` takes. Returns
     ``(array, paths)``, the array float32 NCHW in ``paths`` order.
     """
     paths = _resolve_paths(images)

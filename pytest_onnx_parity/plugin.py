@@ -172,7 +172,7 @@ def random_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, dat
 def real_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_config: dict[str, Any]) -> Any:
     """Real photos (bundled, or ``--onnx-parity-images``) preprocessed for the marker model: float32 NCHW."""
     from .images import bundled_image_paths, find_images
-    from .preprocess import preprocess
+    from .preprocessing import preprocess
 
     opts = _onnx_parity_store.options(request, {})
     paths = find_images(opts["images"]) if opts["images"] else bundled_image_paths()

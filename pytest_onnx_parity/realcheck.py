@@ -55,14 +55,14 @@ class _Streams:
     """Decode each image once and run both preprocessing paths on worker threads."""
 
     def __init__(self, model: Any, onnx_path: Path, test_time: bool) -> None:
-        from .preprocess import EvalTransform
+        from .preprocessing import EvalTransform
 
         self.torch_tf = timm_eval_transform(model, test_time)
         self.onnx_tf = EvalTransform.from_config(str(onnx_path), test_time=test_time)
 
     def one(self, path: Path) -> tuple[np.ndarray, np.ndarray] | str:
         from .errors import ImageError
-        from .preprocess import open_image
+        from .preprocessing import open_image
 
         try:
             img = open_image(path)
@@ -73,7 +73,7 @@ class _Streams:
 
 def _batches(streams: _Streams, paths: Sequence[Path], workers: int) -> Any:
     from .errors import ImageError
-    from .preprocess import _bad_files_message
+    from .preprocessing import _bad_files_message
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), BATCH):

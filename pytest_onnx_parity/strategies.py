@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 from PIL import Image
 
-from .preprocess import CROP_MODES, EvalTransform, preprocess
+from .preprocessing import CROP_MODES, EvalTransform, preprocess
 
 __all__ = [
     "CONTENTS",
@@ -226,7 +226,7 @@ def batches(
     """float32 NCHW batches of ``min_size`` .. ``max_size`` images, preprocessed for ``config``.
 
     ``config`` is a data config, a strategy of them, or an ONNX path: what
-    :func:`~pytest_onnx_parity.preprocess.preprocess` takes. ``images``
+    :func:`~pytest_onnx_parity.preprocessing.preprocess` takes. ``images``
     defaults to :func:`images` of up to 64 pixels a side; images too thin
     for the config's crop mode (timm's transform fails on them) are left out.
     """

@@ -17,7 +17,7 @@ from pytest_onnx_parity.images import (
     load_images,
     real_batch,
 )
-from pytest_onnx_parity.preprocess import preprocess
+from pytest_onnx_parity.preprocessing import preprocess
 
 CONFIG = {"input_size": (3, 64, 48), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
           "crop_pct": 0.9, "crop_mode": "center"}

@@ -16,7 +16,7 @@ from pytest_onnx_parity import strategies as ops
 from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
 from pytest_onnx_parity.errors import ImageError, MissingMetadataError, SpecError
 from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.preprocess import EvalTransform, open_image, preprocess
+from pytest_onnx_parity.preprocessing import EvalTransform, open_image, preprocess
 
 timm_data = pytest.importorskip("timm.data")
 
@@ -232,7 +232,7 @@ def test_no_torch_import(tmp_path, photo_paths):
     onnx_path = write_onnx(tmp_path / "m.onnx", {DATA_CONFIG_KEY: json.dumps(_six(VIT))})
     code = (
         "import sys\n"
-        "from pytest_onnx_parity.preprocess import preprocess\n"
+        "from pytest_onnx_parity.preprocessing import preprocess\n"
         "from pytest_onnx_parity.images import real_batch\n"
         f"batch = preprocess({[str(p) for p in photo_paths]!r}, {str(onnx_path)!r})\n"
         f"batch, paths = real_batch({str(onnx_path)!r})\n"
@@ -388,11 +388,11 @@ def test_eval_transform_exposes_timm_sizes():
 
 
 def test_package_level_preprocess_is_callable_after_the_submodule_is_imported(photos, vit_config):
-    # This file imported pytest_onnx_parity.preprocess (the module), which rebinds the
-    # package attribute; `from pytest_onnx_parity import preprocess` must still preprocess.
+    # The submodule is `preprocessing`, so importing it does not rebind the package's
+    # `preprocess` attribute: `from pytest_onnx_parity import preprocess` is the function.
     import pytest_onnx_parity
     from pytest_onnx_parity import preprocess as public
 
-    assert public is pytest_onnx_parity.preprocess
+    assert public is pytest_onnx_parity.preprocess is preprocess
     assert np.array_equal(public(photos[:2], vit_config), preprocess(photos[:2], vit_config))
     assert np.array_equal(public(photos[:1], VIT, test_time=True), preprocess(photos[:1], VIT, test_time=True))

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
@@ -438,19 +436,3 @@ def _bad_files_message(problems: list[str]) -> str:
         return problems[0]
     lines = "\n".join(f"  {p}" for p in problems)
     return f"{len(problems)} images cannot be read:\n{lines}"
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`preprocess`.
-
-    ``from pytest_onnx_parity import preprocess`` is meant to give the function,
-    but once anything has imported this submodule, Python binds the package
-    attribute ``preprocess`` to the module instead. Making the module callable
-    keeps ``preprocess(images, config)`` working either way.
-    """
-
-    def __call__(self, images: ImageLike | Iterable[ImageLike], config: ConfigLike, *, test_time: bool = False) -> np.ndarray:
-        return preprocess(images, config, test_time=test_time)
-
-
-sys.modules[__name__].__class__ = _CallableModule
