@@ -1,0 +1,363 @@
+"""Merge JSON reports of the gate and render them as a compatibility table.
+
+A report (schema 1) is what ``--onnx-parity-report`` writes::
+
+    {"schema": 1, "environment": {...}, "models": [{"model": ..., "status": ..., ...}]}
+
+:func:`merge_reports` joins the reports of several runs (the shards of a CI
+matrix) into one of the same schema; :func:`render_markdown` and
+:func:`render_html` draw the table (model, status, exporter, opset, max abs diff,
+top-1 agreement, first divergence) followed by the errors and failures grouped by
+reason. Plain Python and the standard library only: this runs in a CI job that
+has neither torch nor onnxruntime installed.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import OnnxParityError
+
+SCHEMA = 1
+STATUSES = ("passed", "failed", "error")
+TABLE_COLUMNS = ("model", "status", "exporter", "opset", "max abs diff", "top-1 agreement", "first divergence")
+
+
+class ReportError(OnnxParityError):
+    """A report file that is missing, unreadable or not a schema-1 report."""
+
+
+# -- reading and merging ------------------------------------------------------------------------------
+
+
+def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
+    """Read and check one schema-1 report; :class:`ReportError` says what is wrong."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ReportError(f"{p}: is a folder, not a JSON report") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{p}: cannot read it: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ReportError(f"{p}: not valid JSON ({exc}); give a report written by --onnx-parity-report") from None
+    check_report(doc, str(p))
+    return doc
+
+
+def check_report(doc: Any, where: str = "report") -> None:
+    """Raise :class:`ReportError` unless ``doc`` looks like a schema-1 report."""
+    if not isinstance(doc, dict):
+        raise ReportError(f"{where}: expected a JSON object with schema, environment and models")
+    if doc.get("schema") != SCHEMA:
+        raise ReportError(f"{where}: unsupported report schema {doc.get('schema')!r} (this version reads schema {SCHEMA})")
+    models = doc.get("models")
+    if not isinstance(models, list):
+        raise ReportError(f"{where}: 'models' must be a list")
+    for i, entry in enumerate(models):
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise ReportError(f"{where}: models[{i}] has no 'model' name")
+        if entry.get("status") not in STATUSES:
+            raise ReportError(f"{where}: models[{i}] ({entry['model']}) has status {entry.get('status')!r}, "
+                              f"expected one of {', '.join(STATUSES)}")
+    if not isinstance(doc.get("environment", {}), dict):
+        raise ReportError(f"{where}: 'environment' must be an object")
+
+
+def entry_key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """Entries with the same key describe the same check: the model spec and the exporter."""
+    return str(entry["model"]), str(entry.get("exporter") or "")
+
+
+def merge_reports(reports: Iterable["str | os.PathLike[str] | Mapping[str, Any]"]) -> dict[str, Any]:
+    """Merge reports (paths or loaded dicts) into one schema-1 report.
+
+    One entry per model (and exporter) is kept: when the same one appears again,
+    the later report wins and ``notes`` says which was replaced. ``sources`` lists
+    the inputs in order. When the environments (library versions) differ, each is
+    kept under ``environments`` and a note names the differing libraries;
+    ``environment`` is then the first report's.
+    """
+    merged: "OrderedDict[tuple[str, str], dict[str, Any]]" = OrderedDict()
+    origin: dict[tuple[str, str], str] = {}
+    sources: list[str] = []
+    envs: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for i, rep in enumerate(reports):
+        if isinstance(rep, Mapping):
+            doc, name = dict(rep), f"report #{i + 1}"
+            check_report(doc, name)
+        else:
+            doc, name = load_report(rep), str(rep)
+        sources.append(name)
+        envs.append({"source": name, "environment": dict(doc.get("environment") or {})})
+        for note in doc.get("notes") or []:
+            notes.append(f"{name}: {note}")
+        for entry in doc["models"]:
+            key = entry_key(entry)
+            if key in merged:
+                old, new = merged[key].get("status"), entry.get("status")
+                notes.append(f"{key[0]} ({key[1] or 'exporter unknown'}) appears in {origin[key]} ({old}) and in "
+                             f"{name} ({new}): kept the later one")
+                del merged[key]  # re-insert so that the order follows the winner
+            merged[key] = entry
+            origin[key] = name
+    if not sources:
+        raise ReportError("nothing to merge: give at least one report")
+    doc_out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "environment": envs[0]["environment"],
+        "models": sorted(merged.values(), key=lambda e: entry_key(e)),
+        "sources": sources,
+    }
+    differing = _differing_keys([e["environment"] for e in envs])
+    if differing:
+        doc_out["environments"] = envs
+        notes.append("environments differ in " + ", ".join(
+            f"{k} ({' / '.join(sorted({str(e['environment'].get(k, 'missing')) for e in envs}))})" for k in differing))
+    if notes:
+        doc_out["notes"] = notes
+    return doc_out
+
+
+def _differing_keys(envs: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for e in envs for k in e})
+    return [k for k in keys if len({json.dumps(e.get(k), sort_keys=True) for e in envs}) > 1]
+
+
+def write_json(doc: Mapping[str, Any], path: "str | os.PathLike[str]") -> None:
+    """Write a report atomically (a reader never sees half of it)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+# -- reasons --------------------------------------------------------------------------------------------
+
+
+def counts(report: Mapping[str, Any]) -> dict[str, int]:
+    out = {s: 0 for s in STATUSES}
+    for e in report.get("models", []):
+        out[e.get("status", "error")] = out.get(e.get("status", "error"), 0) + 1
+    out["total"] = sum(out[s] for s in STATUSES)
+    return out
+
+
+def reason(entry: Mapping[str, Any]) -> str:
+    """Why an entry did not pass, in full: the error, or the failing checks and their first lines."""
+    if entry.get("status") == "error":
+        return str(entry.get("error") or "error without a message")
+    bad = [c for c in entry.get("checks") or [] if c.get("status") in ("failed", "error")]
+    if not bad:
+        return "failed (no failing check recorded)"
+    errored = [c for c in bad if c.get("status") == "error"]
+    if errored:  # a check that could not run (e.g. ONNX Runtime cannot run the file) says more than a verdict
+        c = errored[0]
+        return f"{c.get('name')} check could not run: {c.get('message') or ''}".strip()
+    names = ", ".join(str(c.get("name")) for c in bad)
+    return f"failed checks: {names}"
+
+
+_CHAIN = " <- "
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"0x[0-9a-fA-F]+", "0x…"),
+    (r"(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+(?::\d+)?", "<path>"),  # file paths, with line numbers
+    (r"\b[suf]\d+\b", "<sym>"),  # symbolic sizes of torch.export (s0, u12)
+    (r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N"),
+    (r"(?:N\s*,\s*)+N", "N,…"),  # shapes and index lists
+    (r"'[^']{40,}'", "'…'"),
+    (r"\s+", " "),
+)
+
+
+def reason_key(text: str, model: str | None = None, limit: int = 180) -> str:
+    """A short normal form of a reason, so the same cause groups across models.
+
+    The exporter's chain (``A <- B <- C``) is cut to its outermost and innermost
+    parts; model names, paths, addresses, numbers and symbolic sizes are replaced
+    by placeholders.
+    """
+    t = str(text)
+    if model:
+        for name in {model, model.split("=")[0], model.split("=")[0].split(".")[0]}:
+            if name:
+                t = t.replace(name, "<model>")
+    parts = [p.strip() for p in t.split(_CHAIN) if p.strip()]
+    if len(parts) > 1:
+        t = f"{_head(parts[0])} … {_head(parts[-1])}"
+    else:
+        t = _head(t)
+    for pat, rep in _PATTERNS:
+        t = re.sub(pat, rep, t)
+    t = t.strip()
+    return t if len(t) <= limit else t[: limit - 1].rstrip() + "…"
+
+
+def _head(text: str) -> str:
+    """The first sentence-ish part: up to the first line break or '. ' after some words."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    m = re.search(r"(?<=[a-z)\]'`])\. (?=[A-Z])", line[20:])
+    return line[: 20 + m.start() + 1] if m else line
+
+
+def group_reasons(report: Mapping[str, Any], statuses: tuple[str, ...] = ("error", "failed")) -> list[dict[str, Any]]:
+    """Non-passing entries grouped by :func:`reason_key`, biggest group first.
+
+    Each group: ``status``, ``reason`` (the key), ``models`` and ``example`` (one full reason).
+    """
+    groups: "OrderedDict[tuple[str, str], dict[str, Any]]" = OrderedDict()
+    for e in sorted(report.get("models", []), key=entry_key):
+        status = e.get("status")
+        if status not in statuses:
+            continue
+        full = reason(e)
+        key = (status, reason_key(full, e.get("model")))
+        g = groups.setdefault(key, {"status": status, "reason": key[1], "models": [], "example": full})
+        g["models"].append(e["model"])
+    return sorted(groups.values(), key=lambda g: (statuses.index(g["status"]), -len(g["models"]), g["reason"]))
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def _fmt_diff(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v  # "inf" / "nan" as written by the gate
+    return f"{float(v):.2e}"
+
+
+def _fmt_pct(v: Any) -> str:
+    if v is None or isinstance(v, str):
+        return "-" if v is None else v
+    return f"{100 * float(v):.1f}%"
+
+
+def table_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for e in sorted(report.get("models", []), key=entry_key):
+        rows.append([
+            str(e["model"]), str(e.get("status")), str(e.get("exporter") or "-"),
+            str(e.get("opset")) if e.get("opset") is not None else "-",
+            _fmt_diff(e.get("max_abs_diff")), _fmt_pct(e.get("top1_agreement")),
+            str(e.get("first_divergence") or "-"),
+        ])
+    return rows
+
+
+def _env_line(report: Mapping[str, Any]) -> str:
+    env = report.get("environment") or {}
+    return ", ".join(f"{k} {v}" for k, v in env.items()) or "unknown"
+
+
+def _summary_line(report: Mapping[str, Any]) -> str:
+    c = counts(report)
+    return f"{c['total']} models: {c['passed']} passed, {c['failed']} failed, {c['error']} errors"
+
+
+def _md_cell(text: str) -> str:
+    t = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return t.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_markdown(report: Mapping[str, Any], *, title: str = "ONNX parity: compatibility table",
+                    heading_level: int = 1) -> str:
+    """The table and the grouped reasons as GitHub-flavoured Markdown."""
+    h = "#" * max(1, heading_level)
+    out = [f"{h} {title}", "", _summary_line(report) + ".", "", f"Environment: {_md_cell(_env_line(report))}.", ""]
+    for note in report.get("notes") or []:
+        out.append(f"> Note: {_md_cell(note)}")
+    if report.get("notes"):
+        out.append("")
+    out.append("| " + " | ".join(TABLE_COLUMNS) + " |")
+    out.append("| " + " | ".join("---" if i < 3 or i == 6 else "---:" for i in range(len(TABLE_COLUMNS))) + " |")
+    for row in table_rows(report):
+        row = [f"`{_md_cell(row[0])}`", *(_md_cell(c) for c in row[1:])]
+        out.append("| " + " | ".join(row) + " |")
+    groups = group_reasons(report)
+    if groups:
+        out += ["", f"{h}# Errors and failures by reason", ""]
+        for g in groups:
+            out.append(f"- **{g['status']}** ({len(g['models'])}): {_md_cell(g['reason'])}")
+            out.append(f"  - models: {', '.join(f'`{_md_cell(m)}`' for m in g['models'])}")
+            if g["example"].strip() != g["reason"].strip():
+                out.append(f"  - example ({_md_cell(g['models'][0])}): {_md_cell(_clip(g['example'], 600))}")
+    return "\n".join(out) + "\n"
+
+
+def _clip(text: str, n: int) -> str:
+    t = " ".join(str(text).split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#1f2328}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa;cursor:pointer;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.passed td.status{color:#1a7f37}tr.failed td.status{color:#cf222e;font-weight:600}
+tr.error td.status{color:#9a6700;font-weight:600}code{font-size:90%}
+.summary{font-size:1.1em}.env,.note{color:#57606a}details{margin:.3em 0 1em}pre{white-space:pre-wrap;background:#f6f8fa;padding:.6em}
+"""
+
+_JS = """
+document.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+var tb=th.closest('table').tBodies[0],rows=Array.from(tb.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+rows.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=b.cells[i].dataset.v||b.cells[i].textContent;
+var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
+rows.forEach(function(r){tb.appendChild(r);});});});
+"""
+
+
+def render_html(report: Mapping[str, Any], *, title: str = "ONNX parity: compatibility table") -> str:
+    """A self-contained HTML page (inline style and script, no external assets); all text is escaped."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>", f'<p class="summary">{e(_summary_line(report))}</p>',
+        f'<p class="env">Environment: {e(_env_line(report))}</p>',
+    ]
+    for note in report.get("notes") or []:
+        parts.append(f'<p class="note">Note: {e(str(note))}</p>')
+    parts.append('<table id="models"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in TABLE_COLUMNS) + "</tr></thead><tbody>")
+    entries = sorted(report.get("models", []), key=entry_key)
+    for entry, row in zip(entries, table_rows(report)):
+        status = row[1] if row[1] in STATUSES else "error"
+        tip = e(_clip(reason(entry), 400), quote=True) if status != "passed" else ""
+        cells = [f"<td><code>{e(row[0])}</code></td>", f'<td class="status" title="{tip}">{e(row[1])}</td>',
+                 f"<td>{e(row[2])}</td>", f'<td class="num">{e(row[3])}</td>',
+                 f'<td class="num" data-v="{e(_sort_value(entry.get("max_abs_diff")))}">{e(row[4])}</td>',
+                 f'<td class="num" data-v="{e(_sort_value(entry.get("top1_agreement")))}">{e(row[5])}</td>',
+                 f"<td><code>{e(row[6])}</code></td>"]
+        parts.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    groups = group_reasons(report)
+    if groups:
+        parts.append("<h2>Errors and failures by reason</h2>")
+        for g in groups:
+            parts.append(f"<h3>{e(g['status'])} ({len(g['models'])}): {e(g['reason'])}</h3>")
+            parts.append("<p>" + ", ".join(f"<code>{e(m)}</code>" for m in g["models"]) + "</p>")
+            parts.append(f"<details><summary>full reason ({e(g['models'][0])})</summary><pre>{e(g['example'])}</pre></details>")
+    parts.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _sort_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return "1e308" if v in ("inf", "nan") else v
+    return repr(float(v))
