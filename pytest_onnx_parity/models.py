@@ -15,16 +15,16 @@ reaches the logits, deterministically from a seed:
 1. ``torch.manual_seed(seed)`` before ``timm.create_model`` (timm's own init).
 2. Re-draw degenerate parameters (constant, or max |w| < 1e-4) from a generator
    seeded with ``seed``: matrices/kernels ``N(0, 1/fan_in)``; 1-D scales (norm
-   weights, layer-scale gammas, gains) ``U(0.5, 1.5)``; biases (all of them,
-   norm biases included) ``N(0, 0.2^2)``, so a scaled kernel cannot hide behind a
-   following normalisation; other tensors (tokens, embeddings) ``N(0, 0.02^2)``.
-   Non-constant 1-D norm weights are kept. Norm weights that are all ones are
-   re-drawn too, so that a per-channel error cannot cancel.
+   weights, layer-scale gammas, gains, temperatures) ``U(0.5, 1.5)``; biases (all
+   of them, norm biases included) ``N(0, 0.2^2)``, so a scaled kernel cannot hide
+   behind a following normalisation. Norm weights that are all ones count as
+   constant, so a per-channel error cannot cancel. Position embeddings, tokens and
+   relative-position bias tables whose std is below 0.05 (timm draws them at 0.02
+   or zero) are re-drawn ``N(0, 0.5^2)``, so an error in them reaches the logits.
 3. Calibrate BatchNorm statistics: reset running stats and run a seeded random
    batch through the model with only the BatchNorm layers in training mode
    (cumulative average), so each BN normalises its real input.
-4. Scale the classifier so the logits have unit standard deviation on that batch
-   (with BatchNorm, the calibration pass's own logits serve: one forward in all).
+4. Scale the classifier so the logits have unit standard deviation on that batch.
 
 The result is deterministic for a given (model name, seed, timm, torch) in every
 process; the cache key holds all four.
@@ -41,7 +41,7 @@ from .specs import ModelSpec, check_model_name, parse_spec
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-NONDEGENERATE_VERSION = 2  # bump when the re-draw method changes: it is part of the cache key
+NONDEGENERATE_VERSION = 4  # bump when the re-draw method changes: it is part of the cache key
 CALIBRATION_BATCH = 4
 
 
@@ -135,26 +135,28 @@ def make_nondegenerate(model: "torch.nn.Module", seed: int = 0) -> "torch.nn.Mod
     gen = torch.Generator().manual_seed(seed + 7919)
     norm_types = _norm_types()
     with torch.no_grad():
-        for mod_name, module in model.named_modules():
+        for _mod_name, module in model.named_modules():
             is_norm = isinstance(module, norm_types)
             for pname, p in module.named_parameters(recurse=False):
-                if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                if not p.dtype.is_floating_point:
                     continue
                 if pname.endswith("bias") and p.ndim == 1:
                     if _is_degenerate(p):
                         p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+                elif _is_table(pname) and not is_norm:
+                    # position embeddings, tokens, relative-position bias tables: timm draws them at
+                    # std 0.02 or zero, too small for an error in them to reach the logits
+                    if _is_degenerate(p) or float(p.detach().float().std()) < 0.05:
+                        p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+                elif not _is_degenerate(p):
                     continue
-                if not _is_degenerate(p):
-                    continue
-                if p.ndim >= 2:
-                    fan_in = p[0].numel() if p.ndim > 1 else 1
+                elif p.ndim >= 2:
+                    fan_in = p[0].numel()
                     p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
-                elif p.ndim == 1 and (is_norm or _looks_like_scale(pname)):
+                elif p.ndim == 1:  # norm weights, layer scales, gains, temperatures: positive scales
                     p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-                elif p.ndim == 0:
-                    p.fill_(float(torch.rand((), generator=gen)) + 0.5)
                 else:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                    p.fill_(float(torch.rand((), generator=gen)) + 0.5)
         _calibrate(model, gen)
     return model
 
@@ -165,8 +167,11 @@ def _norm_types() -> tuple[type, ...]:
     return (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.normalization.RMSNorm)
 
 
-def _looks_like_scale(pname: str) -> bool:
-    return pname in ("weight", "gamma", "scale", "gain", "skipinit_gain", "alpha") or pname.startswith(("gamma", "ls", "scale", "gain"))
+_TABLE_WORDS = ("pos_embed", "position", "relative", "rel_pos", "bias_table", "attention_biases", "token", "pos_")
+
+
+def _is_table(pname: str) -> bool:
+    return any(w in pname for w in _TABLE_WORDS)
 
 
 def calibration_input(model: "torch.nn.Module", gen: "torch.Generator", batch: int = CALIBRATION_BATCH) -> "torch.Tensor":
@@ -192,47 +197,50 @@ def _calibrate(model: "torch.nn.Module", gen: "torch.Generator") -> None:
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     saved = [(m, m.momentum) for m in bns]
-    logits = None
     try:
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration pass
             m.train()
         if bns:
-            # with one batch and a cumulative average, the running statistics are this batch's own,
-            # so these logits are (up to the unbiased variance) the eval-mode logits: no second pass
-            logits = model(x)
+            model(x)
     finally:
         for m, momentum in saved:
             m.momentum = momentum
             m.eval()
+            # a norm over pooled features sees only a few calibration samples: a channel that barely
+            # varied there would blow up on other inputs, so keep each variance near its layer's scale
+            if m.running_var is not None:
+                m.running_var.clamp_(min=0.05 * float(m.running_var.mean()) + 1e-12)
         model.train(was_training)
-    if logits is None:
-        logits = model(x)
+    logits = model(x)  # eval mode: train-mode BN over a few pooled samples would mislead the scale
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     std = float(logits.float().std())
-    head = _classifier_module(model)
-    if head is not None and std > 0:
-        w = getattr(head, "weight", None)
-        b = getattr(head, "bias", None)
-        if w is not None:
-            w.mul_(1.0 / std)
-        if b is not None:
-            b.mul_(1.0 / std)
+    if std > 0:
+        for head in _classifier_modules(model):  # distilled models have two heads, averaged
+            for t in (getattr(head, "weight", None), getattr(head, "bias", None)):
+                if t is not None:
+                    t.mul_(1.0 / std)
 
 
-def _classifier_module(model: "torch.nn.Module") -> "torch.nn.Module | None":
+def _classifier_modules(model: "torch.nn.Module") -> list["torch.nn.Module"]:
     get = getattr(model, "get_classifier", None)
     if get is None:
-        return None
+        return []
     try:
-        head = get()
+        heads = get()
     except Exception:
-        return None
-    if isinstance(head, (tuple, list)):
-        head = head[0]
-    return head if hasattr(head, "weight") else None
+        return []
+    heads = heads if isinstance(heads, (tuple, list)) else [heads]
+    out = []
+    for head in heads:
+        # a head may be a Sequential/NormLinear wrapper: scale its last layer with a weight
+        mods = [m for m in head.modules() if hasattr(m, "weight") and getattr(m, "weight") is not None
+                and m.weight.ndim >= 2] if hasattr(head, "modules") else []
+        if mods:
+            out.append(mods[-1])
+    return out
 
 
 def weights_identity(model: "torch.nn.Module") -> str:
