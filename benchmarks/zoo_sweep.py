@@ -27,6 +27,11 @@ Usage::
     python benchmarks/zoo_sweep.py --out /tmp/zoo --select-only
     python benchmarks/zoo_sweep.py --out /tmp/zoo --render-only   # after a partial run: write what there is
 
+The gate runs from a snapshot of the package at a git commit (``--code HEAD`` by
+default, extracted with ``git archive`` into ``OUT/code-<sha>``), so work that
+others commit or leave uncommitted while the sweep runs does not change it
+halfway; the commit is written into the document.
+
 A run resumes: shards whose report exists are not run again. A shard whose
 process dies or runs past ``--shard-timeout`` loses its report (the gate writes
 it at the end of the session); its models are then rerun one by one without
@@ -49,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+CODE: dict[str, str] = {}  # commit and folder of the package snapshot the gate runs from
 
 PORT_PREFIXES = {"tf", "tv", "gluon", "legacy", "ig", "ssl", "swsl", "fb", "hf", "timm", "dm"}
 _FAMILY = re.compile(r"^(?:[a-z]+\d[a-z]{3,}|[a-z]+?(?:v\d+)?)(?=\d|$)")
@@ -149,11 +154,29 @@ def gate_command(args: argparse.Namespace, out: Path, report: Path, *, shard: tu
     return cmd
 
 
+def snapshot(out: Path, rev: str) -> None:
+    """Extract the package at git revision ``rev`` into ``out/code-<sha>`` and import it from there."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    folder = out / f"code-{sha[:12]}"
+    if not (folder / "pytest_onnx_parity" / "__init__.py").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "pytest_onnx_parity"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    subject = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%s", sha], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    CODE.update(sha=sha, folder=str(folder), subject=subject)
+    sys.path.insert(0, str(folder))
+
+
 def run_logged(cmd: list[str], cwd: Path, log: Path, timeout: float) -> tuple[int | None, float]:
     """Run ``cmd`` in its own process group; ``(returncode or None on timeout, seconds)``."""
     t0 = time.perf_counter()
     # one intra-op thread per xdist worker: -n 2 on 2 cores without oversubscription
     env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if CODE:  # the snapshot comes before the editable install
+        env["PYTHONPATH"] = os.pathsep.join([CODE["folder"], *filter(None, [os.environ.get("PYTHONPATH")])])
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
@@ -304,6 +327,7 @@ def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: 
         f"ran (load averages per shard: {', '.join(s.get('load', '?').split()[0] for s in timings['shards'].values()) or '?'}), "
         f"Python {platform.python_version()}.",
         f"- Environment: {', '.join(f'{k} {v}' for k, v in (merged.get('environment') or {}).items())}.",
+        f"- Code: pytest-onnx-parity at commit `{CODE.get('sha', '?')[:12]}` ({CODE.get('subject', '?')}).",
         "",
         "## Figures",
         "",
@@ -373,11 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-timeout", type=float, default=45 * 60)
     p.add_argument("--model-timeout", type=float, default=15 * 60)
     p.add_argument("--max-minutes", type=float, default=0, help="Start no new shard after this much gate time")
+    p.add_argument("--code", default="HEAD", help="git revision of the package to run (a snapshot is extracted)")
     p.add_argument("--select-only", action="store_true")
     p.add_argument("--render-only", action="store_true", help="Merge what exists and write the document")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    snapshot(out, args.code)
+    print(f"running pytest-onnx-parity {CODE['sha'][:12]} from {CODE['folder']}", flush=True)
     sel = select(out, args.max_params, args.max_side)
     models = [c["model"] for c in sel["chosen"]]
     if args.limit:

@@ -162,9 +162,10 @@ def reason(entry: Mapping[str, Any]) -> str:
     if not bad:
         return "failed (no failing check recorded)"
     errored = [c for c in bad if c.get("status") == "error"]
-    if errored:  # a check that could not run (e.g. ONNX Runtime cannot run the file) says more than a verdict
+    if errored:  # a check that could not decide (ONNX Runtime cannot run the file, inconclusive) says more
         c = errored[0]
-        return f"{c.get('name')} check could not run: {c.get('message') or ''}".strip()
+        first = (str(c.get("message") or "").strip().splitlines() or [""])[0]
+        return f"{c.get('name')} check gave no verdict: {first}".strip()
     names = ", ".join(str(c.get("name")) for c in bad)
     return f"failed checks: {names}"
 
