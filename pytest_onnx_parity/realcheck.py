@@ -133,6 +133,8 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
     scale = float(np.sqrt(np.mean(e_all.astype(np.float64) ** 2)))
     atol, rtol = (options.atol, options.rtol) if options.atol is not None else (E2E_ATOL_FACTOR * scale, E2E_RTOL)
     logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
+    if options.atol is None:
+        logits_cmp.tolerance_source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
     topk_cmp = compare_topk(e_all, a_all, k=min(options.topk, e_all.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
     n = len(paths)
     details: dict[str, Any] = {
