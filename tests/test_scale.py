@@ -89,20 +89,27 @@ def entry(model: str, status: str = "passed", **kw: Any) -> dict[str, Any]:
 # -- xdist ----------------------------------------------------------------------------------------------
 
 
-def test_xdist_two_workers_give_one_report_and_one_summary(pytester: pytest.Pytester, export_cache: str) -> None:
+def test_xdist_two_workers_give_one_report_and_one_summary(pytester: pytest.Pytester) -> None:
+    # a private cache, and test_vit twice under two specs with the same export: the workers share the
+    # cache, so exactly one of them builds it
+    models = [*THREE, "test_vit=random"]
+    cache = pytester.path / "cache"
     report, junit = pytester.path / "r.json", pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess(
-        "-n", "2", *gate_args(export_cache, THREE, f"--onnx-parity-report={report}", f"--junitxml={junit}"))
-    result.assert_outcomes(passed=3)
-    assert sorted(report_models(report)) == sorted(THREE)
+        "-n", "2", *gate_args(cache, models, f"--onnx-parity-report={report}", f"--junitxml={junit}"))
+    result.assert_outcomes(passed=4)
+    assert sorted(report_models(report)) == sorted(models)
+    hits = {e["model"]: e["cache_hit"] for e in json.loads(report.read_text())["models"]}
+    assert sorted([hits["test_vit"], hits["test_vit=random"]]) == [False, True]
+    assert len([p for p in cache.iterdir() if p.is_dir() and p.name.startswith("test_vit-")]) == 1
     assert summary_count(result) == 1
     assert sum(1 for line in result.outlines if line.startswith("onnx-parity report:")) == 1
     summary = result.outlines[result.outlines.index(next(l for l in result.outlines if "onnx-parity summary" in l)):]
-    for m in THREE:  # each model once in the table
+    for m in models:  # each model once in the table
         assert sum(1 for line in summary if line.split()[:1] == [m]) == 1, m
     # the figures travel back from the workers into the JUnit XML
     props = junit_properties(junit)
-    assert sorted(props) == sorted(f"onnx-parity[{m}]" for m in THREE)
+    assert sorted(props) == sorted(f"onnx-parity[{m}]" for m in models)
     for name, p in props.items():
         assert JUNIT_PROPERTIES <= set(p), (name, p)
         assert float(p["max_abs_diff"]) < 1e-3 and float(p["top1_agreement"]) == 1.0
@@ -290,11 +297,10 @@ def clean_python(*code_or_args: str) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", boot + code_or_args[0], *code_or_args[1:]]
 
 
-def test_failing_model_bundle_reproduces_without_the_plugin(pytester: pytest.Pytester) -> None:
+def test_failing_model_bundle_reproduces_without_the_plugin(pytester: pytest.Pytester, warm: str) -> None:
     pytester.makeconftest(FAULTY_EXPORT_CONFTEST)
     art = pytester.path / "artifacts"
-    result = pytester.runpytest_subprocess(*faulty_args(pytester, "--onnx-parity-layers=on-failure",
-                                                        f"--onnx-parity-artifacts={art}"))
+    result = pytester.runpytest(*faulty_args(pytester, "--onnx-parity-layers=on-failure", f"--onnx-parity-artifacts={art}"))
     result.assert_outcomes(failed=1)
     bundle = art / "test_resnet"
     for name in ("model.onnx", "inputs.npz", "outputs.npz", "layers.txt", "result.json", "reproduce.py", "bundle.json"):
