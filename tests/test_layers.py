@@ -129,8 +129,13 @@ def test_planted_fault_is_named_at_its_layer(exported: Any, arch: str, layer: st
     assert first.name == expected, cmp.table(max_rows=12)
     assert layer in (first.name, *first.fused)
     assert first.ratio > 10  # caught with room to spare, not at the edge of the tolerance
-    before = cmp.layers[: cmp.layers.index(first)]
-    assert all(earlier.passed for earlier in before)
+    at = cmp.layers.index(first)
+    assert all(earlier.passed for earlier in cmp.layers[:at])
+    # the layers after it carry its error (upstream_rel) and do not add their own: only the culprit fails
+    assert cmp.failed == [first]
+    later = cmp.layers[at + 1 :]
+    if later:
+        assert max(layer.upstream_rel for layer in later) >= first.max_rel_diff
     assert re.fullmatch(
         rf"first divergence at {re.escape(expected)} \(\w+\): max abs diff [0-9.e+-]+, [0-9.e]+x its tolerance( \(.*\))?",
         cmp.message(),
@@ -218,12 +223,14 @@ def test_assert_layers_close(exported: Any) -> None:
         assert_layers_close(model, faulty, x)
     text = str(info.value)
     assert text.startswith("first divergence at stages.1.blocks.0.mlp.fc1 (Linear): max abs diff ")
-    assert "stages.1.blocks.0.mlp.fc1" in text.splitlines()[4] or "FAIL" in text
+    assert re.search(r"^\s*\d+\s+stages\.1\.blocks\.0\.mlp\.fc1\s.*FAIL$", text, re.M)
     assert text.rstrip().endswith("to change the per-layer tolerance.")
     # looser tolerances change the verdict; atol and rtol come together
     assert compare_layers(model, faulty, x, atol=1.0, rtol=1.0).passed
     with pytest.raises(SpecError, match="together"):
         compare_layers(model, faulty, x, rtol=1e-2)
+    with pytest.raises(SpecError, match="growth"):
+        compare_layers(model, faulty, x, growth=0.5)
 
 
 def test_report_table_and_json(exported: Any) -> None:
@@ -239,6 +246,7 @@ def test_report_table_and_json(exported: Any) -> None:
     table = cmp.table()
     assert table.splitlines()[0].split()[:3] == ["#", "layer", "type"]
     assert re.search(r"blocks\.1\.mlp\.fc1\s+Linear\s+MatMul,Add .* FAIL$", table, re.M)
+    assert "upstream" in table.splitlines()[0]
     assert "blocks.0.mlp.fc1" in table and len(cmp.table(max_rows=5).splitlines()) == 5 + 4
 
 

@@ -1,0 +1,450 @@
+"""Benchmarks of per-layer parity (``pytest_onnx_parity.compare_layers``).
+
+``speed``: compare_layers against torch's own per-value verification,
+``torch.onnx.verification.verify_onnx_program(program, args, compare_intermediates=True)``,
+on the same model, weights and input (resnet18, vit_tiny_patch16_224), with the
+time and the peak memory of each and of a plain inference (torch forward plus one
+ONNX Runtime session and run). Every measurement runs in a fresh subprocess; its
+peak is the process's VmHWM, reset (``/proc/self/clear_refs``) after the model is
+loaded, so it covers the measured call only. Writes the section between
+``<!-- layers-bench -->`` markers of docs/performance.md.
+
+``tolerance``: the evidence behind the per-layer tolerance defaults. Clean exports
+of deep networks (both exporters): the largest per-layer error relative to the
+layer's activation scale, along the depth. Then a 5% scale of the weights of one
+layer at a time, at layers sampled across the depth: is the first divergence that
+layer, and by how much does it exceed the tolerance. Writes the section between
+``<!-- layers-tolerance -->`` markers of docs/layers.md.
+
+    python benchmarks/bench_layers.py speed
+    python benchmarks/bench_layers.py tolerance
+    python benchmarks/bench_layers.py all --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SPEED_MODELS = ["resnet18", "vit_tiny_patch16_224"]
+MEMORY_CASES = [("resnet18", 16), ("vit_tiny_patch16_224", 32)]
+SMALL_BUDGET = "64MiB"
+TOLERANCE_MODELS = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_small_patch16_224", "vit_base_patch16_224"]
+N_FAULTS = 8
+FACTOR = 1.05
+
+
+# --------------------------------------------------------------------------- subprocess workers
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _input(model: Any, batch: int) -> Any:
+    import torch
+
+    size = model.pretrained_cfg["input_size"]
+    return torch.randn((batch, *size), generator=torch.Generator().manual_seed(1))
+
+
+def worker(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from pytest_onnx_parity.models import load_model
+
+    torch.set_num_threads(int(job.get("threads", 2)))
+    model = load_model(job["model"], "random")
+    x = _input(model, job.get("batch", 1))
+    kind = job["kind"]
+    out: dict[str, Any] = {}
+    if kind == "verify":
+        import warnings
+
+        from torch.onnx.verification import verify_onnx_program
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+        base = _rss_kib("VmRSS")
+        _reset_peak()
+        t0 = time.perf_counter()
+        infos = verify_onnx_program(program, (x,), compare_intermediates=True)
+        out["seconds"] = time.perf_counter() - t0
+        out["values"] = len(infos)
+        out["max_abs_diff"] = max(float(i.max_abs_diff) for i in infos)
+    elif kind == "layers":
+        from pytest_onnx_parity.layers import compare_layers
+
+        base = _rss_kib("VmRSS")
+        _reset_peak()
+        t0 = time.perf_counter()
+        cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
+        out["seconds"] = time.perf_counter() - t0
+        out["layers"] = len(cmp.layers)
+        out["uncompared"] = len(cmp.uncompared)
+        out["onnx_runs"] = cmp.onnx_runs
+        out["passed"] = cmp.passed
+        out["peak_tensor_bytes"] = cmp.peak_tensor_bytes
+    elif kind == "plain":
+        import onnxruntime as ort
+
+        base = _rss_kib("VmRSS")
+        _reset_peak()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(x)
+        session = ort.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
+        session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        out["seconds"] = time.perf_counter() - t0
+    else:
+        raise SystemExit(f"unknown job kind {kind!r}")
+    out["peak_mib"] = _rss_kib("VmHWM") / 1024
+    out["base_mib"] = base / 1024
+    out["extra_mib"] = out["peak_mib"] - out["base_mib"]
+    return out
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(job.get("threads", 2)), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, __file__, "_worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"worker {job} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+# --------------------------------------------------------------------------- speed and memory
+
+
+def export_static(name: str, batch: int, folder: Path) -> Path:
+    """The dynamo export verify_onnx_program sees (static shapes), saved for compare_layers."""
+    import warnings
+
+    import torch
+
+    from pytest_onnx_parity.models import load_model
+
+    model = load_model(name, "random")
+    x = _input(model, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    path = folder / f"{name}-b{batch}.onnx"
+    program.save(str(path))
+    return path
+
+
+def bench_speed(write: bool) -> str:
+    rows = []
+    mem_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in SPEED_MODELS:
+            path = export_static(name, 1, folder)
+            plain = run_job({"kind": "plain", "model": name, "onnx": str(path)})
+            layers = run_job({"kind": "layers", "model": name, "onnx": str(path)})
+            print(f"{name}: compare_layers {layers['seconds']:.2f} s, {layers['layers']} layers", flush=True)
+            verify = run_job({"kind": "verify", "model": name})
+            ratio = verify["seconds"] / layers["seconds"]
+            print(f"{name}: verify_onnx_program {verify['seconds']:.1f} s, {verify['values']} values: {ratio:.0f}x", flush=True)
+            rows.append((name, plain, layers, verify, ratio))
+        for name, batch in MEMORY_CASES:
+            path = export_static(name, batch, folder)
+            plain = run_job({"kind": "plain", "model": name, "onnx": str(path), "batch": batch})
+            whole = run_job({"kind": "layers", "model": name, "onnx": str(path), "batch": batch})
+            small = run_job({"kind": "layers", "model": name, "onnx": str(path), "batch": batch, "budget": SMALL_BUDGET})
+            print(f"{name} batch {batch}: plain {plain['extra_mib']:.0f} MiB, layers {whole['extra_mib']:.0f} MiB, "
+                  f"{SMALL_BUDGET} budget {small['extra_mib']:.0f} MiB in {small['onnx_runs']} chunks", flush=True)
+            mem_rows.append((name, batch, plain, whole, small))
+    text = speed_markdown(rows, mem_rows)
+    print(text)
+    if write:
+        write_section(ROOT / "docs" / "performance.md", "layers-bench", text, title="# Performance\n")
+    return text
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import torch
+
+    return (f"{os.cpu_count()} CPU cores ({cpu}), Linux, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; 2 threads each side")
+
+
+def speed_markdown(rows: list[Any], mem_rows: list[Any]) -> str:
+    lines = [
+        "## Per-layer parity: `compare_layers` against `verify_onnx_program`",
+        "",
+        f"Measured with `python benchmarks/bench_layers.py speed` on {machine()}. Random",
+        "(non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both. Each",
+        "figure is one run in a fresh process; peak memory is the process's peak RSS during the call",
+        "minus its RSS before it (the model already loaded).",
+        "",
+        "| model | `compare_layers` | `verify_onnx_program(compare_intermediates=True)` | speed-up | plain inference |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, plain, layers, verify, ratio in rows:
+        lines.append(
+            f"| {name} | {layers['seconds']:.2f} s, {layers['layers']} modules, {layers['onnx_runs']} ORT run, "
+            f"+{layers['extra_mib']:.0f} MiB | {verify['seconds']:.1f} s, {verify['values']} values, "
+            f"+{verify['extra_mib']:.0f} MiB | **{ratio:.0f}x** | {plain['seconds']:.2f} s, +{plain['extra_mib']:.0f} MiB |"
+        )
+    lines += [
+        "",
+        "`verify_onnx_program` builds and runs one ONNX Runtime session per FX value; `compare_layers`",
+        "asks for every module output as a graph output of one session and runs it once.",
+        "",
+        "### Memory: peak against plain inference",
+        "",
+        "Larger batches, so the intermediate tensors dominate. `plain` is a torch forward plus one",
+        "ONNX Runtime session and run; the default budget (1 GiB of intermediate copies, both sides)",
+        f"compares in one pass; `{SMALL_BUDGET}` forces chunks.",
+        "",
+        f"| model | batch | plain inference | `compare_layers` (default budget) | `compare_layers(memory_budget=\"{SMALL_BUDGET}\")` |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, batch, plain, whole, small in mem_rows:
+        lines.append(
+            f"| {name} | {batch} | {plain['seconds']:.2f} s, +{plain['extra_mib']:.0f} MiB "
+            f"| {whole['seconds']:.2f} s, +{whole['extra_mib']:.0f} MiB, {whole['onnx_runs']} run, "
+            f"copies {whole['peak_tensor_bytes'] / 2**20:.0f} MiB "
+            f"| {small['seconds']:.2f} s, +{small['extra_mib']:.0f} MiB, {small['onnx_runs']} runs, "
+            f"copies {small['peak_tensor_bytes'] / 2**20:.0f} MiB |"
+        )
+    lines += [
+        "",
+        "\"copies\" is the largest total of intermediate tensors (torch copies and ONNX Runtime outputs)",
+        "held at once, which the budget bounds. On top of it come the two inferences themselves.",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- tolerance evidence
+
+
+def bench_tolerance(write: bool, models: list[str]) -> str:
+    import numpy as np
+    import torch
+
+    from pytest_onnx_parity.export import export_onnx
+    from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_GROWTH, DEFAULT_RTOL, compare_layers, scale_layer_weights
+    from pytest_onnx_parity.models import load_model
+
+    torch.set_num_threads(2)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            model = load_model(name, "random")
+            x = _input(model, 2)
+            for exporter in ("dynamo", "torchscript"):
+                t0 = time.perf_counter()
+                path = export_onnx(model, Path(tmp) / f"{name}-{exporter}.onnx", exporter=exporter, use_cache=False).path
+                export_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                clean = compare_layers(model, path, x)
+                compare_s = time.perf_counter() - t0
+                rel = [layer.max_rel_diff for layer in clean.layers]
+                third = max(1, len(rel) // 3)
+                row: dict[str, Any] = {
+                    "model": name, "exporter": exporter, "layers": len(clean.layers),
+                    "uncompared": len(clean.uncompared), "export_s": export_s, "compare_s": compare_s,
+                    "clean_passed": clean.passed, "clean_max_rel": max(rel), "clean_median_rel": float(np.median(rel)),
+                    "clean_rel_first_third": max(rel[:third]), "clean_rel_last_third": max(rel[-third:]),
+                    "clean_max_ratio": max(layer.ratio for layer in clean.layers),
+                    "clean_worst_layer": max(clean.layers, key=lambda layer: layer.max_rel_diff).name,
+                    "clean_max_growth": max(
+                        (layer.max_rel_diff / layer.upstream_rel for layer in clean.layers
+                         if layer.upstream_rel > 0 and layer.max_rel_diff > 1e-4),
+                        default=0.0,
+                    ),
+                    "faults": [],
+                }  # fmt: skip
+                for module in sample_layers(model, clean):
+                    faulty = scale_layer_weights(model, path, module, FACTOR)
+                    cmp = compare_layers(model, faulty, x)
+                    first = cmp.first_divergence
+                    planted = next(
+                        (layer for layer in cmp.layers if module == layer.name or module in layer.fused), None
+                    )
+                    row["faults"].append({
+                        "module": module,
+                        "row": planted.name if planted else None,
+                        "first_divergence": first.name if first else None,
+                        "at_layer": bool(first and planted and first.name == planted.name),
+                        "rel": planted.max_rel_diff if planted else None,
+                        "ratio": planted.ratio if planted else None,
+                        "jump": (planted.max_rel_diff / planted.upstream_rel if planted.upstream_rel > 0 else float("inf"))
+                        if planted else None,
+                        "failed_rows": len(cmp.failed),
+                        "logits_rel": cmp.layers[-1].max_rel_diff,
+                    })  # fmt: skip
+                results.append(row)
+                caught = sum(f["at_layer"] for f in row["faults"])
+                print(f"{name} {exporter}: {row['layers']} layers, clean max rel {row['clean_max_rel']:.2g} "
+                      f"(max {row['clean_max_ratio']:.3f} of tol, growth {row['clean_max_growth']:.1f}), "
+                      f"faults at layer {caught}/{len(row['faults'])}, "
+                      f"min fault rel {min(f['rel'] or 0 for f in row['faults']):.2g}", flush=True)
+                for f in row["faults"]:
+                    print(f"    {f['module']:40s} -> {f['first_divergence']}  rel {f['rel']:.3g} ratio {f['ratio']:.0f} "
+                          f"jump {f['jump']:.3g} failed rows {f['failed_rows']} logits rel {f['logits_rel']:.2g}", flush=True)
+    if os.environ.get("BENCH_LAYERS_JSON"):
+        Path(os.environ["BENCH_LAYERS_JSON"]).write_text(json.dumps(results, indent=1))
+    text = tolerance_markdown(results, DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_GROWTH)
+    print(text)
+    if write:
+        write_section(ROOT / "docs" / "layers.md", "layers-tolerance", text)
+    return text
+
+
+def sample_layers(model: Any, clean: Any) -> list[str]:
+    """Leaf modules with weights, evenly spread over the compared rows (first, last and between)."""
+    modules = dict(model.named_modules())
+    candidates = []
+    for layer in clean.layers:
+        for name in (*layer.fused, layer.name):
+            module = modules.get(name)
+            if module is not None and not list(module.children()) and getattr(module, "weight", None) is not None:
+                if getattr(module.weight, "ndim", 0) >= 2:
+                    candidates.append(name)
+                    break
+    if len(candidates) <= N_FAULTS:
+        return candidates
+    step = (len(candidates) - 1) / (N_FAULTS - 1)
+    return [candidates[round(i * step)] for i in range(N_FAULTS)]
+
+
+def tolerance_markdown(results: list[dict[str, Any]], atol: float, rtol: float, growth: float) -> str:
+    lines = [
+        "Measured with `python benchmarks/bench_layers.py tolerance` on " + machine() + ".",
+        "Random non-degenerate weights (`load_model(name, \"random\")`), batch 2 at each model's own",
+        f"input size, files from `export_onnx`. A fault is a {FACTOR:g}x scale of the weight of one",
+        f"module ({N_FAULTS} modules per model, spread evenly over the depth). `rel` is",
+        "`max_abs_diff / rms(torch activation)`; `growth` is a layer's `rel` over the `rel` it",
+        "received from upstream (for clean layers, counted where `rel` > 1e-4, i.e. where the",
+        f"`rtol` floor is not what decides). Defaults: `rtol` = {rtol:g}, `growth` = {growth:g}, `atol` = {atol:g}.",
+        "",
+        "| model | exporter | layers | clean: max `rel` (first / last third of the depth) | clean: max `growth` | clean: most of the tolerance used | faults named at their layer | faults: only that layer fails | faults: smallest `rel` | faults: smallest `growth` | faults: smallest multiple of the tolerance | faults: `rel` at the logits |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        faults = r["faults"]
+        caught = sum(f["at_layer"] for f in faults)
+        alone = sum(f.get("failed_rows") == 1 for f in faults)
+        rels = [f["rel"] for f in faults if f["rel"] is not None]
+        jumps = [f["jump"] for f in faults if f.get("jump") is not None]
+        ratios = [f["ratio"] for f in faults if f["ratio"] is not None]
+        logits = [f["logits_rel"] for f in faults]
+        lines.append(
+            f"| {r['model']} | {r['exporter']} | {r['layers']} | {r['clean_max_rel']:.1e} "
+            f"({r['clean_rel_first_third']:.1e} / {r['clean_rel_last_third']:.1e}) "
+            f"| {_growth(r.get('clean_max_growth', 0.0))} | {r['clean_max_ratio']:.3f} "
+            f"| {caught}/{len(faults)} | {alone}/{len(faults)} | {min(rels):.1e} | {min(jumps):.0f} | {min(ratios):.0f}x "
+            f"| {min(logits):.1e} to {max(logits):.1e} |"
+        )
+    worst_clean = max(r["clean_max_rel"] for r in results)
+    worst_ratio = max(r["clean_max_ratio"] for r in results)
+    worst_growth = max(r.get("clean_max_growth", 0.0) for r in results)
+    least_fault = min(f["rel"] for r in results for f in r["faults"] if f["rel"] is not None)
+    least_jump = min(f["jump"] for r in results for f in r["faults"] if f.get("jump") is not None)
+    least_ratio = min(f["ratio"] for r in results for f in r["faults"] if f["ratio"] is not None)
+    caught = sum(f["at_layer"] for r in results for f in r["faults"])
+    total = sum(len(r["faults"]) for r in results)
+    lines += [
+        "",
+        f"Over all of them: {caught} of {total} planted faults are named at their layer. Clean exports use at",
+        f"most {worst_ratio:.2f} of a layer's tolerance; their largest `rel` is {worst_clean:.1e}, deep in the network",
+        f"where it has been handed on from layer to layer (each layer adds at most {worst_growth:.1f}x to what it",
+        f"receives). The weakest fault shows `rel` = {least_fault:.1e} at its layer, {least_jump:.0f}x what that layer",
+        f"received, {least_ratio:.0f}x its tolerance.",
+    ]
+    return "\n".join(lines)
+
+
+def _growth(value: float) -> str:
+    return f"{value:.1f}" if value > 0 else "- (no layer above 1e-4)"
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def write_section(path: Path, marker: str, text: str, title: str = "") -> None:
+    """Replace the text between ``<!-- marker -->`` lines, or append the section."""
+    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    current = path.read_text() if path.exists() else title
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(current):
+        new = pattern.sub(lambda _: block, current)
+    else:
+        new = current.rstrip() + ("\n\n" if current.strip() else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+    print(f"wrote {path} ({marker})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_worker":
+        print("RESULT " + json.dumps(worker(json.loads(argv[1]))), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["speed", "tolerance", "all"], nargs="?", default="speed")
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/ alone")
+    parser.add_argument("--models", help="Comma-separated models for the tolerance run")
+    parser.add_argument("--from-json", metavar="PATH", help="Rewrite the tolerance section from saved results "
+                        "(BENCH_LAYERS_JSON=PATH of an earlier run) instead of measuring")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_GROWTH, DEFAULT_RTOL
+
+        text = tolerance_markdown(json.loads(Path(args.from_json).read_text()), DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_GROWTH)
+        print(text)
+        if not args.no_write:
+            write_section(ROOT / "docs" / "layers.md", "layers-tolerance", text)
+        return 0
+    if args.what in ("speed", "all"):
+        bench_speed(not args.no_write)
+    if args.what in ("tolerance", "all"):
+        models = args.models.split(",") if args.models else TOLERANCE_MODELS
+        bench_tolerance(not args.no_write, models)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
