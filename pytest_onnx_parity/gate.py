@@ -88,7 +88,8 @@ class ParityItem(pytest.Item):
     def _record(self, result: Any) -> None:
         d = result.to_dict()
         d["model"] = self.spec.text
-        self.config.stash[RESULTS_KEY].append(d)
+        # travels on this item's test report (to the xdist controller too), see GatePlugin
+        self.stash[ITEM_RESULT_KEY] = d
         for key in ("max_abs_diff", "top1_agreement", "first_divergence", "cache_hit"):
             self.user_properties.append((key, d.get(key)))
         self.user_properties.append(("export_s", d.get("timings", {}).get("export_s")))
@@ -110,7 +111,13 @@ class ParityItem(pytest.Item):
             from .artifacts import write_bundle
         except ImportError:
             return
-        write_bundle(self.run_state, Path(self.settings.artifacts))  # type: ignore[arg-type]
+        try:
+            where = write_bundle(self.run_state, Path(self.settings.artifacts))  # type: ignore[arg-type]
+        except OSError as exc:  # a bundle problem must not hide the parity failure
+            self.add_report_section("call", "onnx-parity artifacts",
+                                    f"cannot write the reproducer bundle of {self.spec.text}: {exc}")
+            return
+        self.add_report_section("call", "onnx-parity artifacts", f"reproducer bundle: {where}")
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, OnnxParityError):
@@ -135,6 +142,8 @@ def _safe(text: str) -> str:
 
 
 RESULTS_KEY = pytest.StashKey[list]()
+ITEM_RESULT_KEY = pytest.StashKey[dict]()
+REPORT_ATTR = "onnx_parity_result"
 
 
 def shard_specs(specs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
@@ -153,6 +162,7 @@ class GatePlugin:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
+        self._seen: set[str] = set()
         config.stash[RESULTS_KEY] = []
 
     @pytest.hookimpl(tryfirst=True)
@@ -180,20 +190,36 @@ class GatePlugin:
             f"onnx-parity settings: {self.settings.describe()}",
         ]
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        out = getattr(node, "workeroutput", {}) or {}
-        raw = out.get("onnx_parity_results")
-        if raw:
-            self.config.stash[RESULTS_KEY].extend(json.loads(raw))
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        outcome = yield
+        if isinstance(item, ParityItem) and ITEM_RESULT_KEY in item.stash:
+            # each result rides on the report of the phase that produced it: xdist serialises report
+            # attributes to the controller as they happen, so a worker that dies later loses nothing
+            setattr(outcome.get_result(), REPORT_ATTR, json.dumps(item.stash[ITEM_RESULT_KEY]))
+            del item.stash[ITEM_RESULT_KEY]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if hasattr(self.config, "workerinput") or not report.nodeid.startswith("onnx-parity["):
+            return
+        payload = getattr(report, REPORT_ATTR, None)
+        results = self.config.stash[RESULTS_KEY]
+        if payload:
+            results.append(json.loads(payload))
+            self._seen.add(report.nodeid)
+        elif report.failed and report.nodeid not in self._seen:
+            # no result came back: the process running the item died (xdist reports "crashed")
+            self._seen.add(report.nodeid)
+            reason = str(report.longrepr).strip().splitlines()
+            results.append({"model": report.nodeid[len("onnx-parity["):-1], "status": "error",
+                            "error": "crashed: " + (reason[-1] if reason else "no result came back"),
+                            "checks": [], "timings": {}})
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        results = self.config.stash[RESULTS_KEY]
         if hasattr(self.config, "workerinput"):
-            self.config.workeroutput["onnx_parity_results"] = json.dumps(results)  # type: ignore[attr-defined]
             return
         if self.settings.report:
-            write_report(Path(self.settings.report), results)
+            write_report(Path(self.settings.report), self.config.stash[RESULTS_KEY])
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):
