@@ -88,10 +88,32 @@ def load_onnx_proto(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, we
         ) from exc
 
 
+_METADATA_CACHE: dict[tuple[str, int, int], dict[str, str]] = {}
+
+
 def read_metadata(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict[str, str]:
-    """All ``metadata_props`` of an ONNX file as a plain dict."""
-    proto = load_onnx_proto(onnx_file)
-    return {p.key: p.value for p in proto.metadata_props}
+    """All ``metadata_props`` of an ONNX file as a plain dict.
+
+    Parsing a file means parsing its weights too (they are inside it), so results are
+    remembered per (path, modification time, size): a rewritten file is read again.
+    """
+    if hasattr(onnx_file, "metadata_props"):
+        return {p.key: p.value for p in onnx_file.metadata_props}  # type: ignore[union-attr]
+    path = Path(onnx_file)  # type: ignore[arg-type]
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key is not None and key in _METADATA_CACHE:
+        return dict(_METADATA_CACHE[key])
+    proto = load_onnx_proto(path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if key is not None:
+        if len(_METADATA_CACHE) > 256:
+            _METADATA_CACHE.clear()
+        _METADATA_CACHE[key] = meta
+    return dict(meta)
 
 
 def read_provenance(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict[str, Any]:
