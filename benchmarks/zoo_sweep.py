@@ -154,10 +154,18 @@ def gate_command(args: argparse.Namespace, out: Path, report: Path, *, shard: tu
     return cmd
 
 
-def snapshot(out: Path, rev: str) -> None:
-    """Extract the package at git revision ``rev`` into ``out/code-<sha>`` and import it from there."""
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", rev], capture_output=True, text=True,
+def snapshot(out: Path, rev: str | None) -> None:
+    """Extract the package at git revision ``rev`` into ``out/code-<sha>`` and import it from there.
+
+    Without ``rev``: the commit this sweep folder was started with (``out/code.json``), else HEAD.
+    """
+    pinned = out / "code.json"
+    if rev is None and pinned.is_file():
+        rev = json.loads(pinned.read_text())["sha"]
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", rev or "HEAD"], capture_output=True, text=True,
                          check=True).stdout.strip()
+    if not pinned.is_file():
+        pinned.write_text(json.dumps({"sha": sha}))
     folder = out / f"code-{sha[:12]}"
     if not (folder / "pytest_onnx_parity" / "__init__.py").is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -271,6 +279,97 @@ def _load() -> str:
         return "?"
 
 
+# -- diagnosing failures against a float64 reference -------------------------------------------------
+
+
+def diagnose_one(name: str, exporter: str, cache_dir: str) -> dict[str, Any]:
+    """Torch float32, torch float64 and ONNX Runtime on the gate's inputs (the seeded random batch and
+    the bundled photos through timm's transform): is ONNX Runtime farther from the float64 reference
+    than float32 torch itself is?"""
+    import numpy as np
+    import torch
+
+    from pytest_onnx_parity import export_onnx, load_model
+    from pytest_onnx_parity.dataconfig import resolve_data_config
+    from pytest_onnx_parity.export import make_session
+    from pytest_onnx_parity.images import bundled_image_paths
+    from pytest_onnx_parity.parity import ort_forward, random_batch
+    from pytest_onnx_parity.preprocessing import open_image
+    from pytest_onnx_parity.realcheck import timm_eval_transform
+
+    model = load_model(name)
+    exp = export_onnx(model, exporter=exporter, cache_dir=cache_dir)
+    sess = make_session(exp.path)
+    tf = timm_eval_transform(model)
+    inputs = {"random": random_batch(resolve_data_config(model), 4, 0),
+              "real": np.stack([tf(open_image(p)).numpy() for p in bundled_image_paths()])}
+    import copy
+
+    m64 = copy.deepcopy(model).double()  # the very same weights, in float64
+    out: dict[str, Any] = {"cache_hit": exp.cache_hit}
+    for kind, x in inputs.items():
+        with torch.no_grad():
+            t32 = model(torch.from_numpy(x))
+            t64 = m64(torch.from_numpy(x).double())
+        t32 = (t32[0] if isinstance(t32, (tuple, list)) else t32).numpy().astype(np.float64)
+        t64 = (t64[0] if isinstance(t64, (tuple, list)) else t64).numpy()
+        o = ort_forward(sess, x).astype(np.float64)
+        fin = np.isfinite(t64)
+        out[kind] = {
+            "rms": float(np.sqrt(np.mean(t64[fin] ** 2))) if fin.any() else None,
+            "torch32_vs_64": float(np.abs(t32 - t64).max()), "onnx_vs_64": float(np.abs(o - t64).max()),
+            "finite": {"torch64": bool(fin.all()), "torch32": bool(np.isfinite(t32).all()), "onnx": bool(np.isfinite(o).all())},
+        }
+    return out
+
+
+def verdict(entry: dict[str, Any], diag: dict[str, Any]) -> str:
+    """One line: ill-conditioned (ONNX Runtime no farther from float64 than float32 torch) or a real mismatch."""
+    if "error" in diag:
+        return f"no diagnosis: {diag['error']}"
+    bad = {c["name"] for c in entry.get("checks", []) if c.get("status") in ("failed", "error")}
+    kinds = (["random"] if bad & {"logits", "topk", "batch_consistency"} else []) + (["real"] if "real_images" in bad else [])
+    parts, mismatch = [], False
+    for kind in kinds or ["random", "real"]:
+        d = diag[kind]
+        where = "random batch" if kind == "random" else "real photos"
+        if not all(d["finite"].values()):
+            parts.append(f"{where}: non-finite logits (torch64 {d['finite']['torch64']}, torch32 {d['finite']['torch32']}, "
+                         f"ONNX {d['finite']['onnx']}) at logit RMS {d['rms'] or float('nan'):.3g}")
+            continue
+        ill = d["onnx_vs_64"] <= 2 * d["torch32_vs_64"]
+        mismatch = mismatch or not ill
+        parts.append(f"{where}: float32 torch is {d['torch32_vs_64']:.3g} from float64 torch, ONNX Runtime "
+                     f"{d['onnx_vs_64']:.3g} (logit RMS {d['rms']:.3g})")
+    head = "real mismatch" if mismatch else "ill-conditioned under these random weights (not an export fault)"
+    return f"{head}: " + "; ".join(parts)
+
+
+def diagnose(args: argparse.Namespace, out: Path, merged: dict[str, Any]) -> dict[str, Any]:
+    path = out / "diagnosis.json"
+    diag = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [e["model"] for e in merged["models"]
+            if e["status"] != "passed" and e.get("checks") and e["model"] not in diag]
+    for m in todo:
+        print(f"[{_now()}] diagnosing {m}", flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--code", CODE["sha"],
+               "--exporter", args.exporter, "--diagnose-one", m]
+        log = out / "diagnosis.log"
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([CODE["folder"], *filter(None, [os.environ.get("PYTHONPATH")])])}
+        try:
+            proc = subprocess.run(cmd, cwd=out / "run", capture_output=True, text=True, env=env, timeout=args.model_timeout)
+            with open(log, "a") as fh:
+                fh.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DIAGNOSIS ")]
+            diag[m] = json.loads(line[-1][len("DIAGNOSIS "):]) if line else {
+                "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        except subprocess.TimeoutExpired:
+            diag[m] = {"error": f"timed out after {args.model_timeout:.0f}s"}
+        path.write_text(json.dumps(diag, indent=1))
+    return diag
+
+
 # -- merging and writing the document -------------------------------------------------------------------------------
 
 
@@ -291,8 +390,26 @@ def merge_all(out: Path, models: list[str]) -> dict[str, Any]:
     return merged
 
 
-def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: dict[str, Any], doc: Path) -> None:
+def whose(text: str) -> str:
+    """Whose limitation a reason names, from its wording (a documented, simple rule)."""
+    if "recorded by zoo_sweep.py" in text:
+        return "sweep limit"
+    if "exporter failed" in text:
+        return "torch.onnx exporter"
+    if "ONNX Runtime cannot load" in text or "ONNX Runtime failed to run" in text:
+        return "ONNX Runtime"
+    if "timm could not build" in text:
+        return "timm"
+    if "inconclusive" in text:
+        return "ill-conditioned random weights"
+    return "see the reason"
+
+
+def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: dict[str, Any], doc: Path,
+              diag: dict[str, Any] | None = None) -> None:
     from pytest_onnx_parity.report import counts, group_reasons, render_markdown
+
+    diag = diag or {}
 
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {"shards": {}, "reruns": {}}
     models = [c["model"] for c in sel["chosen"]]
@@ -357,10 +474,31 @@ def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: 
                   f"all exports together: {total_export / 60:.1f} min of worker time.", ""]
     groups = group_reasons(merged)
     if groups:
-        lines += ["### Errors and failures grouped by cause", "", "| status | models | cause |", "| --- | ---: | --- |"]
+        lines += ["### Errors and failures grouped by cause", "",
+                  "`whose` is read off the reason's wording: the exporter's own exception, ONNX Runtime refusing or "
+                  "failing to run the file, timm, the gate's inconclusive verdict on ill-conditioned weights, or a "
+                  "limit of this sweep (timeout, crash).", "",
+                  "| status | models | whose | cause | models |", "| --- | ---: | --- | --- | --- |"]
         for g in groups:
-            lines.append(f"| {g['status']} | {len(g['models'])} | {_cell(g['reason'])} |")
+            names = ", ".join(f"`{m}`" for m in g["models"][:12]) + (" …" if len(g["models"]) > 12 else "")
+            lines.append(f"| {g['status']} | {len(g['models'])} | {whose(g['example'])} | {_cell(g['reason'])} | {names} |")
         lines.append("")
+    failed = [e for e in merged["models"] if e["status"] != "passed" and e.get("checks")]
+    if failed:
+        lines += ["### Failed checks against a float64 reference", "",
+                  "For each model whose checks failed, torch in float32, the same torch model in float64 and ONNX "
+                  "Runtime were run on the gate's inputs (`benchmarks/zoo_sweep.py --diagnose-one MODEL`). When ONNX "
+                  "Runtime is no farther from float64 than float32 torch itself (within 2x), the difference is float "
+                  "rounding amplified by an ill-conditioned network, not an export fault.", "",
+                  "| model | failed checks | diagnosis |", "| --- | --- | --- |"]
+        for e in failed:
+            bad = ", ".join(f"{c['name']} ({c['status']})" for c in e["checks"] if c.get("status") in ("failed", "error"))
+            d = diag.get(e["model"])
+            lines.append(f"| `{e['model']}` | {bad} | {_cell(verdict(e, d)) if d else 'not diagnosed'} |")
+        n_ill = sum(1 for e in failed if e["model"] in diag and verdict(e, diag[e["model"]]).startswith("ill-conditioned"))
+        n_real = sum(1 for e in failed if e["model"] in diag and verdict(e, diag[e["model"]]).startswith("real mismatch"))
+        lines += ["", f"{n_ill} of {len(failed)} are ill-conditioned under these random weights, {n_real} are real "
+                  "mismatches, the rest could not be diagnosed.", ""]
     lines += ["## The table", "", render_markdown(merged, title="Compatibility table", heading_level=3).split("\n", 2)[2], ""]
     if sel["left_out"]:
         lines += ["## Families left out", "", "| family | smallest | why |", "| --- | --- | --- |"]
@@ -396,14 +534,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="Check only the first N chosen models (a trial run)")
     p.add_argument("--shard-timeout", type=float, default=45 * 60)
     p.add_argument("--model-timeout", type=float, default=15 * 60)
+    p.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                   help="Skip the float64 diagnosis of failed models")
     p.add_argument("--max-minutes", type=float, default=0, help="Start no new shard after this much gate time")
-    p.add_argument("--code", default="HEAD", help="git revision of the package to run (a snapshot is extracted)")
+    p.add_argument("--code", default=None,
+                   help="git revision of the package to run (default: the one the folder started with, else HEAD)")
     p.add_argument("--select-only", action="store_true")
+    p.add_argument("--diagnose-one", metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument("--render-only", action="store_true", help="Merge what exists and write the document")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     snapshot(out, args.code)
+    if args.diagnose_one:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        try:
+            res = diagnose_one(args.diagnose_one, args.exporter, str(out / "cache"))
+        except Exception as exc:  # recorded as the diagnosis
+            res = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        print("DIAGNOSIS " + json.dumps(res), flush=True)
+        return 0
     print(f"running pytest-onnx-parity {CODE['sha'][:12]} from {CODE['folder']}", flush=True)
     sel = select(out, args.max_params, args.max_side)
     models = [c["model"] for c in sel["chosen"]]
@@ -416,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         run_sweep(args, out, models)
     merged = merge_all(out, models)
-    write_doc(args, out, sel, merged, args.doc.resolve())
+    diag = diagnose(args, out, merged) if args.diagnose else {}
+    write_doc(args, out, sel, merged, args.doc.resolve(), diag)
     c = merged and {k: v for k, v in __import__("pytest_onnx_parity.report", fromlist=["counts"]).counts(merged).items()}
     print(f"[{_now()}] {c}; wrote {out / 'all.json'}, {out / 'table.html'} and {args.doc}", flush=True)
     return 0

@@ -320,7 +320,7 @@ def test_failing_model_bundle_reproduces_without_the_plugin(pytester: pytest.Pyt
                          cwd=bundle, env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 1, run.stdout + run.stderr
     out = run.stdout
-    assert re.search(r"max abs diff:\s+\d", out) and re.search(r"mismatched:\s+[1-9]\d* / 4000", out), out
+    assert re.search(r"max abs diff:\s+\d", out) and re.search(r"mismatched:\s+[1-9]\d* / \d+000 ", out), out
     assert "top-1 agreement:" in out and "MISMATCH" in out
 
 
@@ -344,11 +344,9 @@ def test_write_bundle_records_problems_instead_of_raising(tmp_path: Path) -> Non
         write_bundle(state, blocker / "art")
 
 
-# -- problems of gate.py (strict xfails: they turn into failures once gate.py is fixed) ------------------
+# -- robustness of the gate ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="gate.py ParityItem._bundle lets an OSError of write_bundle replace the "
-                                       "parity failure (fix: catch OSError there, report it as a section)")
 def test_unwritable_artifacts_folder_keeps_the_parity_failure(pytester: pytest.Pytester, warm: str) -> None:
     pytester.makeconftest(FAULTY_EXPORT_CONFTEST)
     (pytester.path / "blocker").write_text("a file where the artifacts folder should go")
@@ -371,8 +369,6 @@ def pytest_runtest_call(item):
 """
 
 
-@pytest.mark.xfail(strict=True, reason="gate.py sends results back only at a worker's session end "
-                                       "(workeroutput): a crashed worker loses every result it had")
 def test_a_crashed_worker_loses_only_its_current_model(pytester: pytest.Pytester, export_cache: str) -> None:
     pytester.makeconftest(CRASH_CONFTEST)
     report = pytester.path / "r.json"
