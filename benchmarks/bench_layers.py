@@ -73,6 +73,22 @@ def _input(model: Any, batch: int) -> Any:
     return torch.randn((batch, *size), generator=torch.Generator().manual_seed(1))
 
 
+def _plain(model: Any, x: Any, onnx_path: str) -> None:
+    """A plain inference of each side: a torch forward, one ONNX Runtime session and run."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        model(x)
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _warm_up(model: Any, x: Any, onnx_path: str) -> None:
+    """One plain inference first, as in a test run (and as verify_onnx_program's export does for torch)."""
+    _plain(model, x, onnx_path)
+
+
 def worker(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -101,27 +117,32 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     elif kind == "layers":
         from pytest_onnx_parity.layers import compare_layers
 
+        _warm_up(model, x, job["onnx"])
         base = _rss_kib("VmRSS")
         _reset_peak()
-        t0 = time.perf_counter()
-        cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
-        out["seconds"] = time.perf_counter() - t0
+        times = []
+        for _ in range(job.get("repeat", 1)):
+            t0 = time.perf_counter()
+            cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
+            times.append(time.perf_counter() - t0)
+        out["seconds"] = sorted(times)[len(times) // 2]
+        out["min_seconds"] = min(times)
+        out["runs"] = len(times)
         out["layers"] = len(cmp.layers)
         out["uncompared"] = len(cmp.uncompared)
         out["onnx_runs"] = cmp.onnx_runs
         out["passed"] = cmp.passed
         out["peak_tensor_bytes"] = cmp.peak_tensor_bytes
     elif kind == "plain":
-        import onnxruntime as ort
-
+        _warm_up(model, x, job["onnx"])
         base = _rss_kib("VmRSS")
         _reset_peak()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model(x)
-        session = ort.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
-        session.run(None, {session.get_inputs()[0].name: x.numpy()})
-        out["seconds"] = time.perf_counter() - t0
+        times = []
+        for _ in range(job.get("repeat", 1)):
+            t0 = time.perf_counter()
+            _plain(model, x, job["onnx"])
+            times.append(time.perf_counter() - t0)
+        out["seconds"] = sorted(times)[len(times) // 2]
     else:
         raise SystemExit(f"unknown job kind {kind!r}")
     out["peak_mib"] = _rss_kib("VmHWM") / 1024
@@ -165,12 +186,13 @@ def export_static(name: str, batch: int, folder: Path) -> Path:
 def bench_speed(write: bool) -> str:
     rows = []
     mem_rows = []
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in SPEED_MODELS:
             path = export_static(name, 1, folder)
-            plain = run_job({"kind": "plain", "model": name, "onnx": str(path)})
-            layers = run_job({"kind": "layers", "model": name, "onnx": str(path)})
+            plain = run_job({"kind": "plain", "model": name, "onnx": str(path), "repeat": 5})
+            layers = run_job({"kind": "layers", "model": name, "onnx": str(path), "repeat": 5})
             print(f"{name}: compare_layers {layers['seconds']:.2f} s, {layers['layers']} layers", flush=True)
             verify = run_job({"kind": "verify", "model": name})
             ratio = verify["seconds"] / layers["seconds"]
@@ -184,7 +206,7 @@ def bench_speed(write: bool) -> str:
             print(f"{name} batch {batch}: plain {plain['extra_mib']:.0f} MiB, layers {whole['extra_mib']:.0f} MiB, "
                   f"{SMALL_BUDGET} budget {small['extra_mib']:.0f} MiB in {small['onnx_runs']} chunks", flush=True)
             mem_rows.append((name, batch, plain, whole, small))
-    text = speed_markdown(rows, mem_rows)
+    text = speed_markdown(rows, mem_rows, (load_start, os.getloadavg()[0]))
     print(text)
     if write:
         write_section(ROOT / "docs" / "performance.md", "layers-bench", text, title="# Performance\n")
@@ -207,21 +229,27 @@ def machine() -> str:
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; 2 threads each side")
 
 
-def speed_markdown(rows: list[Any], mem_rows: list[Any]) -> str:
+def speed_markdown(rows: list[Any], mem_rows: list[Any], load: tuple[float, float]) -> str:
     lines = [
         "## Per-layer parity: `compare_layers` against `verify_onnx_program`",
         "",
-        f"Measured with `python benchmarks/bench_layers.py speed` on {machine()}. Random",
-        "(non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both. Each",
-        "figure is one run in a fresh process; peak memory is the process's peak RSS during the call",
-        "minus its RSS before it (the model already loaded).",
+        f"Measured with `python benchmarks/bench_layers.py speed` on {machine()}. The machine",
+        f"is shared: load average {load[0]:.1f} when the run began, {load[1]:.1f} when it ended, on 2 cores,",
+        "so absolute times are inflated; the two tools ran one after the other under the same load.",
+        "Random (non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both.",
+        "Each tool runs in a fresh process after one plain inference (a test has run the model",
+        "before; `verify_onnx_program` needs the export, which runs the model too).",
+        "`compare_layers` and plain inference: median of 5 calls (fastest in brackets);",
+        "`verify_onnx_program`: one call. Memory: the process's peak RSS during the calls minus its",
+        "RSS before them.",
         "",
         "| model | `compare_layers` | `verify_onnx_program(compare_intermediates=True)` | speed-up | plain inference |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, plain, layers, verify, ratio in rows:
         lines.append(
-            f"| {name} | {layers['seconds']:.2f} s, {layers['layers']} modules, {layers['onnx_runs']} ORT run, "
+            f"| {name} | {layers['seconds']:.2f} s ({layers['min_seconds']:.2f} s), {layers['layers']} modules, "
+            f"{layers['onnx_runs']} ORT run, "
             f"+{layers['extra_mib']:.0f} MiB | {verify['seconds']:.1f} s, {verify['values']} values, "
             f"+{verify['extra_mib']:.0f} MiB | **{ratio:.0f}x** | {plain['seconds']:.2f} s, +{plain['extra_mib']:.0f} MiB |"
         )

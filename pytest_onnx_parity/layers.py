@@ -370,7 +370,8 @@ def compare_layers(
         raise SpecError(f"growth must be >= 1, got {growth!r}")
     budget = parse_memory(memory_budget) if memory_budget is not None else DEFAULT_MEMORY_BUDGET
     model = _resolve_model(model)
-    proto, ext_dir = _load_proto(onnx)
+    source = _load_proto(onnx)
+    proto = source.proto
     input_name, input_dtype = _graph_input(proto)
 
     if isinstance(inputs, np.ndarray):
@@ -407,7 +408,7 @@ def compare_layers(
                 uncompared.update(tracer.uncompared)
             if captured:
                 values = [tracer.plan[name].value for name in captured]
-                onnx_out = _run_onnx(proto, ext_dir, input_name, x_np, values, graph.types)
+                onnx_out = _run_onnx(source, input_name, x_np, values, graph.types)
                 runs += 1
                 held = sum(a.nbytes for a in captured.values()) + sum(a.nbytes for a in onnx_out.values())
                 peak = max(peak, held)
@@ -612,8 +613,19 @@ def _torch_float_dtype(model: "torch.nn.Module") -> "torch.dtype":
     return torch.float32
 
 
-def _load_proto(onnx_file: Any) -> tuple["onnx.ModelProto", Path | None]:
-    """The graph (with in-file weights) and the folder of its external data, if any."""
+@dataclass
+class _Source:
+    """The model to compare against: its graph, and how ONNX Runtime gets it."""
+
+    proto: "onnx.ModelProto"
+    data: bytes | None = None
+    """The file's bytes when ONNX Runtime can take them as they are (extra outputs are appended)."""
+    ext_dir: Path | None = None
+    """The folder of the file's external data."""
+
+
+def _load_proto(onnx_file: Any) -> _Source:
+    """The graph (with in-file weights), the file's bytes, and the folder of its external data."""
     import onnx
 
     if isinstance(onnx_file, onnx.ModelProto):
@@ -622,16 +634,18 @@ def _load_proto(onnx_file: Any) -> tuple["onnx.ModelProto", Path | None]:
                 "this ModelProto refers to external data files whose folder is unknown; "
                 "pass the path of the .onnx file instead"
             )
-        return onnx_file, None
+        return _Source(onnx_file)
     path = Path(onnx_file)
     if not path.is_file():
         raise OnnxFileError(f"ONNX file not found: {path}. Pass the path of an existing .onnx file.")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+        proto = onnx.load_from_string(data)
     except Exception as exc:
         raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     if not _has_external_data(proto):
-        return proto, None
+        return _Source(proto, data)
+    del data
     folder = path.resolve().parent
     from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
@@ -641,7 +655,7 @@ def _load_proto(onnx_file: Any) -> tuple["onnx.ModelProto", Path | None]:
             load_external_data_for_tensor(tensor, str(folder))
             tensor.data_location = onnx.TensorProto.DEFAULT
             del tensor.external_data[:]
-    return proto, (folder if _has_external_data(proto) else None)
+    return _Source(proto, None, folder if _has_external_data(proto) else None)
 
 
 def _has_external_data(proto: "onnx.ModelProto") -> bool:
@@ -1100,12 +1114,17 @@ class _Tracer:
 
 
 def _copy_out(tensor: Any) -> "np.ndarray":
+    """A float32, contiguous, CPU copy (the module's output may be changed in place later)."""
     import torch
 
     t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.to("cpu")
+    elif t.dtype == torch.float32:
+        t = t.clone(memory_format=torch.contiguous_format)
     if t.dtype != torch.float32:
         t = t.float()
-    return t.to("cpu", copy=True).numpy()
+    return t.contiguous().numpy()
 
 
 def _nbytes(tensor: Any) -> int:
@@ -1122,8 +1141,7 @@ def _shape_fits(static: tuple[Any, ...], actual: tuple[int, ...]) -> bool:
 
 
 def _run_onnx(
-    proto: "onnx.ModelProto",
-    ext_dir: Path | None,
+    source: _Source,
     input_name: str,
     x: "np.ndarray",
     values: Iterable[str],
@@ -1135,20 +1153,27 @@ def _run_onnx(
     import onnxruntime as ort
 
     wanted = list(dict.fromkeys(values))
-    graph = proto.graph
-    n_outputs = len(graph.output)
+    graph = source.proto.graph
     existing = {o.name for o in graph.output}
+    extra = onnx.ModelProto()
     for v in wanted:
         if v not in existing:
-            graph.output.append(onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None))
-    try:
-        data = proto.SerializeToString()
-    finally:
-        del graph.output[n_outputs:]
+            extra.graph.output.append(onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None))
+    if source.data is not None:
+        # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
+        # is the model with those outputs appended, without parsing and re-serializing the weights
+        data = source.data + extra.SerializeToString()
+    else:
+        n_outputs = len(graph.output)
+        graph.output.extend(extra.graph.output)
+        try:
+            data = source.proto.SerializeToString()
+        finally:
+            del graph.output[n_outputs:]
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if ext_dir is not None:
-        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(ext_dir))
+    if source.ext_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.ext_dir))
     try:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         del data
@@ -1170,23 +1195,28 @@ def _compare(entry: _Entry, expected: "np.ndarray", actual: "np.ndarray") -> Lay
     if e.size == 0:
         max_abs, rms, cosine = 0.0, 0.0, 1.0
     else:
-        diff = np.abs(e - a)
-        bad = np.isnan(diff)
-        if bad.any():
-            same = (np.isnan(e) & np.isnan(a)) | (e == a)
+        diff = np.subtract(e, a)
+        np.abs(diff, out=diff)
+        max_abs = float(diff.max())  # NaN when any difference is NaN
+        if math.isnan(max_abs):
+            bad = np.isnan(diff)
+            same = (np.isnan(e) & np.isnan(a)) | (e == a)  # NaN against NaN, inf against the same inf
             diff[bad & same] = 0.0
             diff[bad & ~same] = np.inf
-        max_abs = float(diff.max())
+            max_abs = float(diff.max())
         del diff
-        ee = aa = ea = 0.0
-        for k in range(0, e.size, _BLOCK):  # float64 sums, in blocks to bound memory
-            e64 = e[k : k + _BLOCK].astype(np.float64)
-            a64 = a[k : k + _BLOCK].astype(np.float64)
-            e64[~np.isfinite(e64)] = 0.0
-            a64[~np.isfinite(a64)] = 0.0
-            ee, aa, ea = ee + float(e64 @ e64), aa + float(a64 @ a64), ea + float(e64 @ a64)
+        ee, aa, ea = float(np.dot(e, e)), float(np.dot(a, a)), float(np.dot(e, a))  # BLAS, float32
+        if not all(map(math.isfinite, (ee, aa, ea))) or ee > 1e30 or aa > 1e30:
+            ee = aa = ea = 0.0
+            for k in range(0, e.size, _BLOCK):  # float64, finite values only, in blocks to bound memory
+                e64 = e[k : k + _BLOCK].astype(np.float64)
+                a64 = a[k : k + _BLOCK].astype(np.float64)
+                e64[~np.isfinite(e64)] = 0.0
+                a64[~np.isfinite(a64)] = 0.0
+                ee, aa, ea = ee + float(e64 @ e64), aa + float(a64 @ a64), ea + float(e64 @ a64)
         rms = math.sqrt(ee / e.size)
         cosine = ea / math.sqrt(ee * aa) if ee > 0 and aa > 0 else (1.0 if ee == aa else 0.0)
+        cosine = min(1.0, max(-1.0, cosine))
     max_rel = max_abs / rms if rms > 0 else (0.0 if max_abs == 0 else math.inf)
     return LayerResult(
         name=entry.name,
