@@ -171,11 +171,12 @@ def reason(entry: Mapping[str, Any]) -> str:
 
 
 _CHAIN = " <- "
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"0x[0-9a-fA-F]+", "0x…"),
-    (r"(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+(?::\d+)?", "<path>"),  # file paths, with line numbers
+    (r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+){2,}(?::\d+)?", "<path>"),  # file paths, with line numbers
     (r"\b[suf]\d+\b", "<sym>"),  # symbolic sizes of torch.export (s0, u12)
-    (r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N"),
+    (r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-z])", "N"),  # numbers, not 4D or 2x
     (r"(?:N\s*,\s*)+N", "N,…"),  # shapes and index lists
     (r"'[^']{40,}'", "'…'"),
     (r"\s+", " "),
@@ -189,14 +190,15 @@ def reason_key(text: str, model: str | None = None, limit: int = 180) -> str:
     parts; model names, paths, addresses, numbers and symbolic sizes are replaced
     by placeholders.
     """
-    t = str(text)
+    t = _ANSI.sub("", str(text))
     if model:
         for name in {model, model.split("=")[0], model.split("=")[0].split(".")[0]}:
             if name:
                 t = t.replace(name, "<model>")
     parts = [p.strip() for p in t.split(_CHAIN) if p.strip()]
-    if len(parts) > 1:
-        t = f"{_head(parts[0])} … {_head(parts[-1])}"
+    if len(parts) > 1:  # the outer message, shortened, and the root cause, whole
+        first = _head(parts[0])
+        t = f"{first if len(first) <= 90 else first[:89].rstrip()} … {_head(parts[-1])}"
     else:
         t = _head(t)
     for pat, rep in _PATTERNS:
