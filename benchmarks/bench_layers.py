@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SPEED_MODELS = ["resnet18", "vit_tiny_patch16_224"]
-MEMORY_CASES = [("resnet18", 16), ("vit_tiny_patch16_224", 32)]
-SMALL_BUDGET = "64MiB"
+MEMORY_CASES = [("resnet18", 16), ("vit_tiny_patch16_224", 16)]
+SMALL_BUDGET = "128MiB"
 TOLERANCE_MODELS = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_small_patch16_224", "vit_base_patch16_224"]
 N_FAULTS = 8
 FACTOR = 1.05

@@ -410,11 +410,13 @@ def compare_layers(
                 values = [tracer.plan[name].value for name in captured]
                 onnx_out = _run_onnx(source, input_name, x_np, values, graph.types)
                 runs += 1
-                held = sum(a.nbytes for a in captured.values()) + sum(a.nbytes for a in onnx_out.values())
+                held = sum(a.nbytes for a in captured.values()) + sum(map(_ort_nbytes, onnx_out.values()))
                 peak = max(peak, held)
-                for name, expected in captured.items():
+                for name in list(captured):
+                    expected = captured.pop(name)
                     entry = tracer.plan[name]
-                    actual = onnx_out[entry.value]
+                    value = onnx_out.pop(entry.value)  # each comparison frees its two tensors
+                    actual = value.numpy()
                     if tuple(actual.shape) != tuple(expected.shape):
                         uncompared[name] = Uncompared(
                             name,
@@ -424,6 +426,7 @@ def compare_layers(
                         )
                         continue
                     results[name] = _compare(entry, expected, actual)
+                    del expected, actual, value
                 del onnx_out
             captured.clear()
             chunk_index += 1
@@ -1115,16 +1118,16 @@ class _Tracer:
 
 def _copy_out(tensor: Any) -> "np.ndarray":
     """A float32, contiguous, CPU copy (the module's output may be changed in place later)."""
+    import numpy as np
     import torch
 
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.to("cpu")
-    elif t.dtype == torch.float32:
-        t = t.clone(memory_format=torch.contiguous_format)
     if t.dtype != torch.float32:
         t = t.float()
-    return t.contiguous().numpy()
+    # numpy's copy: one plain memcpy, where torch's clone may wait on its thread pool
+    return np.array(t.numpy(), dtype=np.float32, order="C", copy=True)
 
 
 def _nbytes(tensor: Any) -> int:
@@ -1148,7 +1151,6 @@ def _run_onnx(
     types: dict[str, int],
 ) -> dict[str, "np.ndarray"]:
     """One ``InferenceSession.run`` computing ``values`` (added as graph outputs of a copy)."""
-    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -1172,15 +1174,26 @@ def _run_onnx(
             del graph.output[n_outputs:]
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False  # give the intermediate buffers back as soon as they are compared
     if source.ext_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.ext_dir))
     try:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         del data
-        out = session.run(wanted, {input_name: x})
+        # OrtValues, not numpy copies: each is read (and freed) when its layer is compared
+        out = session.run_with_ort_values(wanted, {input_name: ort.OrtValue.ortvalue_from_numpy(x)})
     except Exception as exc:
         raise OnnxParityError(f"ONNX Runtime could not run the model with its intermediate values: {exc}") from exc
-    return {v: np.asarray(a) for v, a in zip(wanted, out)}
+    return dict(zip(wanted, out))
+
+
+def _ort_nbytes(value: Any) -> int:
+    import numpy as np
+
+    try:
+        return int(np.prod(value.shape())) * 4
+    except Exception:  # pragma: no cover - not a tensor
+        return 0
 
 
 # --------------------------------------------------------------------------- statistics

@@ -165,14 +165,15 @@ def test_fused_conv_is_listed_as_uncompared(exported: Any, exporter: str) -> Non
 
 def test_one_onnx_runtime_run_and_one_forward(exported: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     model, path, x = exported("test_convnext", "dynamo")
-    runs: list[int] = []
-    original = ort.InferenceSession.run
+    runs: list[str] = []
+    for method in ("run", "run_with_ort_values", "run_with_iobinding"):
+        original = getattr(ort.InferenceSession, method)
 
-    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        runs.append(1)
-        return original(self, *args, **kwargs)
+        def counting(self: Any, *args: Any, _original: Any = original, _method: str = method, **kwargs: Any) -> Any:
+            runs.append(_method)
+            return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ort.InferenceSession, "run", counting_run)
+        monkeypatch.setattr(ort.InferenceSession, method, counting)
     forwards: list[int] = []
     handle = model.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
