@@ -131,7 +131,10 @@ def test_broken_models_do_not_stop_the_gate(pytester: pytest.Pytester, export_ca
             if type(model).__name__ == "ConvNeXt":
                 raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX opset version 20 is not supported")
             return real_export(model, *args, **kwargs)
-        torch.onnx.export = export
+        def pytest_configure(config):
+            torch.onnx.export = export
+        def pytest_unconfigure(config):  # in-process runs share torch with the tests after this one
+            torch.onnx.export = real_export
     """)
     result = gate(pytester, export_cache, "--onnx-parity-models", "resnet181,test_convnext=random,test_vit",
                   "--onnx-parity-report", "r.json", "--onnx-parity-no-cache", *FAST)
