@@ -73,6 +73,28 @@ def _input(model: Any, batch: int) -> Any:
     return torch.randn((batch, *size), generator=torch.Generator().manual_seed(1))
 
 
+class _Clock:
+    """Wall time and CPU time (user + system, all threads of the process)."""
+
+    def __init__(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.wall = self.cpu = 0.0
+
+    def stop(self) -> "_Clock":
+        self.wall, self.cpu = time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+        return self
+
+    def summary(self) -> dict[str, float]:
+        return {"seconds": self.wall, "cpu_seconds": self.cpu, "min_seconds": self.wall, "runs": 1}
+
+    @staticmethod
+    def median(clocks: list["_Clock"]) -> dict[str, float]:
+        walls = sorted(c.wall for c in clocks)
+        cpus = sorted(c.cpu for c in clocks)
+        return {"seconds": walls[len(walls) // 2], "cpu_seconds": cpus[len(cpus) // 2],
+                "min_seconds": walls[0], "runs": len(clocks)}
+
+
 def _plain(model: Any, x: Any, onnx_path: str) -> None:
     """A plain inference of each side: a torch forward, one ONNX Runtime session and run."""
     import onnxruntime as ort
@@ -109,9 +131,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
             program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
         base = _rss_kib("VmRSS")
         _reset_peak()
-        t0 = time.perf_counter()
+        clock = _Clock()
         infos = verify_onnx_program(program, (x,), compare_intermediates=True)
-        out["seconds"] = time.perf_counter() - t0
+        out.update(clock.stop().summary())
         out["values"] = len(infos)
         out["max_abs_diff"] = max(float(i.max_abs_diff) for i in infos)
     elif kind == "layers":
@@ -120,14 +142,12 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         _warm_up(model, x, job["onnx"])
         base = _rss_kib("VmRSS")
         _reset_peak()
-        times = []
+        clocks = []
         for _ in range(job.get("repeat", 1)):
-            t0 = time.perf_counter()
+            clock = _Clock()
             cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
-            times.append(time.perf_counter() - t0)
-        out["seconds"] = sorted(times)[len(times) // 2]
-        out["min_seconds"] = min(times)
-        out["runs"] = len(times)
+            clocks.append(clock.stop())
+        out.update(_Clock.median(clocks))
         out["layers"] = len(cmp.layers)
         out["uncompared"] = len(cmp.uncompared)
         out["onnx_runs"] = cmp.onnx_runs
@@ -137,12 +157,12 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         _warm_up(model, x, job["onnx"])
         base = _rss_kib("VmRSS")
         _reset_peak()
-        times = []
+        clocks = []
         for _ in range(job.get("repeat", 1)):
-            t0 = time.perf_counter()
+            clock = _Clock()
             _plain(model, x, job["onnx"])
-            times.append(time.perf_counter() - t0)
-        out["seconds"] = sorted(times)[len(times) // 2]
+            clocks.append(clock.stop())
+        out.update(_Clock.median(clocks))
     else:
         raise SystemExit(f"unknown job kind {kind!r}")
     out["peak_mib"] = _rss_kib("VmHWM") / 1024
@@ -191,12 +211,15 @@ def bench_speed(write: bool) -> str:
         folder = Path(tmp)
         for name in SPEED_MODELS:
             path = export_static(name, 1, folder)
-            plain = run_job({"kind": "plain", "model": name, "onnx": str(path), "repeat": 5})
-            layers = run_job({"kind": "layers", "model": name, "onnx": str(path), "repeat": 5})
-            print(f"{name}: compare_layers {layers['seconds']:.2f} s, {layers['layers']} layers", flush=True)
+            plain = run_job({"kind": "plain", "model": name, "onnx": str(path), "repeat": 7})
+            layers = run_job({"kind": "layers", "model": name, "onnx": str(path), "repeat": 7})
+            print(f"{name}: compare_layers {layers['seconds']:.2f} s ({layers['cpu_seconds']:.2f} s CPU), "
+                  f"{layers['layers']} layers", flush=True)
             verify = run_job({"kind": "verify", "model": name})
             ratio = verify["seconds"] / layers["seconds"]
-            print(f"{name}: verify_onnx_program {verify['seconds']:.1f} s, {verify['values']} values: {ratio:.0f}x", flush=True)
+            cpu_ratio = verify["cpu_seconds"] / layers["cpu_seconds"]
+            print(f"{name}: verify_onnx_program {verify['seconds']:.1f} s ({verify['cpu_seconds']:.1f} s CPU), "
+                  f"{verify['values']} values: {ratio:.0f}x wall, {cpu_ratio:.0f}x CPU", flush=True)
             rows.append((name, plain, layers, verify, ratio))
         for name, batch in MEMORY_CASES:
             path = export_static(name, batch, folder)
@@ -239,19 +262,24 @@ def speed_markdown(rows: list[Any], mem_rows: list[Any], load: tuple[float, floa
         "Random (non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both.",
         "Each tool runs in a fresh process after one plain inference (a test has run the model",
         "before; `verify_onnx_program` needs the export, which runs the model too).",
-        "`compare_layers` and plain inference: median of 5 calls (fastest in brackets);",
-        "`verify_onnx_program`: one call. Memory: the process's peak RSS during the calls minus its",
-        "RSS before them.",
+        "`compare_layers` and plain inference: median of 7 calls; `verify_onnx_program`: one call.",
+        "Wall time, and CPU time (user + system of all the process's threads): on this shared",
+        "machine the CPU quota is often exhausted by other work and a process is then held back for",
+        "whole scheduling periods, which inflates wall time by up to 10x at random (a resnet18 forward",
+        "measured 0.03 s and 0.95 s minutes apart); CPU time is what the work costs. Memory: the",
+        "process's peak RSS during the calls minus its RSS before them.",
         "",
-        "| model | `compare_layers` | `verify_onnx_program(compare_intermediates=True)` | speed-up | plain inference |",
+        "| model | `compare_layers` | `verify_onnx_program(compare_intermediates=True)` | speed-up (wall / CPU) | plain inference |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, plain, layers, verify, ratio in rows:
+        cpu_ratio = verify["cpu_seconds"] / layers["cpu_seconds"]
         lines.append(
-            f"| {name} | {layers['seconds']:.2f} s ({layers['min_seconds']:.2f} s), {layers['layers']} modules, "
-            f"{layers['onnx_runs']} ORT run, "
-            f"+{layers['extra_mib']:.0f} MiB | {verify['seconds']:.1f} s, {verify['values']} values, "
-            f"+{verify['extra_mib']:.0f} MiB | **{ratio:.0f}x** | {plain['seconds']:.2f} s, +{plain['extra_mib']:.0f} MiB |"
+            f"| {name} | {layers['seconds']:.2f} s wall, {layers['cpu_seconds']:.2f} s CPU; {layers['layers']} modules, "
+            f"{layers['onnx_runs']} ORT run; +{layers['extra_mib']:.0f} MiB "
+            f"| {verify['seconds']:.1f} s wall, {verify['cpu_seconds']:.1f} s CPU; {verify['values']} values; "
+            f"+{verify['extra_mib']:.0f} MiB | **{ratio:.0f}x / {cpu_ratio:.0f}x** "
+            f"| {plain['seconds']:.2f} s wall, {plain['cpu_seconds']:.2f} s CPU; +{plain['extra_mib']:.0f} MiB |"
         )
     lines += [
         "",

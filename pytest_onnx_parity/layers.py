@@ -647,6 +647,10 @@ def _load_proto(onnx_file: Any) -> _Source:
     except Exception as exc:
         raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     if not _has_external_data(proto):
+        for tensor in proto.graph.initializer:  # ONNX Runtime gets the file's bytes: drop our copy of the weights
+            if tensor.data_type in _FLOAT_TYPES and math.prod(tensor.dims) > 64:
+                for name in ("raw_data", "float_data", "double_data", "int32_data"):
+                    tensor.ClearField(name)
         return _Source(proto, data)
     del data
     folder = path.resolve().parent
