@@ -54,16 +54,18 @@ names and metadata).
 One pass each side
 ------------------
 Torch: forward hooks on the modules, one forward. ONNX Runtime: the needed values
-are added as graph outputs of a copy of the model and computed in ONE
-``InferenceSession.run`` (CPUExecutionProvider). Asking for a value as a graph
+are added as graph outputs of a copy of the model and computed in ONE run
+(``InferenceSession.run_with_ort_values``, CPUExecutionProvider). Asking for a value as a graph
 output keeps ONNX Runtime from fusing it away; the math is the same.
 
 Memory: the copies of the intermediate tensors (torch side and ONNX Runtime side
 together) are bounded by ``memory_budget`` (default :data:`DEFAULT_MEMORY_BUDGET`).
 When they would exceed it, layers are compared in chunks: one torch forward and
 one ONNX Runtime run per chunk, each keeping only its chunk's tensors. Peak memory
-is that of a plain inference of each side plus about ``memory_budget`` (a chunk
-holds at least one layer, so one huge layer may exceed it).
+is about that of a plain inference of each side, plus ``memory_budget``, plus one
+copy of the model file (ONNX Runtime gets the file's bytes with the extra outputs
+appended as a protobuf message of their own, so the weights are never parsed or
+re-serialized). A chunk holds at least one layer, so one huge layer may exceed it.
 
 Tolerance
 ---------
@@ -1179,6 +1181,9 @@ def _run_onnx(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # give the intermediate buffers back as soon as they are compared
+    # one run: packing weights ahead (same kernels, same results) and spinning idle threads cost more than they save
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if source.ext_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.ext_dir))
     try:
