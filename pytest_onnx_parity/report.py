@@ -25,6 +25,7 @@ from .errors import OnnxParityError
 
 SCHEMA = 1
 STATUSES = ("passed", "failed", "error")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in exporter messages
 TABLE_COLUMNS = ("model", "status", "exporter", "opset", "max abs diff", "top-1 agreement", "first divergence")
 
 
@@ -157,21 +158,20 @@ def counts(report: Mapping[str, Any]) -> dict[str, int]:
 def reason(entry: Mapping[str, Any]) -> str:
     """Why an entry did not pass, in full: the error, or the failing checks and their first lines."""
     if entry.get("status") == "error":
-        return str(entry.get("error") or "error without a message")
+        return _ANSI.sub("", str(entry.get("error") or "error without a message"))
     bad = [c for c in entry.get("checks") or [] if c.get("status") in ("failed", "error")]
     if not bad:
         return "failed (no failing check recorded)"
     errored = [c for c in bad if c.get("status") == "error"]
     if errored:  # a check that could not decide (ONNX Runtime cannot run the file, inconclusive) says more
         c = errored[0]
-        first = (str(c.get("message") or "").strip().splitlines() or [""])[0]
+        first = (_ANSI.sub("", str(c.get("message") or "")).strip().splitlines() or [""])[0]
         return f"{c.get('name')} check gave no verdict: {first}".strip()
     names = ", ".join(str(c.get("name")) for c in bad)
     return f"failed checks: {names}"
 
 
 _CHAIN = " <- "
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"0x[0-9a-fA-F]+", "0x…"),
     (r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+){2,}(?::\d+)?", "<path>"),  # file paths, with line numbers

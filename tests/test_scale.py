@@ -217,6 +217,9 @@ def test_merge_keeps_one_entry_per_model_and_records_environments(tmp_path: Path
         ("error", ["efficientvit_m0", "levit_128s"]), ("failed", ["foo"])]
     assert "GuardOnDataDependentSymNode" in groups[0]["reason"]
     assert reason_key("timm could not build 'resnet18': x", "resnet18") == "timm could not build '<model>': x"
+    coloured = "dynamo exporter failed: ConversionError: Failed. \x1b[96mThis is step 3/3\x1b[0m of exporting"
+    assert "\x1b" not in reason_key(coloured) and "\x1b" not in render_markdown(
+        {"schema": 1, "environment": {}, "models": [entry("m", "error", error=coloured)]})
 
 
 def test_render_escapes_text(tmp_path: Path) -> None:
