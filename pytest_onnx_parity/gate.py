@@ -20,15 +20,9 @@ REPORT_SCHEMA = 1
 
 def environment() -> dict[str, str]:
     """Library versions, read from package metadata (nothing is imported)."""
-    import importlib.metadata as md
+    from .export import library_versions
 
-    out = {}
-    for dist in ("torch", "timm", "onnx", "onnxruntime", "onnxscript", "pytest-onnx-parity"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return library_versions()
 
 
 class ParityItem(pytest.Item):
