@@ -204,9 +204,10 @@ class GatePlugin:
         elif report.failed and report.nodeid not in self._seen:
             # no result came back: the process running the item died (xdist reports "crashed")
             self._seen.add(report.nodeid)
-            reason = str(report.longrepr).strip().splitlines()
+            reason = " ".join(str(report.longrepr).split())
             results.append({"model": report.nodeid[len("onnx-parity["):-1], "status": "error",
-                            "error": "crashed: " + (reason[-1] if reason else "no result came back"),
+                            "exporter": self.settings.exporter,
+                            "error": "no result came back: " + (reason[-400:] or "the process running it died"),
                             "checks": [], "timings": {}})
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -28,8 +28,9 @@ reaches the logits, deterministically from a seed:
    floored at 5% of their layer's mean.
 4. Scale the classifier so the logits have unit standard deviation on that batch.
 
-The result is deterministic for a given (model name, seed, timm, torch) in every
-process; the cache key holds all four.
+The result is deterministic for a given (model name, seed, timm, torch, torch's
+thread count) in every process; the cache key holds all five (the thread count
+changes the summation order of the calibration, so the last bits of BN statistics).
 """
 from __future__ import annotations
 
@@ -285,7 +286,12 @@ def weights_identity(model: "torch.nn.Module") -> str:
     """
     spec = getattr(model, "onnx_parity_spec", None)
     if spec is not None and spec.weights_kind == "random":
-        return f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
+        import torch
+
+        # BatchNorm calibration sums in an order that depends on torch's thread count, so the last
+        # bits of the weights do too: the identity (and so the cache key) names it
+        return (f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
+                f":threads={torch.get_num_threads()}")
     return "sha256:" + state_dict_hash(model)
 
 
