@@ -92,7 +92,18 @@ class _Clock:
         walls = sorted(c.wall for c in clocks)
         cpus = sorted(c.cpu for c in clocks)
         return {"seconds": walls[len(walls) // 2], "cpu_seconds": cpus[len(cpus) // 2],
-                "min_seconds": walls[0], "runs": len(clocks)}
+                "min_seconds": walls[0], "runs": len(clocks), "walls": walls, "cpus": cpus}
+
+    @staticmethod
+    def merge(*summaries: dict[str, Any]) -> dict[str, Any]:
+        """Pool the samples of several runs: medians over all of them."""
+        out = dict(summaries[-1])
+        walls = sorted(w for s in summaries for w in s["walls"])
+        cpus = sorted(c for s in summaries for c in s["cpus"])
+        out.update(seconds=walls[len(walls) // 2], cpu_seconds=cpus[len(cpus) // 2], min_seconds=walls[0],
+                   max_seconds=walls[-1], runs=len(walls), walls=walls, cpus=cpus,
+                   extra_mib=max(s["extra_mib"] for s in summaries))
+        return out
 
 
 def _plain(model: Any, x: Any, onnx_path: str) -> None:
@@ -143,7 +154,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         base = _rss_kib("VmRSS")
         _reset_peak()
         clocks = []
-        for _ in range(job.get("repeat", 1)):
+        for i in range(job.get("repeat", 1)):
+            if i and job.get("spread"):
+                time.sleep(job["spread"])  # samples spread over time, as the machine's load comes and goes
             clock = _Clock()
             cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
             clocks.append(clock.stop())
@@ -212,10 +225,12 @@ def bench_speed(write: bool) -> str:
         for name in SPEED_MODELS:
             path = export_static(name, 1, folder)
             plain = run_job({"kind": "plain", "model": name, "onnx": str(path), "repeat": 7})
-            layers = run_job({"kind": "layers", "model": name, "onnx": str(path), "repeat": 7})
-            print(f"{name}: compare_layers {layers['seconds']:.2f} s ({layers['cpu_seconds']:.2f} s CPU), "
-                  f"{layers['layers']} layers", flush=True)
+            job = {"kind": "layers", "model": name, "onnx": str(path), "repeat": 6, "spread": 3}
+            before = run_job(job)
             verify = run_job({"kind": "verify", "model": name})
+            layers = _Clock.merge(before, run_job(job))  # half the samples before verify, half after
+            print(f"{name}: compare_layers {layers['seconds']:.2f} s ({layers['cpu_seconds']:.2f} s CPU; "
+                  f"{layers['min_seconds']:.2f} to {layers['max_seconds']:.2f} s), {layers['layers']} layers", flush=True)
             ratio = verify["seconds"] / layers["seconds"]
             cpu_ratio = verify["cpu_seconds"] / layers["cpu_seconds"]
             print(f"{name}: verify_onnx_program {verify['seconds']:.1f} s ({verify['cpu_seconds']:.1f} s CPU), "
@@ -262,7 +277,9 @@ def speed_markdown(rows: list[Any], mem_rows: list[Any], load: tuple[float, floa
         "Random (non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both.",
         "Each tool runs in a fresh process after one plain inference (a test has run the model",
         "before; `verify_onnx_program` needs the export, which runs the model too).",
-        "`compare_layers` and plain inference: median of 7 calls; `verify_onnx_program`: one call.",
+        "`compare_layers`: median of 12 calls, 6 before `verify_onnx_program` and 6 after it, 3 s",
+        "apart (fastest and slowest in brackets); plain inference: median of 7 calls;",
+        "`verify_onnx_program`: one call.",
         "Wall time, and CPU time (user + system of all the process's threads): on this shared",
         "machine the CPU quota is often exhausted by other work and a process is then held back for",
         "whole scheduling periods, which inflates wall time by up to 10x at random (a resnet18 forward",
@@ -275,7 +292,8 @@ def speed_markdown(rows: list[Any], mem_rows: list[Any], load: tuple[float, floa
     for name, plain, layers, verify, ratio in rows:
         cpu_ratio = verify["cpu_seconds"] / layers["cpu_seconds"]
         lines.append(
-            f"| {name} | {layers['seconds']:.2f} s wall, {layers['cpu_seconds']:.2f} s CPU; {layers['layers']} modules, "
+            f"| {name} | {layers['seconds']:.2f} s wall ({layers['min_seconds']:.2f} to {layers['max_seconds']:.2f} s), "
+            f"{layers['cpu_seconds']:.2f} s CPU; {layers['layers']} modules, "
             f"{layers['onnx_runs']} ORT run; +{layers['extra_mib']:.0f} MiB "
             f"| {verify['seconds']:.1f} s wall, {verify['cpu_seconds']:.1f} s CPU; {verify['values']} values; "
             f"+{verify['extra_mib']:.0f} MiB | **{ratio:.0f}x / {cpu_ratio:.0f}x** "
