@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from .errors import ImageError
+from .settings import IMAGE_SUFFIXES
 from .preprocessing import ConfigLike, EvalTransform, _bad_files_message, open_image, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: File name endings (case-insensitive) that count as images.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 BUNDLED_DIR = Path(__file__).parent / "data" / "images"
 
 _SYNSET = re.compile(r"n\d{8}")

@@ -84,8 +84,12 @@ class ParityResult:
         return next((c for c in self.checks if c.name == name), None)
 
     def failure_message(self) -> str:
-        if self.status == "error":
+        if self.status == "error" and not any(c.status == "error" for c in self.checks):
             return f"{self.model}: {self.error}"
+        if self.status == "error":
+            parts = [f"{self.model}: inconclusive ({', '.join(c.name for c in self.checks if c.status == 'error')})"]
+            parts += [f"--- {c.name} ---\n{c.message}" for c in self.checks if c.status == "error"]
+            return "\n\n".join(parts)
         failed = [c for c in self.checks if c.status in ("failed", "error")]
         parts = [f"{self.model}: ONNX export does not behave like the torch model "
                  f"({', '.join(c.name for c in failed)} failed)"]

@@ -76,11 +76,19 @@ def _models(v: Any) -> tuple[str, ...]:
     return out
 
 
-def _existing_dir(v: str) -> str:
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def _image_dir(v: str) -> str:
+    import os
+
     p = Path(v).expanduser()
     if not p.is_dir():
         raise ValueError("no such folder; give a folder of images (searched recursively)")
-    return str(p)
+    for _root, _dirs, files in os.walk(p):
+        if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
+            return str(p)
+    raise ValueError(f"the folder holds no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
 
 
 def _path(v: str) -> str:
@@ -134,7 +142,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rtol", "Relative logits tolerance; give with --onnx-parity-atol (default: 1e-4 for float32)", _nonneg_float, None, metavar="X"),
     Option("seed", "Seed of random weights and batches (default: 0)", _int_range(0, 2**32 - 1), 0, metavar="N"),
     Option("images", "Folder of real images, searched recursively; an ImageFolder tree of ImageNet classes also gives "
-           "accuracies (default: the bundled sample photos)", _existing_dir, None, metavar="DIR"),
+           "accuracies (default: the bundled sample photos)", _image_dir, None, metavar="DIR"),
     Option("cache-dir", "Where exports are cached (default: onnx-parity in pytest's cache dir)", _path, None, metavar="DIR"),
     Option("no-cache", "Export afresh and keep nothing", _bool, False, "bool"),
     Option("report", "Write the JSON report to PATH", _path, None, metavar="PATH"),

@@ -51,6 +51,7 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     (["--onnx-parity-atol", "1e-3"], "--onnx-parity-atol=0.001 given without --onnx-parity-rtol"),
     (["--onnx-parity-layers", "sometimes"], "--onnx-parity-layers: bad value 'sometimes'"),
     (["--onnx-parity-images", "/no/such/dir"], "--onnx-parity-images: bad value '/no/such/dir': no such folder"),
+    (["--onnx-parity-images", "."], "--onnx-parity-images: bad value '.': the folder holds no images"),
     (["--onnx-parity-models", "resnet18=imagenet"], "--onnx-parity-models: bad value 'resnet18=imagenet'"),
     (["--onnx-parity-shard", "3/2"], "--onnx-parity-shard: bad value '3/2'"),
     (["--onnx-parity-layer-memory", "lots"], "--onnx-parity-layer-memory: bad value 'lots'"),
@@ -206,3 +207,21 @@ def test_fixture_without_model_names_the_marker(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*mark the test with @pytest.mark.onnx_parity(model='resnet18')*"])
+
+
+def test_unreadable_images_are_listed_by_name(pytester: pytest.Pytester, export_cache: str) -> None:
+    import shutil
+
+    from pytest_onnx_parity.images import bundled_image_paths
+
+    folder = pytester.path / "imgs"
+    folder.mkdir()
+    shutil.copy(bundled_image_paths()[0], folder / "good.jpg")
+    (folder / "broken.jpg").write_text("not an image")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "cut.png").write_bytes(b"\x89PNG\r\n")
+    result = gate(pytester, export_cache, "--onnx-parity-models", "test_vit", f"--onnx-parity-images={folder}", *FAST)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "2 images cannot be read" in out and "broken.jpg" in out and "cut.png" in out
+    assert "Traceback" not in out
