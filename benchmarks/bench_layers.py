@@ -273,7 +273,7 @@ def speed_markdown(rows: list[Any], mem_rows: list[Any], load: tuple[float, floa
         "",
         f"Measured with `python benchmarks/bench_layers.py speed` on {machine()}. The machine",
         f"is shared: load average {load[0]:.1f} when the run began, {load[1]:.1f} when it ended, on 2 cores,",
-        "so absolute times are inflated; the two tools ran one after the other under the same load.",
+        "so absolute times are inflated; the `compare_layers` samples bracket the `verify_onnx_program` run.",
         "Random (non-degenerate) weights, batch 1, the same dynamo export (static shapes) for both.",
         "Each tool runs in a fresh process after one plain inference (a test has run the model",
         "before; `verify_onnx_program` needs the export, which runs the model too).",
