@@ -1343,7 +1343,7 @@ def _fmt_ratio(r: float) -> str:
 def _fmt_cos(c: float) -> str:
     if math.isnan(c):
         return "nan"
-    if c >= 0.99999995:
+    if c >= 0.9999995:  # what six decimals would show as 1.000000
         return "1"
     return f"{c:.6f}"
 
