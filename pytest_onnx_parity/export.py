@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -247,7 +248,7 @@ def _exporter_reason(exc: BaseException) -> str:
     chain = []
     e: BaseException | None = exc
     while e is not None and len(chain) < 4:
-        text = " ".join(str(e).split())
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())  # no terminal colours
         chain.append(f"{type(e).__name__}: {text[:600]}")
         e = e.__cause__ or e.__context__
     return " <- ".join(chain)
