@@ -116,6 +116,13 @@ def read_metadata(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict
     return dict(meta)
 
 
+def remember_metadata(onnx_file: "str | os.PathLike[str]", meta: dict[str, str]) -> None:
+    """Record the metadata of a file just written, so reading it back needs no parse."""
+    path = Path(onnx_file)
+    st = path.stat()
+    _METADATA_CACHE[(str(path.resolve()), st.st_mtime_ns, st.st_size)] = dict(meta)
+
+
 def read_provenance(onnx_file: "str | os.PathLike[str] | onnx.ModelProto") -> dict[str, Any]:
     """The provenance JSON the plugin wrote, or an empty dict for a file made elsewhere."""
     raw = read_metadata(onnx_file).get(PROVENANCE_KEY)

@@ -169,6 +169,11 @@ def export_onnx(
     key = cache_key(fields)
     entry, manifest, hit = cache.get_or_build(key, fields["model"] + "-" + exporter, build)
     onnx_path = entry / ONNX_NAME
+    if not hit:  # we wrote this metadata a moment ago: no need to parse the file for it
+        from .dataconfig import remember_metadata
+
+        remember_metadata(onnx_path, metadata_props(fields["data_config"], {**provenance, "exporter": exporter},
+                                                     int(manifest.get("opset") or 0)))
     if path is not None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +225,12 @@ def _export_to(
                     dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
                     verbose=False,
                 )
+                # metadata goes in before the one save: no second parse and write of the weights
+                used_opset = int(program.model.opset_imports.get("", 0))
+                program.model.metadata_props.update(
+                    metadata_props(data_config, {**provenance, "exporter": exporter}, used_opset))
                 program.save(str(target), external_data=external)
+                return used_opset
             else:
                 torch.onnx.export(
                     model, (x,), str(target), dynamo=False, opset_version=opset,
@@ -254,6 +264,14 @@ def _exporter_reason(exc: BaseException) -> str:
     return " <- ".join(chain)
 
 
+def metadata_props(data_config: dict[str, Any], provenance: dict[str, Any] | None, opset: int) -> dict[str, str]:
+    """The plugin's metadata entries: the data config and, when given, the provenance (with the opset)."""
+    props = {DATA_CONFIG_KEY: json.dumps(normalize_data_config(data_config), sort_keys=True)}
+    if provenance is not None:
+        props[PROVENANCE_KEY] = json.dumps({**provenance, "opset": opset}, sort_keys=True, default=str)
+    return props
+
+
 def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], provenance: dict[str, Any] | None = None) -> int:
     """Write the data config (and provenance) into an ONNX file's metadata, in place.
 
@@ -265,12 +283,8 @@ def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], 
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    cfg = normalize_data_config(data_config)
     props = {p.key: p.value for p in proto.metadata_props}
-    props[DATA_CONFIG_KEY] = json.dumps(cfg, sort_keys=True)
-    if provenance is not None:
-        prov = {**provenance, "opset": opset}
-        props[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True, default=str)
+    props.update(metadata_props(data_config, provenance, opset))
     del proto.metadata_props[:]
     for k, v in sorted(props.items()):
         proto.metadata_props.add(key=k, value=v)
