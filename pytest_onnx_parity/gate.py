@@ -53,8 +53,7 @@ class ParityItem(pytest.Item):
         from .parity import ParityOptions, ParityRun
 
         opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights))
-        self.run_state = ParityRun(self.spec.text, None, opts, progress=self._progress)
-        self.run_state.model_arg = self.spec
+        self.run_state = ParityRun(self.spec, None, opts, progress=self._progress)
         try:
             self.run_state.prepare()
         except OnnxParityError as exc:

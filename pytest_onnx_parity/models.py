@@ -298,6 +298,8 @@ def weights_identity(model: "torch.nn.Module") -> str:
 def state_dict_hash(model: "torch.nn.Module") -> str:
     import hashlib
 
+    import torch
+
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
@@ -305,7 +307,7 @@ def state_dict_hash(model: "torch.nn.Module") -> str:
         h.update(str(tuple(t.shape)).encode())
         t = t.detach().contiguous().cpu()
         try:
-            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
         except (RuntimeError, TypeError):
             h.update(t.numpy().tobytes())
     return h.hexdigest()[:32]

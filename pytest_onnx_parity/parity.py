@@ -169,7 +169,7 @@ class ParityRun:
         self.model_arg = model
         self.onnx_arg = onnx
         self.progress = progress or (lambda msg: None)
-        label = model if isinstance(model, str) else _model_label(model)
+        label = model if isinstance(model, str) else str(model) if type(model).__name__ == "ModelSpec" else _model_label(model)
         self.result = ParityResult(model=str(label), exporter=None if onnx is not None else self.options.exporter)
         self.model: "torch.nn.Module | None" = None
         self.export: "OnnxExport | None" = None

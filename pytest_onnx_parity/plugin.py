@@ -171,12 +171,9 @@ def random_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, dat
 @pytest.fixture
 def real_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_config: dict[str, Any]) -> Any:
     """Real photos (bundled, or ``--onnx-parity-images``) preprocessed for the marker model: float32 NCHW."""
-    from .images import bundled_image_paths, find_images
-    from .preprocessing import preprocess
+    from .images import real_batch as make
 
-    opts = _onnx_parity_store.options(request, {})
-    paths = find_images(opts["images"]) if opts["images"] else bundled_image_paths()
-    return preprocess(paths, data_config)
+    return make(data_config, _onnx_parity_store.options(request, {})["images"])[0]
 
 
 @pytest.fixture

@@ -101,7 +101,6 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
     except OnnxParityError as exc:
         return CheckResult("real_images", "failed", f"the ONNX side cannot preprocess: {exc}")
     workers = min(4, os.cpu_count() or 1)
-    torch_logits, onnx_logits = [], []
     max_pix = 0.0
     hits = {"torch": np.zeros(2), "onnx": np.zeros(2)}
     last = time.perf_counter()

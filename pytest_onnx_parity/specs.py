@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +117,3 @@ def expand_patterns(specs: list[str], default_weights: str = "random") -> list[M
                 out.append(s)
     return out
 
-
-def matches_pattern(name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern)
