@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from pytest_onnx_parity import export_onnx, load_model
-from pytest_onnx_parity.compare import DEFAULT_TOLERANCES
+from pytest_onnx_parity.tolerances import DEFAULT_TOLERANCES
 from pytest_onnx_parity.dataconfig import resolve_data_config
-from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward
+from pytest_onnx_parity.forward import ort_forward, random_batch, torch_forward
 
 MODELS = ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnety_002",
           "vit_tiny_patch16_224", "vit_small_patch16_224.augreg_in21k_ft_in1k", "deit_tiny_patch16_224",

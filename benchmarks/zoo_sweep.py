@@ -297,7 +297,7 @@ def diagnose_one(name: str, exporter: str, cache_dir: str) -> dict[str, Any]:
     from pytest_onnx_parity.dataconfig import resolve_data_config
     from pytest_onnx_parity.export import make_session
     from pytest_onnx_parity.images import bundled_image_paths
-    from pytest_onnx_parity.parity import ort_forward, random_batch
+    from pytest_onnx_parity.forward import ort_forward, random_batch
     from pytest_onnx_parity.preprocessing import open_image
     from pytest_onnx_parity.realcheck import timm_eval_transform
 

@@ -40,8 +40,8 @@ _LAZY = {
     "LayerComparison": "layers",
     "LayerResult": "layers",
     "check_parity": "parity",
-    "ParityResult": "parity",
-    "CheckResult": "parity",
+    "ParityResult": "results",
+    "CheckResult": "results",
 }
 
 __all__ = sorted(
@@ -82,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .export import OnnxExport, export_onnx
     from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
     from .models import load_model
-    from .parity import CheckResult, ParityResult, check_parity
+    from .parity import check_parity
+    from .results import CheckResult, ParityResult
     from .preprocessing import preprocess
     from .specs import ModelSpec, parse_spec

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+from .files import safe_name, write_atomic
+
+__all__ = ["ExportCache", "cache_key", "default_cache_dir", "file_sha256", "write_atomic"]
 
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
@@ -33,10 +36,6 @@ def default_cache_dir() -> Path:
 def cache_key(fields: Mapping[str, Any]) -> str:
     blob = json.dumps(fields, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -55,7 +54,7 @@ class ExportCache:
         self.root = Path(root)
 
     def entry_dir(self, key: str, label: str) -> Path:
-        return self.root / f"{slug(label)}-{key[:16]}"
+        return self.root / f"{safe_name(label, 80)}-{key[:16]}"
 
     @contextmanager
     def locked(self, key: str, label: str) -> Iterator[Path]:
@@ -109,21 +108,3 @@ class ExportCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return entry, manifest, False
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode() if isinstance(text, str) else text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

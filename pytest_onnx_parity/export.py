@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, normalize_data_config, read_data_config, read_provenance
 from .errors import ExportError, OnnxFileError
+from .files import copy_onnx, move_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -158,7 +159,7 @@ def export_onnx(
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         try:
             extra = build(tmp)
-            _move_onnx(tmp / "model.onnx", target)
+            move_onnx(tmp / "model.onnx", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return _result(target, extra["export_s"], hit=False, key=None)
@@ -177,7 +178,7 @@ def export_onnx(
     if path is not None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _copy_onnx(onnx_path, target)
+        copy_onnx(onnx_path, target)
         onnx_path = target
     return _result(onnx_path, 0.0 if hit else float(manifest.get("export_s", 0.0)), hit=hit, key=key)
 
@@ -292,33 +293,3 @@ def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], 
     onnx.save_model(proto, str(tmp))
     os.replace(tmp, path)
     return opset
-
-
-def _external_files(path: Path) -> list[Path]:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    names = set()
-    for t in proto.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            for kv in t.external_data:
-                if kv.key == "location":
-                    names.add(kv.value)
-    return [path.parent / n for n in sorted(names)]
-
-
-def _move_onnx(src: Path, target: Path) -> None:
-    for data in _external_files(src):
-        os.replace(data, target.parent / data.name)
-    os.replace(src, target)
-
-
-def _copy_onnx(src: Path, target: Path) -> None:
-    """Copy an ONNX file (and its external data) atomically to ``target``."""
-    for data in _external_files(src):
-        tmp = target.parent / f".{data.name}.tmp"
-        shutil.copyfile(data, tmp)
-        os.replace(tmp, target.parent / data.name)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, target)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from .errors import ImageError
-from .settings import IMAGE_SUFFIXES
-from .preprocessing import ConfigLike, EvalTransform, _bad_files_message, open_image, preprocess
+from .imagefiles import IMAGE_SUFFIXES, bad_files_message, find_images
+from .preprocessing import ConfigLike, EvalTransform, open_image, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -58,37 +58,6 @@ def bundled_image_paths() -> list[Path]:
     return paths
 
 
-def find_images(directory: str | os.PathLike[str]) -> list[Path]:
-    """Every image file below ``directory``, recursively.
-
-    Images are files whose name ends in one of :data:`IMAGE_EXTENSIONS`
-    (any case). Hidden files and folders (names starting with ``.``) are
-    skipped; symbolic links are followed. The order is that of the paths
-    relative to ``directory``, compared as POSIX strings, so it is the same
-    on every machine. A folder that does not exist, is not a folder or holds
-    no images raises :class:`ImageError`.
-    """
-    root = Path(directory)
-    if not root.exists():
-        raise ImageError(f"image folder {root} does not exist. Pass an existing folder of images (--onnx-parity-images).")
-    if not root.is_dir():
-        raise ImageError(f"image folder {root} is not a folder. Pass a folder that holds image files.")
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = Path(dirpath) / name
-            found.append((path.relative_to(root).as_posix(), path))
-    if not found:
-        raise ImageError(
-            f"image folder {root} holds no images (looked recursively for "
-            f"{', '.join(IMAGE_EXTENSIONS)}). Put images in it, or pass another folder."
-        )
-    return [path for _, path in sorted(found)]
-
-
 def load_images(paths: Iterable[str | os.PathLike[str]]) -> list["Image.Image"]:
     """Decode every file to an RGB PIL image, as timm's loader does.
 
@@ -103,7 +72,7 @@ def load_images(paths: Iterable[str | os.PathLike[str]]) -> list["Image.Image"]:
         except ImageError as exc:
             problems.append(str(exc))
     if problems:
-        raise ImageError(_bad_files_message(problems))
+        raise ImageError(bad_files_message(problems))
     return images
 
 
@@ -198,7 +167,7 @@ def iter_batches(
             results = list(pool.map(one, chunk))
             problems = [r for r in results if isinstance(r, str)]
             if problems:
-                raise ImageError(_bad_files_message(problems))
+                raise ImageError(bad_files_message(problems))
             yield np.stack(results), chunk  # type: ignore[arg-type]
 
 

@@ -68,34 +68,48 @@ class _Store:
         self.sessions: dict[Any, Any] = {}
 
     def options(self, request: pytest.FixtureRequest | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        from .forward import DEFAULT_BATCH
+
         s = self.settings
         opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter, "opset": s.opset, "seed": s.seed,
-                                "atol": s.atol, "rtol": s.rtol, "batch_size": 4, "images": s.images, "test_time": s.test_time}
+                                "atol": s.atol, "rtol": s.rtol, "batch_size": DEFAULT_BATCH, "images": s.images,
+                                "test_time": s.test_time}
         marker = request.node.get_closest_marker("onnx_parity") if request is not None else None
         if marker is not None:
             opts.update(marker.kwargs)
         opts.update({k: v for k, v in overrides.items() if v is not None})
         return opts
 
-    def model(self, opts: dict[str, Any]) -> Any:
+    def model_key(self, opts: dict[str, Any]) -> tuple[Any, ...]:
+        """What identifies the fixtures' model: the spec, its weights and seed; or a given module itself.
+
+        A given module is part of the key (the store holds it, so no later object can
+        take its place the way a reused ``id()`` could).
+        """
         spec = opts.get("model")
         if spec is None:
             raise _no_model()
         if not isinstance(spec, str):
-            return spec
+            return ("module", spec)
         weights = opts.get("weights") or (None if "=" in spec else self.settings.weights)
-        key = (spec, weights, opts["seed"])
+        return ("spec", spec, weights, opts["seed"])
+
+    def model(self, opts: dict[str, Any]) -> Any:
+        key = self.model_key(opts)
+        if key[0] == "module":
+            return key[1]
         if key not in self.models:
             from .models import load_model
 
-            self.models[key] = load_model(spec, weights, seed=opts["seed"])
+            _, spec, weights, seed = key
+            self.models[key] = load_model(spec, weights, seed=seed)
         return self.models[key]
 
     def export(self, opts: dict[str, Any]) -> Any:
         from .export import export_onnx
 
         model = self.model(opts)
-        key = (id(model), opts["exporter"], opts["opset"])
+        key = (self.model_key(opts), opts["exporter"], opts["opset"])
         if key not in self.exports:
             self.exports[key] = export_onnx(model, exporter=opts["exporter"], opset=opts["opset"],
                                             cache_dir=self.settings.cache_dir, seed=opts["seed"])
@@ -162,7 +176,7 @@ def data_config(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> d
 @pytest.fixture
 def random_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_config: dict[str, Any]) -> Any:
     """A seeded batch of random pixels normalised for the marker model: float32 NCHW numpy array."""
-    from .parity import random_batch as make
+    from .forward import random_batch as make
 
     opts = _onnx_parity_store.options(request, {})
     return make(data_config, int(opts["batch_size"]), int(opts["seed"]))

@@ -67,6 +67,7 @@ from PIL import Image
 
 from . import dataconfig
 from .errors import ImageError, MissingMetadataError, SpecError
+from .imagefiles import bad_files_message, find_images
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -235,7 +236,7 @@ def preprocess(images: ImageLike | Iterable[ImageLike], config: ConfigLike, *, t
             continue
         transform(image, out=out[i])
     if bad:
-        raise ImageError(_bad_files_message(bad))
+        raise ImageError(bad_files_message(bad))
     return out
 
 
@@ -375,8 +376,6 @@ def _as_items(images: Any) -> list[Any]:
 
 def _expand_path(path: Path) -> list[Any]:
     if path.is_dir():
-        from .images import find_images
-
         return list(find_images(path))
     return [path]
 
@@ -429,10 +428,3 @@ def _center_crop_or_pad(array: np.ndarray, th: int, tw: int, fill: Sequence[int]
     top = int(round((h - th) / 2.0))
     left = int(round((w - tw) / 2.0))
     return array[top : top + th, left : left + tw]
-
-
-def _bad_files_message(problems: list[str]) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    lines = "\n".join(f"  {p}" for p in problems)
-    return f"{len(problems)} images cannot be read:\n{lines}"

@@ -137,11 +137,11 @@ def _differing_keys(envs: list[dict[str, Any]]) -> list[str]:
 
 def write_json(doc: Mapping[str, Any], path: "str | os.PathLike[str]") -> None:
     """Write a report atomically (a reader never sees half of it)."""
+    from .files import write_atomic
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    write_atomic(p, json.dumps(doc, indent=2) + "\n")
 
 
 # -- reasons --------------------------------------------------------------------------------------------

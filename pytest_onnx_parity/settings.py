@@ -76,19 +76,15 @@ def _models(v: Any) -> tuple[str, ...]:
     return out
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
-
-
 def _image_dir(v: str) -> str:
-    import os
+    from .errors import ImageError
+    from .imagefiles import find_images
 
-    p = Path(v).expanduser()
-    if not p.is_dir():
-        raise ValueError("no such folder; give a folder of images (searched recursively)")
-    for _root, _dirs, files in os.walk(p):
-        if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
-            return str(p)
-    raise ValueError(f"the folder holds no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+    try:
+        find_images(Path(v).expanduser())  # the same rule as the run that reads the folder
+    except ImageError as exc:
+        raise ValueError(str(exc)) from None
+    return str(Path(v).expanduser())
 
 
 def _path(v: str) -> str:
@@ -97,18 +93,14 @@ def _path(v: str) -> str:
     return str(Path(v).expanduser())
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-               "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
-
-
 def _size(v: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(v))
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError("expected a size such as 512MiB or 2GiB")
-    n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    if n <= 0:
-        raise ValueError("expected a positive size such as 512MiB")
-    return n
+    from .errors import SpecError
+    from .units import parse_size
+
+    try:
+        return parse_size(v)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _shard(v: str) -> tuple[int, int]:
@@ -247,12 +239,17 @@ def resolve(config: Any) -> Settings:
     if "models" in values:
         values["models_given"] = True
     if ("atol" in values) != ("rtol" in values):
+        from .errors import SpecError
+        from .tolerances import check_pair
+
         given = "atol" if "atol" in values else "rtol"
         other = "rtol" if given == "atol" else "atol"
-        raise SettingsError(
-            f"{sources[given]}={values[given]:g} given without --onnx-parity-{other}: "
-            "give atol and rtol together or not at all"
-        )
+        try:
+            check_pair(values.get("atol"), values.get("rtol"),
+                       where=f"{sources[given]}={values[given]:g} given without --onnx-parity-{other}",
+                       defaults="the dtype's defaults, scaled by the logits")
+        except SpecError as exc:
+            raise SettingsError(str(exc)) from None
     if values.get("exporter", "dynamo") == "dynamo" and values.get("opset") is not None and values["opset"] < 18:
         raise SettingsError(
             f"{sources['opset']}: bad value {values['opset']}: the dynamo exporter writes opset 18 or newer; "

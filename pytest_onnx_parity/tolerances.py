@@ -51,6 +51,10 @@ LAYER_GROWTH = 10.0
 #: tolerance for such a change is ill-conditioned, and no verdict can blame the export.
 SENSITIVITY_EPS = 1e-6
 
+#: Float64 arbitration (see :mod:`.conditioning`): an export is blamed only when ONNX Runtime's
+#: error against torch float64 is more than this many times torch float32's own error there.
+ARBITRATION_FACTOR = 10.0
+
 
 def check_pair(atol: Any, rtol: Any, *, where: str = "", defaults: str = "") -> tuple[float, float] | None:
     """Validate a user's tolerance pair: ``None`` when neither is given, else ``(atol, rtol)``.

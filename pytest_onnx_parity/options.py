@@ -1,0 +1,44 @@
+"""The options of one parity run, validated once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SpecError
+from .forward import DEFAULT_BATCH
+from .tolerances import check_pair
+
+LAYER_MODES = ("always", "on-failure", "never")
+
+
+@dataclass
+class ParityOptions:
+    exporter: str = "dynamo"
+    opset: int | None = None
+    weights: str | None = None
+    seed: int = 0
+    atol: float | None = None
+    rtol: float | None = None
+    batch_size: int = DEFAULT_BATCH
+    topk: int = 5
+    min_agreement: float = 1.0
+    cache_dir: str | None = None
+    use_cache: bool = True
+    images: str | None = None  # folder of real images; None: the bundled photos
+    real_images: bool = True
+    layers: str = "always"
+    layer_memory: int | None = None
+    test_time: bool = False
+    max_accuracy_drop: float = 0.1
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "ParityOptions":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory")})
+        if opts.layers not in LAYER_MODES:
+            raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
+        check_pair(opts.atol, opts.rtol)
+        return opts

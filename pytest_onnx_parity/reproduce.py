@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Reproduce an ONNX parity mismatch found by pytest-onnx-parity.
+
+    python reproduce.py           # ONNX Runtime on inputs.npz vs the stored torch logits
+    python reproduce.py --torch   # also rebuild the torch model (needs torch and timm)
+
+Needs numpy and onnxruntime only (torch and timm for --torch); the plugin itself
+is not needed. Exit code 1 when the outputs mismatch, 0 when they agree, 2 when
+the bundle cannot be used.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_meta(here=HERE):
+    with open(os.path.join(here, "bundle.json")) as fh:
+        return json.load(fh)
+
+
+def default_tolerance(meta, expected):
+    """(atol, rtol) from the library's default for the stored logits' dtype, written into bundle.json.
+
+    This script has no tolerance of its own: it applies the rule of
+    pytest_onnx_parity.tolerances (atol = factor x RMS of the finite logits).
+    """
+    table = meta.get("default_tolerance") or {}
+    rule = table.get(str(expected.dtype)) or table.get("float32")
+    if rule is None:
+        raise KeyError("bundle.json has no default_tolerance; pass --atol and --rtol")
+    e = np.asarray(expected, dtype=np.float64)
+    finite = e[np.isfinite(e)]
+    scale = float(np.sqrt(np.mean(finite ** 2))) if finite.size else 0.0
+    return float(rule["atol_factor"]) * scale, float(rule["rtol"])
+
+
+def compare(expected, actual, atol, rtol):
+    """Element-wise |actual - expected| <= atol + rtol * |expected|, and top-1 agreement.
+
+    Non-finite values must match in place and value (NaN never equals anything).
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape:
+        return {"problem": "shapes differ: torch %s, ONNX %s" % (e.shape, a.shape), "mismatched": int(e.size),
+                "total": int(e.size)}
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a - e)
+    same_inf = np.isinf(e) & (e == a)
+    diff[same_inf] = 0.0
+    diff[~np.isfinite(diff)] = np.inf  # NaN on either side, or Inf against anything else
+    allowed = atol + rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
+    over = diff > allowed
+    out = {"max_abs_diff": float(np.max(diff)) if diff.size else 0.0, "mismatched": int(over.sum()),
+           "total": int(e.size), "atol": float(atol), "rtol": float(rtol)}
+    if e.ndim == 2 and e.shape[0]:
+        top_e, top_a = e.argmax(axis=1), a.argmax(axis=1)
+        out["top1_agree"] = int((top_e == top_a).sum())
+        out["batch"] = int(e.shape[0])
+        out["rows"] = [(int(i), int(top_e[i]), int(top_a[i])) for i in range(e.shape[0]) if top_e[i] != top_a[i]][:8]
+    if over.any():
+        idx = np.unravel_index(int(np.argmax(np.where(over, diff - allowed, -np.inf))), e.shape)
+        out["worst"] = {"index": tuple(int(i) for i in idx), "torch": float(e[idx]), "onnx": float(a[idx]),
+                        "allowed": float(allowed[idx])}
+    return out
+
+
+def report(title, r):
+    print(title)
+    if "problem" in r:
+        print("  " + r["problem"])
+        return True
+    pct = 100.0 * r["mismatched"] / max(r["total"], 1)
+    print("  max abs diff:    %.4g  (atol %.3g, rtol %.3g)" % (r["max_abs_diff"], r["atol"], r["rtol"]))
+    print("  mismatched:      %d / %d (%.1f%%)" % (r["mismatched"], r["total"], pct))
+    if "worst" in r:
+        w = r["worst"]
+        print("  worst element:   index %s: torch %.6g, onnx %.6g (up to %.3g allowed)"
+              % (w["index"], w["torch"], w["onnx"], w["allowed"]))
+    if "top1_agree" in r:
+        print("  top-1 agreement: %d / %d (%.1f%%)" % (r["top1_agree"], r["batch"], 100.0 * r["top1_agree"] / r["batch"]))
+        for i, t, o in r["rows"]:
+            print("    sample %d: torch says class %d, ONNX says class %d" % (i, t, o))
+    return r["mismatched"] > 0
+
+
+def run_onnx(path, x):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0], ort.__version__
+
+
+def run_torch(meta, x, here=HERE):
+    import timm
+    import torch
+
+    model = timm.create_model(meta["architecture"], pretrained=False)
+    weights = os.path.join(here, "weights.pt")
+    if os.path.isfile(weights):
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+    elif meta.get("weights") == "pretrained":
+        model = timm.create_model(meta["architecture"], pretrained=True)
+    else:
+        raise SystemExit("no weights.pt in the bundle: cannot rebuild the torch model with the same weights")
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Reproduce the ONNX parity mismatch of this bundle")
+    p.add_argument("--bundle", default=HERE, help="the bundle's folder (default: this script's folder)")
+    p.add_argument("--torch", action="store_true", help="also rebuild the torch side with timm from weights.pt")
+    p.add_argument("--atol", type=float, help="absolute tolerance (default: the gate's)")
+    p.add_argument("--rtol", type=float, help="relative tolerance (default: the gate's)")
+    args = p.parse_args(argv)
+    here = args.bundle
+    try:
+        meta = load_meta(here)
+        x = np.load(os.path.join(here, "inputs.npz"))["input"]
+        outputs = np.load(os.path.join(here, "outputs.npz"))
+        expected = outputs["torch"]
+        atol = args.atol if args.atol is not None else meta.get("atol")
+        rtol = args.rtol if args.rtol is not None else meta.get("rtol")
+        if (atol is None) != (rtol is None):
+            print("give --atol and --rtol together")
+            return 2
+        if atol is None:
+            atol, rtol = default_tolerance(meta, expected)
+    except (OSError, KeyError, ValueError) as exc:
+        print("this bundle is incomplete: %s (see README.txt)" % exc)
+        return 2
+    onnx_path = os.path.join(here, meta.get("onnx_file") or "model.onnx")
+    if not os.path.isfile(onnx_path):
+        print("this bundle has no ONNX file (see README.txt)")
+        return 2
+    print("model:   %s (exporter %s, opset %s, weights %s)"
+          % (meta["model"], meta.get("exporter"), meta.get("opset"), meta.get("weights")))
+    print("inputs:  %s %s from inputs.npz" % (tuple(x.shape), x.dtype))
+    actual, ort_version = run_onnx(onnx_path, x)
+    if "onnx" in outputs.files and outputs["onnx"].shape == actual.shape:
+        same = float(np.max(np.abs(outputs["onnx"].astype(np.float64) - actual))) if actual.size else 0.0
+        print("ONNX Runtime %s here; the stored ONNX logits are reproduced up to %.3g" % (ort_version, same))
+    mismatch = report("ONNX Runtime vs the stored torch logits:", compare(expected, actual, atol, rtol))
+    if args.torch:
+        fresh = run_torch(meta, x, here)
+        report("rebuilt torch model vs the stored torch logits (should agree):", compare(expected, fresh, atol, rtol))
+        mismatch = report("ONNX Runtime vs the rebuilt torch model:", compare(fresh, actual, atol, rtol)) or mismatch
+    other = [c for c in meta.get("failing_checks", []) if not c.startswith(("logits", "topk"))]
+    if other:
+        print("the gate also failed on: %s (not rerun by this script; see result.json)" % ", ".join(other))
+    if mismatch:
+        print("MISMATCH: ONNX Runtime does not reproduce the torch logits of %s" % meta["model"])
+        return 1
+    print("OK: ONNX Runtime agrees with the torch logits within atol/rtol")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""What a parity run found: one :class:`CheckResult` per check, one :class:`ParityResult` per model.
+
+Plain data with their JSON form (one entry of the report) and the failure text
+that leads a failing gate item; no numerics, no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The checks of a parity run, in the order they are recorded.
+CHECK_NAMES = ("weights", "data_config", "logits", "topk", "batch_consistency", "real_images", "layers")
+STATUSES = ("passed", "failed", "skipped", "error")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # passed | failed | skipped | error
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "message": self.message, **jsonable(self.details)}
+
+
+@dataclass
+class ParityResult:
+    model: str
+    status: str = "error"  # passed | failed | error
+    exporter: str | None = None
+    opset: int | None = None
+    weights: str | None = None
+    data_config: dict[str, Any] | None = None
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    first_divergence: str | None = None
+    cache_hit: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    onnx_path: str | None = None
+    error: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    layer_comparison: Any = None  # a LayerComparison when the layer check ran
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def failure_message(self) -> str:
+        if self.status == "error" and not any(c.status == "error" for c in self.checks):
+            return f"{self.model}: {self.error}"
+        if self.status == "error":
+            parts = [f"{self.model}: inconclusive ({', '.join(c.name for c in self.checks if c.status == 'error')})"]
+            parts += [f"--- {c.name} ---\n{c.message}" for c in self.checks if c.status == "error"]
+            return "\n\n".join(parts)
+        failed = [c for c in self.checks if c.status in ("failed", "error")]
+        parts = [f"{self.model}: ONNX export does not behave like the torch model "
+                 f"({', '.join(c.name for c in failed)} failed)"]
+        if self.first_divergence and self.layer_comparison is not None and hasattr(self.layer_comparison, "summary"):
+            parts.append(self.layer_comparison.summary())
+        for c in failed:
+            parts.append(f"--- {c.name} ---\n{c.message}")
+        return "\n\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "model": self.model, "status": self.status, "exporter": self.exporter, "opset": self.opset,
+            "weights": self.weights, "data_config": self.data_config, "max_abs_diff": self.max_abs_diff,
+            "top1_agreement": self.top1_agreement, "first_divergence": self.first_divergence,
+            "cache_hit": self.cache_hit, "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "onnx_path": self.onnx_path, "error": self.error, "checks": [c.to_dict() for c in self.checks],
+        })
+
+
+def jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None  # JSON has no NaN/Inf; the check's message says which
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x

@@ -1,0 +1,331 @@
+"""The package's shape: no import cycles, modules one can read, and one implementation per rule.
+
+Each rule test here would have caught a disagreement between two copies of that rule
+(sizes: ``2e9`` refused on the command line, accepted by the API; image folders: a
+folder of hidden images accepted by the option, refused at run time; the reproducer's
+fallback tolerance 1e-4 x RMS against the library's 5e-4 x RMS).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import pytest_onnx_parity
+from pytest_onnx_parity.errors import SpecError
+
+PACKAGE = Path(pytest_onnx_parity.__file__).parent
+MAX_LINES = 600
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports, counting imports inside functions and TYPE_CHECKING."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        is_pkg = path.name == "__init__.py"
+        base = name.split(".") if is_pkg else name.split(".")[:-1]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                root = base[: len(base) - (node.level - 1)] if node.level else []
+                mod = ".".join(root + ([node.module] if node.module else [])) if node.level else (node.module or "")
+                subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in paths]
+                targets = subs or [mod]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            deps.update(t for t in targets if t in paths and t != name)
+        graph[name] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_between_the_package_modules() -> None:
+    graph = import_graph()
+    assert "pytest_onnx_parity.parity" in graph and graph["pytest_onnx_parity.parity"]
+    assert cycles(graph) == []
+
+
+def test_core_modules_never_import_the_pytest_layer() -> None:
+    graph = import_graph()
+    upper = {"pytest_onnx_parity.plugin", "pytest_onnx_parity.gate", "pytest_onnx_parity.settings"}
+    for name, deps in graph.items():
+        if name in upper or name == "pytest_onnx_parity":
+            continue
+        assert not deps & upper, f"{name} imports {sorted(deps & upper)}: arrows point from plugin/gate down"
+
+
+def test_no_module_is_too_long_to_read() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+# -- one rule, one place -------------------------------------------------------------------------------
+
+SIZES = ["2e9", "2E9", "1GiB", "512MB", "512M", "1.5g", "4096", " 8 kib ", "0", "-1", "lots", "1 parsec", "", "nan"]
+
+
+@pytest.mark.parametrize("text", SIZES)
+def test_sizes_parse_alike_on_the_command_line_and_in_the_api(text: str) -> None:
+    from pytest_onnx_parity.layers import parse_memory
+    from pytest_onnx_parity.settings import OPTIONS
+
+    option = next(o for o in OPTIONS if o.noun == "layer-memory")
+    try:
+        cli: object = option.parse(text)
+    except ValueError:
+        cli = "refused"
+    try:
+        api: object = parse_memory(text)
+    except SpecError:
+        api = "refused"
+    assert cli == api
+    if text.strip().lower() in ("2e9",):
+        assert api == 2_000_000_000
+
+
+def test_an_image_folder_is_judged_alike_by_the_option_and_the_run(tmp_path: Path) -> None:
+    from pytest_onnx_parity.errors import ImageError
+    from pytest_onnx_parity.images import bundled_image_paths, find_images
+    from pytest_onnx_parity.settings import OPTIONS
+
+    option = next(o for o in OPTIONS if o.noun == "images")
+    hidden = tmp_path / "hidden"
+    (hidden / ".thumbs").mkdir(parents=True)
+    photo = bundled_image_paths()[0]
+    shutil.copyfile(photo, hidden / f".{photo.name}")
+    shutil.copyfile(photo, hidden / ".thumbs" / photo.name)
+    visible = tmp_path / "visible"
+    visible.mkdir()
+    shutil.copyfile(photo, visible / photo.name.upper())
+    for folder in (hidden, visible, tmp_path / "missing"):
+        try:
+            find_images(folder)
+            run_ok = True
+        except ImageError:
+            run_ok = False
+        try:
+            option.parse(str(folder))
+            option_ok = True
+        except ValueError:
+            option_ok = False
+        assert option_ok == run_ok, folder
+    assert option.parse(str(visible)) == str(visible)
+
+
+@pytest.mark.parametrize("atol,rtol", [(1e-3, None), (None, 1e-3), (-1.0, 0.0), (float("nan"), 0.0)])
+def test_every_entry_point_refuses_the_same_tolerance_pairs(atol: float | None, rtol: float | None) -> None:
+    from pytest_onnx_parity.compare import compare_logits, compare_topk
+    from pytest_onnx_parity.options import ParityOptions
+    from pytest_onnx_parity.tolerances import layer_tolerance
+
+    x = np.ones((2, 5), np.float32)
+    for call in (lambda: compare_logits(x, x, atol=atol, rtol=rtol), lambda: compare_topk(x, x, atol=atol, rtol=rtol),
+                 lambda: ParityOptions.from_kwargs(atol=atol, rtol=rtol), lambda: layer_tolerance(atol, rtol)):
+        with pytest.raises(SpecError):
+            call()
+
+
+def test_compare_layers_refuses_one_tolerance_without_the_other() -> None:
+    from pytest_onnx_parity import compare_layers
+
+    with pytest.raises(SpecError, match="together"):
+        compare_layers(object(), "missing.onnx", np.zeros((1, 3, 8, 8), np.float32), atol=1e-3)
+
+
+def test_the_option_parser_applies_the_same_pair_rule(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--onnx-parity", "--onnx-parity-rtol", "1e-3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "give atol and rtol together" in result.stderr.str()
+
+
+def test_safe_names_are_one_rule() -> None:
+    from pytest_onnx_parity.files import safe_name
+
+    assert safe_name("hf-hub:org/repo=/ckpt/w.safetensors") == "hf-hub_org_repo_ckpt_w.safetensors"
+    assert safe_name("..") == "model" and safe_name("a" * 300, 80) == "a" * 80
+    import pytest_onnx_parity.artifacts as artifacts
+    import pytest_onnx_parity.cache as cache
+    import pytest_onnx_parity.gate as gate
+
+    for module in (artifacts, cache, gate):
+        assert not {"slug", "_safe"} & set(vars(module)), module.__name__
+        assert getattr(module, "safe_name", safe_name) is safe_name
+
+
+def test_the_gate_writes_the_report_schema_that_merge_reads(tmp_path: Path) -> None:
+    from pytest_onnx_parity.gate import write_report
+    from pytest_onnx_parity.report import SCHEMA, load_report
+
+    path = tmp_path / "r.json"
+    write_report(path, [])
+    assert load_report(path)["schema"] == SCHEMA
+
+
+def test_reports_get_the_mode_any_new_file_gets(tmp_path: Path) -> None:
+    import os
+
+    from pytest_onnx_parity.report import write_json
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    write_json({"schema": 1, "models": []}, tmp_path / "r.json")
+    assert os.stat(tmp_path / "r.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+def test_the_parity_data_config_has_the_shared_field_list() -> None:
+    from pytest_onnx_parity.dataconfig import DATA_CONFIG_FIELDS
+
+    assert DATA_CONFIG_FIELDS == ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    assert "\"input_size\", \"interpolation\"" not in (PACKAGE / "parity.py").read_text()
+    assert "\"input_size\", \"interpolation\"" not in (PACKAGE / "realcheck.py").read_text()
+
+
+def test_one_default_batch_for_the_fixture_and_the_run() -> None:
+    import inspect
+
+    from pytest_onnx_parity.forward import DEFAULT_BATCH, random_batch
+    from pytest_onnx_parity.options import ParityOptions
+
+    assert ParityOptions().batch_size == DEFAULT_BATCH
+    assert inspect.signature(random_batch).parameters["batch_size"].default == DEFAULT_BATCH
+    cfg = {"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert random_batch(cfg).shape == (DEFAULT_BATCH, 3, 8, 8)
+
+
+def test_one_sensitivity_probe() -> None:
+    """Both checks that may call a model ill-conditioned use the probe of forward.py."""
+    for module in ("parity.py", "realcheck.py"):
+        src = (PACKAGE / module).read_text()
+        assert "torch_sensitivity(" in src and "standard_normal" not in src, module
+
+
+# -- the reproducer: a module of the package, with the library's tolerances -----------------------------
+
+def test_the_reproducer_is_linted_as_code() -> None:
+    ruff = shutil.which("ruff")
+    assert ruff is not None, "ruff is a test dependency (pip install -e '.[test]')"
+    run = subprocess.run([ruff, "check", "--no-cache", "--select", "E9,F,B", str(PACKAGE / "reproduce.py")],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_reproducer_defaults_are_the_librarys(tmp_path: Path) -> None:
+    from pytest_onnx_parity import reproduce
+    from pytest_onnx_parity.artifacts import _default_tolerances
+    from pytest_onnx_parity.tolerances import logits_tolerance
+
+    logits = np.random.default_rng(0).standard_normal((2, 10)).astype(np.float32) * 3
+    meta = {"default_tolerance": _default_tolerances()}
+    atol, rtol = reproduce.default_tolerance(meta, logits)
+    lib_atol, lib_rtol, _ = logits_tolerance(logits)
+    assert (atol, rtol) == pytest.approx((lib_atol, lib_rtol))
+    # a difference of 3e-4 x RMS: inside the library's tolerance, outside the old fallback's 1e-4 x RMS
+    rms = float(np.sqrt(np.mean(logits.astype(np.float64) ** 2)))
+    moved = logits + np.float32(3e-4 * rms)
+    assert reproduce.compare(logits, moved, atol, rtol)["mismatched"] == 0
+    with pytest.raises(KeyError, match="--atol"):
+        reproduce.default_tolerance({}, logits)
+
+
+def test_reproducer_never_calls_nan_equal() -> None:
+    from pytest_onnx_parity import reproduce
+
+    e = np.array([[1.0, np.nan, np.inf]])
+    assert reproduce.compare(e, e.copy(), 0.1, 0.1)["mismatched"] == 1  # NaN != NaN; Inf == Inf
+    assert reproduce.compare(e[:, :1], e[:, :1] + 0.01, 0.1, 0.1)["mismatched"] == 0
+    assert reproduce.compare(e[:, 2:], -e[:, 2:], 0.1, 0.1)["mismatched"] == 1
+
+
+def test_bundle_without_gate_figures_uses_the_library_tolerance(tmp_path: Path) -> None:
+    """A bundle whose result has no logits figures: reproduce.py applies 5e-4 x RMS, as the gate would."""
+    from pytest_onnx_parity.artifacts import write_bundle
+
+    logits = np.random.default_rng(1).standard_normal((2, 10)).astype(np.float32)
+    rms = float(np.sqrt(np.mean(logits.astype(np.float64) ** 2)))
+    result = SimpleNamespace(model="m", status="failed", exporter=None, opset=None, weights="random", checks=[],
+                             check=lambda name: None, to_dict=lambda: {"model": "m"})
+    state = SimpleNamespace(result=result, model=None, export=None, options=None, _inputs=None)
+    out = write_bundle(state, tmp_path)
+    np.savez(out / "inputs.npz", input=np.zeros((2, 3), np.float32))
+    np.savez(out / "outputs.npz", torch=logits)
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["atol"] is None and meta["default_tolerance"]["float32"] == {"rtol": 1e-4, "atol_factor": 5e-4}
+    assert (out / "reproduce.py").read_text() == (PACKAGE / "reproduce.py").read_text()
+    sys.path.insert(0, str(out))
+    try:
+        import importlib
+
+        bundled = importlib.import_module("reproduce")
+        atol, _ = bundled.default_tolerance(meta, logits)
+    finally:
+        sys.path.remove(str(out))
+        sys.modules.pop("reproduce", None)
+    assert atol == pytest.approx(5e-4 * rms)
+
+
+# -- the fixtures' export memo --------------------------------------------------------------------------
+
+def test_fixture_store_keys_a_given_module_by_the_module_not_its_id() -> None:
+    from pytest_onnx_parity.plugin import _Store
+    from pytest_onnx_parity.settings import Settings
+
+    store = _Store(Settings())
+    a, b = object(), object()
+    ka = store.model_key({"model": a, "seed": 0})
+    kb = store.model_key({"model": b, "seed": 0})
+    assert ka != kb and ka[1] is a
+    assert store.model_key({"model": "resnet18", "seed": 0}) == ("spec", "resnet18", "random", 0)
