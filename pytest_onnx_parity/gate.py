@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from .errors import OnnxParityError, ParityFailure
+from .files import safe_name
 from .settings import Settings
 
 MARKER = "onnx_parity"
-REPORT_SCHEMA = 1
 
 
 def environment() -> dict[str, str]:
@@ -95,7 +95,7 @@ class ParityItem(pytest.Item):
         out = Path(self.settings.plots)  # type: ignore[arg-type]
         out.mkdir(parents=True, exist_ok=True)
         try:
-            plot_layers(result.layer_comparison, out / f"{_safe(self.spec.text)}.png", title=self.spec.text)
+            plot_layers(result.layer_comparison, out / f"{safe_name(self.spec.text)}.png", title=self.spec.text)
         except OnnxParityError as exc:
             self.add_report_section("call", "onnx-parity plots", str(exc))
 
@@ -126,12 +126,6 @@ class ParityItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"[onnx-parity] {self.spec.text}"
-
-
-def _safe(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -204,10 +198,8 @@ class GatePlugin:
             # no result came back: the process running the item died (xdist reports "crashed")
             self._seen.add(report.nodeid)
             reason = " ".join(str(report.longrepr).split())
-            results.append({"model": report.nodeid[len("onnx-parity["):-1], "status": "error",
-                            "exporter": self.settings.exporter,
-                            "error": "no result came back: " + (reason[-400:] or "the process running it died"),
-                            "checks": [], "timings": {}})
+            results.append(crashed_entry(report.nodeid[len("onnx-parity["):-1], self.settings,
+                                         "no result came back: " + (reason[-400:] or "the process running it died")))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
@@ -225,6 +217,19 @@ class GatePlugin:
         terminalreporter.write_line(summary_lines(results))
         if self.settings.report:
             terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
+
+
+def crashed_entry(spec_text: str, settings: Settings, error: str) -> dict[str, Any]:
+    """The report entry of an item whose process died: every field of a result, unknown ones null."""
+    from .results import ParityResult
+    from .specs import parse_spec
+
+    try:
+        weights: str | None = parse_spec(spec_text, default_weights=settings.weights).weights
+    except OnnxParityError:
+        weights = None
+    return ParityResult(model=spec_text, status="error", exporter=settings.exporter, opset=settings.opset,
+                        weights=weights, error=error).to_dict()
 
 
 def summary_lines(results: list[dict[str, Any]]) -> str:
@@ -252,9 +257,7 @@ def _pct(v: Any) -> str:
 
 
 def write_report(path: Path, results: list[dict[str, Any]]) -> None:
-    from .cache import write_atomic
+    from .report import SCHEMA, write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": REPORT_SCHEMA, "environment": environment(),
-           "models": sorted(results, key=lambda d: d["model"])}
-    write_atomic(path, json.dumps(doc, indent=2) + "\n")
+    write_json({"schema": SCHEMA, "environment": environment(),
+                "models": sorted(results, key=lambda d: d["model"])}, path)

@@ -196,19 +196,32 @@ def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "tor
 
     Calibrating on photos as well as noise keeps the network healthy on both: a BN
     calibrated on noise alone can blow up on natural images (efficientnet_b0: logit RMS
-    ~3000 on the photos against 1 on noise).
+    ~3000 on the photos against 1 on noise). A model the photos cannot feed (another
+    channel count) is calibrated on noise only, and that is recorded: in
+    ``model.onnx_parity_calibration`` and in :func:`weights_identity`, so such weights
+    never share a cache entry with photo-calibrated ones.
     """
     import torch
 
+    from .dataconfig import resolve_data_config
+
     noise = calibration_input(model, gen, batch=2)
-    try:
-        from .dataconfig import resolve_data_config
+    cfg = resolve_data_config(model)
+    why = None
+    if cfg["input_size"][0] != 3:
+        why = f"the model takes {cfg['input_size'][0]} channels, the photos have 3"
+    else:
         from .images import bundled_image_paths
         from .preprocessing import preprocess
 
-        photos = torch.from_numpy(preprocess(bundled_image_paths()[:2], resolve_data_config(model)))
-    except Exception:  # odd input sizes or channel counts: noise only
+        try:
+            photos = torch.from_numpy(preprocess(bundled_image_paths()[:2], cfg))
+        except Exception as exc:  # noqa: BLE001 - a broken install (photos missing): recorded, not hidden
+            why = f"the bundled photos cannot be used: {_first_line(exc)}"
+    if why is not None:
+        model.onnx_parity_calibration = f"noise only ({why})"
         return calibration_input(model, gen, batch=CALIBRATION_BATCH)
+    model.onnx_parity_calibration = "noise and photos"
     return torch.cat([noise, photos.to(noise.dtype)])
 
 
@@ -290,8 +303,10 @@ def weights_identity(model: "torch.nn.Module") -> str:
 
         # BatchNorm calibration sums in an order that depends on torch's thread count, so the last
         # bits of the weights do too: the identity (and so the cache key) names it
+        calibration = getattr(model, "onnx_parity_calibration", "noise and photos")
+        noise_only = ":calibration=noise-only" if calibration.startswith("noise only") else ""
         return (f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
-                f":threads={torch.get_num_threads()}")
+                f":threads={torch.get_num_threads()}{noise_only}")
     return "sha256:" + state_dict_hash(model)
 
 

@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from .errors import OnnxParityError
+from .conditioning import torch_sensitivity
+from .forward import ort_forward, torch_forward
+from .results import CheckResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
     import torch
 
-    from .parity import CheckResult, ParityOptions
+    from .options import ParityOptions
 
 # End-to-end logits tolerance: preprocess matches timm's transform to ~1e-6 in
 # normalised units (float32 rounding); 2e-3 of the logit RMS leaves room for that
@@ -41,13 +44,12 @@ PROGRESS_EVERY_S = 10.0
 def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False) -> Callable[[Any], "torch.Tensor"]:
     import timm.data
 
-    from .dataconfig import apply_test_time, resolve_data_config
+    from .dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config
 
     cfg = resolve_data_config(model)
     if test_time:
         cfg = apply_test_time(cfg)
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return timm.data.create_transform(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys},
+    return timm.data.create_transform(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in DATA_CONFIG_FIELDS},
                                       is_training=False)
 
 
@@ -73,7 +75,7 @@ class _Streams:
 
 def _batches(streams: _Streams, paths: Sequence[Path], workers: int) -> Any:
     from .errors import ImageError
-    from .preprocessing import _bad_files_message
+    from .imagefiles import bad_files_message
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), BATCH):
@@ -81,15 +83,14 @@ def _batches(streams: _Streams, paths: Sequence[Path], workers: int) -> Any:
             out = list(pool.map(streams.one, chunk))
             bad = [o for o in out if isinstance(o, str)]
             if bad:
-                raise ImageError(_bad_files_message(bad))
+                raise ImageError(bad_files_message(bad))
             yield chunk, np.stack([o[0] for o in out]), np.stack([o[1] for o in out])  # type: ignore[index]
 
 
 def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.InferenceSession",
-                      options: "ParityOptions", progress: Callable[[str], None] | None = None) -> "CheckResult":
+                      options: "ParityOptions", progress: Callable[[str], None] | None = None) -> CheckResult:
     from .compare import compare_logits, compare_topk
     from .images import bundled_image_paths, find_images, labelled_folder
-    from .parity import CheckResult, ort_forward, torch_forward
 
     progress = progress or (lambda msg: None)
     folder = options.images
@@ -165,9 +166,7 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
             failures.append(topk_cmp.message())
     if failures and labels is None and first_x is not None and max_pix < 1e-3:
         # same pixels on both sides, different logits: is torch itself that sensitive here?
-        noise = np.random.default_rng(options.seed + 1).standard_normal(first_x.shape).astype(np.float32)
-        moved = torch_forward(model, first_x + noise * np.float32(1e-6 * np.abs(first_x).max()))
-        own = float(np.abs(moved - e_list[0]).max())
+        own = torch_sensitivity(model, first_x, e_list[0], options.seed)
         details["torch_self_sensitivity"] = own
         if own > atol:
             msg = (f"inconclusive: the inputs agree (max input diff {max_pix:.2g}) but the torch model itself moves its "
