@@ -1,0 +1,226 @@
+"""The per-layer check: :func:`compare_layers` and :func:`assert_layers_close`.
+
+One pass each side: torch runs one forward with hooks (:mod:`.tracer`), ONNX Runtime
+one run computing every needed value (:mod:`.runtime`); each pair is measured and
+judged (:mod:`.verdict`).
+
+Memory: the copies of the intermediate tensors (torch side and ONNX Runtime side
+together) are bounded by ``memory_budget`` (default :data:`DEFAULT_MEMORY_BUDGET`).
+When they would exceed it, layers are compared in chunks: one torch forward and
+one ONNX Runtime run per chunk, each keeping only its chunk's tensors. Peak memory
+is about that of a plain inference of each side, plus ``memory_budget``, plus one
+copy of the model file. A chunk holds at least one layer, so one huge layer may
+exceed it.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OnnxParityError, ParityFailure, SpecError
+from ..tolerances import LAYER_GROWTH, layer_tolerance
+from ..units import parse_size
+from .results import DEFAULT_MEMORY_BUDGET, LayerComparison, LayerResult, Uncompared, failure_message
+from .runtime import ort_nbytes, run_onnx
+from .scopes import GraphScopes, Source, graph_input, load_source
+from .tracer import Tracer
+from .verdict import judge, measure
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import onnx
+    import torch
+
+__all__ = ["assert_layers_close", "compare_layers", "parse_memory"]
+
+
+def compare_layers(
+    model: "torch.nn.Module | str",
+    onnx: "str | os.PathLike[str] | onnx.ModelProto",
+    inputs: "torch.Tensor | np.ndarray",
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    memory_budget: int | str | None = None,
+    growth: float | None = None,
+) -> LayerComparison:
+    """Compare each torch module's output with the ONNX value that computes it.
+
+    ``model`` is an ``nn.Module`` or a model spec (loaded with
+    :func:`pytest_onnx_parity.load_model`); ``onnx`` a path or an ``onnx.ModelProto``
+    made from that model by either exporter; ``inputs`` one NCHW float batch (torch
+    tensor or numpy array). ``atol`` and ``rtol`` (given together or not at all)
+    and ``growth`` set the per-layer tolerance
+    ``atol + rms(torch activation) * max(rtol, growth * upstream_rel)``.
+    ``memory_budget`` (bytes, or a string such as ``"512MiB"``) bounds the copies of
+    intermediate tensors held at once; above it layers are compared in chunks.
+    """
+    atol, rtol = layer_tolerance(atol, rtol)
+    growth = LAYER_GROWTH if growth is None else float(growth)
+    if not growth >= 1:
+        raise SpecError(f"growth must be >= 1, got {growth!r}")
+    budget = parse_memory(memory_budget) if memory_budget is not None else DEFAULT_MEMORY_BUDGET
+    model = _resolve_model(model)
+    source = load_source(onnx)
+    input_name, input_dtype = graph_input(source.proto)
+    x_np, x_torch = _as_batch(inputs, input_dtype, model)
+
+    modules = dict(model.named_modules())
+    graph = GraphScopes(source.proto, modules)
+    tracer = Tracer(model, modules, graph, side_budget=max(1, budget // 2))
+    was_training = model.training
+    model.eval()
+    try:
+        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types)
+    finally:
+        tracer.close()
+        if was_training:
+            model.train()
+
+    measured = [run.results[name] for name in tracer.order if name in run.results]
+    order = {name: i for i, name in enumerate(modules)}
+    return LayerComparison(
+        layers=judge(measured, tracer.order, tracer.sources, atol, rtol, growth),
+        uncompared=sorted(run.uncompared.values(), key=lambda u: order.get(u.name, 0)),
+        atol=atol,
+        rtol=rtol,
+        growth=growth,
+        exporter=graph.exporter,
+        onnx_runs=run.runs,
+        torch_forwards=run.forwards,
+        memory_budget=budget,
+        peak_tensor_bytes=run.peak,
+        input_shape=tuple(x_np.shape),
+        note=graph.note,
+    )
+
+
+def assert_layers_close(
+    model: "torch.nn.Module | str",
+    onnx: "str | os.PathLike[str] | onnx.ModelProto",
+    inputs: "torch.Tensor | np.ndarray",
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    memory_budget: int | str | None = None,
+    growth: float | None = None,
+) -> LayerComparison:
+    """Raise :class:`ParityFailure` naming the first diverging module; return the comparison.
+
+    Raises :class:`OnnxParityError` when no layer could be compared (never a silent pass).
+    """
+    __tracebackhide__ = True
+    comparison = compare_layers(
+        model, onnx, inputs, atol=atol, rtol=rtol, memory_budget=memory_budget, growth=growth
+    )
+    if not comparison.layers:
+        raise OnnxParityError(comparison.message())
+    if not comparison.passed:
+        raise ParityFailure(failure_message(comparison))
+    return comparison
+
+
+def parse_memory(value: int | float | str) -> int:
+    """Bytes from ``1073741824``, ``"1GiB"``, ``"512MB"``, ``"512M"`` or ``"2e9"`` (:func:`~pytest_onnx_parity.units.parse_size`)."""
+    return parse_size(value, what="memory budget")
+
+
+# --------------------------------------------------------------------------- the chunks
+
+
+class _Run:
+    """What the chunked runs gathered: the measured layers, the modules not compared, the counts."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, LayerResult] = {}
+        self.uncompared: dict[str, Uncompared] = {}
+        self.peak = 0
+        self.runs = 0
+        self.forwards = 0
+
+
+def _run_chunks(
+    tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray", x_torch: "torch.Tensor", types: dict[str, int]
+) -> _Run:
+    """One torch forward and one ONNX Runtime run per chunk; each pair measured, then freed."""
+    run = _Run()
+    chunk_index = 0
+    while True:
+        captured = tracer.forward(x_torch, chunk_index)
+        run.forwards += 1
+        if chunk_index == 0:
+            run.uncompared.update(tracer.uncompared)
+        if captured:
+            values = [tracer.plan[name].value for name in captured]
+            onnx_out = run_onnx(source, input_name, x_np, values, types)
+            run.runs += 1
+            held = sum(a.nbytes for a in captured.values()) + sum(map(ort_nbytes, onnx_out.values()))
+            run.peak = max(run.peak, held)
+            for name in list(captured):
+                expected = captured.pop(name)
+                entry = tracer.plan[name]
+                value = onnx_out.pop(entry.value)  # each comparison frees its two tensors
+                actual = value.numpy()
+                if tuple(actual.shape) != tuple(expected.shape):
+                    run.uncompared[name] = Uncompared(
+                        name,
+                        entry.module_type,
+                        f"shape mismatch: torch {tuple(expected.shape)}, ONNX value {entry.value!r} "
+                        f"{tuple(actual.shape)}",
+                    )
+                    continue
+                run.results[name] = measure(entry, expected, actual)
+                del expected, actual, value
+            del onnx_out
+        captured.clear()
+        chunk_index += 1
+        if chunk_index >= tracer.n_chunks:
+            return run
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_batch(inputs: Any, input_dtype: Any, model: "torch.nn.Module") -> tuple["np.ndarray", "torch.Tensor"]:
+    """The batch for each side: numpy in the ONNX input's dtype, torch on the model's device and dtype."""
+    import numpy as np
+    import torch
+
+    if isinstance(inputs, np.ndarray):
+        x_np = np.ascontiguousarray(inputs)
+        x_torch = torch.from_numpy(x_np.copy())
+    elif isinstance(inputs, torch.Tensor):
+        x_torch = inputs.detach()
+        x_np = x_torch.cpu().numpy()
+    else:
+        raise TypeError(f"inputs must be a torch tensor or a numpy array, got {type(inputs).__name__}")
+    x_np = x_np.astype(input_dtype, copy=False)
+    if x_np.ndim == 3:  # one CHW image
+        x_np, x_torch = x_np[None], x_torch[None]
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return x_np, x_torch.to(device=device, dtype=_torch_float_dtype(model))
+
+
+def _resolve_model(model: Any) -> "torch.nn.Module":
+    """``model`` itself, or the model a spec string names (loaded by :mod:`pytest_onnx_parity.models`)."""
+    if isinstance(model, str):
+        try:
+            from ..models import load_model
+        except ImportError as exc:  # pragma: no cover - models.py ships with the package
+            raise OnnxParityError(f"cannot load the model spec {model!r}: {exc}. Pass an nn.Module instead.") from exc
+        return load_model(model)
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a model spec string, got {type(model).__name__}")
+    return model
+
+
+def _torch_float_dtype(model: "torch.nn.Module") -> "torch.dtype":
+    """The dtype of the model's first floating-point parameter (float32 when it has none)."""
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32

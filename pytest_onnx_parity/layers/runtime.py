@@ -1,0 +1,82 @@
+"""The ONNX Runtime side: the needed intermediate values in ONE run.
+
+The values are added as graph outputs of a copy of the model and computed by one
+``InferenceSession.run_with_ort_values`` (CPUExecutionProvider). Asking for a value as
+a graph output keeps ONNX Runtime from fusing it away; the math is the same.
+
+ONNX Runtime gets the file's bytes with the extra outputs appended as a protobuf
+message of their own, so the weights are never parsed or re-serialized: peak memory
+is one copy of the model file beyond a plain inference.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import OnnxParityError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .scopes import Source
+
+__all__ = ["ort_nbytes", "run_onnx"]
+
+
+def run_onnx(
+    source: "Source",
+    input_name: str,
+    x: "np.ndarray",
+    values: Iterable[str],
+    types: dict[str, int],
+) -> dict[str, Any]:
+    """One ``InferenceSession.run`` computing ``values`` (added as graph outputs of a copy).
+
+    Returns each value as an ``onnxruntime.OrtValue`` (``.numpy()`` reads it), by name.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    wanted = list(dict.fromkeys(values))
+    graph = source.proto.graph
+    existing = {o.name for o in graph.output}
+    extra = onnx.ModelProto()
+    for v in wanted:
+        if v not in existing:
+            extra.graph.output.append(onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None))
+    if source.data is not None:
+        # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
+        # is the model with those outputs appended, without parsing and re-serializing the weights
+        data = source.data + extra.SerializeToString()
+    else:
+        n_outputs = len(graph.output)
+        graph.output.extend(extra.graph.output)
+        try:
+            data = source.proto.SerializeToString()
+        finally:
+            del graph.output[n_outputs:]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False  # give the intermediate buffers back as soon as they are compared
+    # one run: packing weights ahead (same kernels, same results) and spinning idle threads cost more than they save
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if source.ext_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.ext_dir))
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        del data
+        # OrtValues, not numpy copies: each is read (and freed) when its layer is compared
+        out = session.run_with_ort_values(wanted, {input_name: ort.OrtValue.ortvalue_from_numpy(x)})
+    except Exception as exc:
+        raise OnnxParityError(f"ONNX Runtime could not run the model with its intermediate values: {exc}") from exc
+    return dict(zip(wanted, out))
+
+
+def ort_nbytes(value: Any) -> int:
+    """Bytes of an ``OrtValue`` read as float32 (0 for anything but a tensor)."""
+    import numpy as np
+
+    try:
+        return int(np.prod(value.shape())) * 4
+    except Exception:  # pragma: no cover - not a tensor
+        return 0
