@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 import numpy as np
 
-from .errors import ImageError, OnnxParityError, SpecError
+from .errors import ImageError, SpecError
 from .pregraph_resample import FILTERS, GraphBuilder, fixed_point_round, resize_coefficients
 from .preprocessing import ConfigLike, EvalTransform, ImageLike
 
@@ -230,3 +230,169 @@ def embedded_info(onnx_file: "str | os.PathLike[str] | onnx.ModelProto | onnxrun
 
         raw = read_metadata(onnx_file).get(EMBEDDED_KEY)  # type: ignore[arg-type]
     return json.loads(raw) if raw else None
+
+
+def embed_preprocessing(
+    model_proto: "onnx.ModelProto", config: ConfigLike | None = None, *, layout: str = "NHWC", test_time: bool = False,
+) -> "onnx.ModelProto":
+    """``model_proto`` with :func:`preprocessing_graph` in front of its float32 NCHW input.
+
+    ``config`` defaults to the data config in the model's own metadata. The
+    result takes uint8 pixels (input ``pixels``, or a free variant of that
+    name), keeps the model's outputs, opset, IR version and metadata, and
+    adds ``onnx_parity.preprocessing`` (JSON: layout, input name, the data
+    config embedded). The model itself is not modified.
+    """
+    import onnx
+
+    graph = model_proto.graph
+    initialized = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initialized]
+    if len(inputs) != 1:
+        raise EmbeddingError(
+            f"preprocessing can be embedded in front of a model with one image input; this one has "
+            f"{len(inputs)} ({', '.join(v.name for v in inputs) or 'none'})"
+        )
+    target = inputs[0]
+    tensor = target.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1] not in (3, None):
+        raise EmbeddingError(
+            f"input {target.name!r} is {onnx.TensorProto.DataType.Name(tensor.elem_type).lower()} of shape {dims}; "
+            "embedded preprocessing feeds float32 NCHW with 3 channels"
+        )
+    if EMBEDDED_KEY in {p.key for p in model_proto.metadata_props}:
+        raise EmbeddingError("this model already has its preprocessing embedded")
+    transform = EvalTransform.from_config(model_proto if config is None else config, test_time=test_time)
+    if dims[2:] != [None, None] and tuple(dims[2:]) != transform.input_size:
+        raise EmbeddingError(
+            f"the model takes {dims[2]}x{dims[3]} images but the data config makes {transform.input_size[0]}x"
+            f"{transform.input_size[1]}: export at the config's size, or pass the matching config"
+        )
+    names = _all_names(graph)
+    prefix = next(p for p in (f"preprocess{i}/" if i else "preprocess/" for i in range(1000))
+                  if not any(n.startswith(p) for n in names))
+    input_name = next(n for n in (INPUT_NAME, "pixels_uint8", prefix + INPUT_NAME) if n not in names)
+    opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), 18)
+    if opset < 13:
+        raise EmbeddingError(f"the model's opset {opset} is below 13, the lowest the preprocessing graph is written for")
+    pre = _build(transform, layout=layout, opset=opset, ir_version=model_proto.ir_version, prefix=prefix,
+                 input_name=input_name, output_name=target.name)
+    out = onnx.ModelProto()
+    out.CopyFrom(model_proto)
+    del out.graph.node[:]
+    out.graph.node.extend(list(pre.graph.node) + list(graph.node))
+    out.graph.initializer.extend(pre.graph.initializer)
+    kept = [v for v in graph.input if v.name != target.name]
+    del out.graph.input[:]
+    out.graph.input.extend([pre.graph.input[0]] + kept)
+    out.graph.value_info.append(target)  # the model's input is now an intermediate value
+    meta = {p.key: p.value for p in model_proto.metadata_props}
+    meta[EMBEDDED_KEY] = pre.metadata_props[0].value
+    del out.metadata_props[:]
+    onnx.helper.set_model_props(out, meta)
+    return out
+
+
+def _all_names(graph: Any) -> set[str]:
+    names = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
+    names |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def run_embedded(
+    session_or_path: SessionLike, images: ImageLike | Iterable[ImageLike], *, output: int = 0,
+) -> np.ndarray:
+    """Run a file with embedded preprocessing on decoded images; the ``output``-th output, stacked.
+
+    ``images``: file paths, PIL images (RGB, RGBA; other modes are converted
+    to RGB as timm's loader does) or uint8 arrays HxWx3 / HxWx4 (HxW is grey),
+    or one of them. Images of the same size go through ONNX Runtime as one
+    batch, the others one by one. Bad pixels raise :class:`EmbeddedInputError`
+    before anything runs, naming the image and the fix.
+    """
+    from .preprocessing import _as_items
+
+    session = _session(session_or_path)
+    info = embedded_info(session)
+    if info is None:
+        raise EmbeddingError(
+            "this model has no embedded preprocessing (metadata key onnx_parity.preprocessing); "
+            "feed it preprocess(images, config) instead, or build it with embed_preprocessing"
+        )
+    transform = EvalTransform.from_config(info["data_config"])
+    arrays = [_pixels(item, i, transform) for i, item in enumerate(_as_items(images))]
+    if not arrays:
+        raise EmbeddedInputError("no images to run")
+    if info["layout"] == "NCHW":
+        arrays = [a.transpose(2, 0, 1) for a in arrays]
+    results: list[np.ndarray | None] = [None] * len(arrays)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.shape, []).append(i)
+    for idx in groups.values():
+        batch = np.stack([arrays[i] for i in idx])
+        try:
+            out = session.run(None, {info["input"]: batch})[output]
+        except Exception as exc:  # ONNX Runtime's own errors: say which guard failed
+            guard = next((m for m in GUARDS.values() if m in str(exc)), None)
+            if guard is None:
+                raise
+            raise EmbeddedInputError(f"the graph rejected images {idx}: {guard.replace('_', ' ')}") from exc
+        for j, i in enumerate(idx):
+            results[i] = out[j]
+    return np.stack(results)  # type: ignore[arg-type]
+
+
+def _session(session_or_path: SessionLike) -> "onnxruntime.InferenceSession":
+    if hasattr(session_or_path, "run"):
+        return session_or_path  # type: ignore[return-value]
+    import onnxruntime
+
+    from .errors import OnnxFileError
+
+    if not os.path.isfile(session_or_path):  # type: ignore[arg-type]
+        raise OnnxFileError(f"{session_or_path}: no such ONNX file")
+    return onnxruntime.InferenceSession(str(session_or_path), providers=["CPUExecutionProvider"])
+
+
+def _pixels(item: Any, index: int, transform: EvalTransform) -> np.ndarray:
+    """One image as a uint8 HxWx3 or HxWx4 array, checked as the graph would check it."""
+    from PIL import Image
+
+    from .preprocessing import open_image, to_rgb
+
+    if isinstance(item, (str, os.PathLike)):
+        array = np.asarray(open_image(item))
+    elif isinstance(item, Image.Image):
+        array = np.asarray(item if item.mode in ("RGB", "RGBA") else to_rgb(item))
+    elif isinstance(item, np.ndarray) or hasattr(item, "__array__"):
+        array = np.asarray(item)
+        if array.dtype != np.uint8:
+            raise EmbeddedInputError(
+                f"image {index}: pixels must be uint8 (0..255), got {array.dtype}. For floats in 0..1 pass "
+                "(array * 255).round().astype(numpy.uint8); the graph normalises by itself."
+            )
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise EmbeddedInputError(
+                f"image {index}: pixels must be HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}. "
+                "A CHW array needs array.transpose(1, 2, 0); BGR (OpenCV) needs array[:, :, ::-1]."
+            )
+    else:
+        raise EmbeddedInputError(f"image {index}: cannot feed a {type(item).__name__}; pass paths, PIL images or arrays")
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise EmbeddedInputError(f"image {index}: an image of shape {array.shape} has no pixels")
+    new_w, new_h = transform.resized_size(width, height)
+    if new_w < 1 or new_h < 1:
+        raise EmbeddedInputError(
+            f"image {index}: {width}x{height} pixels resize to {new_w}x{new_h} in crop_mode {transform.crop_mode!r} "
+            "(timm's transform fails on it too). Use images whose aspect ratio is less extreme."
+        )
+    return np.ascontiguousarray(array)

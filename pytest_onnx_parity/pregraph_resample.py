@@ -65,7 +65,8 @@ class GraphBuilder:
         from onnx import helper
 
         output = out or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=node_name or output, **attrs))
+        name = node_name or (self.name(op_type.lower() + "_node") if out else output)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name, **attrs))
         return output
 
     def const(self, value: Any, dtype: Any = np.float64) -> str:
