@@ -245,6 +245,8 @@ def embed_preprocessing(
     """
     import onnx
 
+    if EMBEDDED_KEY in {p.key for p in model_proto.metadata_props}:
+        raise EmbeddingError("this model already has its preprocessing embedded")
     graph = model_proto.graph
     initialized = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initialized]
@@ -261,8 +263,6 @@ def embed_preprocessing(
             f"input {target.name!r} is {onnx.TensorProto.DataType.Name(tensor.elem_type).lower()} of shape {dims}; "
             "embedded preprocessing feeds float32 NCHW with 3 channels"
         )
-    if EMBEDDED_KEY in {p.key for p in model_proto.metadata_props}:
-        raise EmbeddingError("this model already has its preprocessing embedded")
     transform = EvalTransform.from_config(model_proto if config is None else config, test_time=test_time)
     if dims[2:] != [None, None] and tuple(dims[2:]) != transform.input_size:
         raise EmbeddingError(
@@ -367,7 +367,10 @@ def _pixels(item: Any, index: int, transform: EvalTransform) -> np.ndarray:
     from .preprocessing import open_image, to_rgb
 
     if isinstance(item, (str, os.PathLike)):
-        array = np.asarray(open_image(item))
+        try:
+            array = np.asarray(open_image(item))
+        except ImageError as exc:
+            raise EmbeddedInputError(f"image {index}: {exc}") from None
     elif isinstance(item, Image.Image):
         array = np.asarray(item if item.mode in ("RGB", "RGBA") else to_rgb(item))
     elif isinstance(item, np.ndarray) or hasattr(item, "__array__"):

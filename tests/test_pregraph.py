@@ -58,8 +58,13 @@ def test_every_pretrained_data_config_of_timm_matches_preprocess(photos):
     assert {c["crop_mode"] for c in configs} == {"center", "squash", "border"}
     assert {c["interpolation"] for c in configs} >= {"bilinear", "bicubic"}
     assert len({p.shape for p in photos}) == len(photos) > 2  # different sizes through one session per config
-    failures, worst = [], 0.0
+    # configs that differ only in mean/std give the same pixels: one graph per geometry, its normalisation
+    # checked with that group's first mean/std (the others run the same four float32 operations)
+    groups: dict[tuple, dict] = {}
     for cfg in configs:
+        groups.setdefault((tuple(cfg["input_size"]), cfg["interpolation"], cfg["crop_pct"], cfg["crop_mode"]), cfg)
+    failures, worst = [], 0.0
+    for cfg in groups.values():
         got = graph_output(preprocessing_graph(cfg), photos)
         expected = preprocess(photos, cfg)
         assert got.shape == expected.shape and got.dtype == np.float32
@@ -199,7 +204,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         (np.zeros((10, 10, 2), np.uint8), "HxWx3"),
         (np.zeros((3, 10, 10), np.uint8), "transpose"),
         (np.zeros((0, 10, 3), np.uint8), "no pixels"),
-        (np.zeros((1, 500, 3), np.uint8), "resize to 224x0"),
+        (np.zeros((1, 500, 3), np.uint8), r"resize to \d+x0"),
         ("not an image", "cannot feed|no such file"),
     ]
     for pixels, message in cases:
@@ -246,9 +251,9 @@ def test_real_weights_embedded_file_matches_torch_on_timms_transform(lite0, expo
     paths = bundled_image_paths()
     transform = timm.data.create_transform(**cfg, is_training=False)
     with torch.no_grad():
-        expected = lite0(torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])).numpy()
+        expected = lite0(torch.stack([transform(open_image(p)) for p in paths])).numpy()
     got = run_embedded(sess, paths)  # raw pixels of four sizes through one session
-    assert len({Image.open(p).size for p in paths}) > 1
+    assert len({open_image(p).size for p in paths}) > 1
     rms = float(np.sqrt((expected ** 2).mean()))
     assert float(np.abs(got - expected).max()) <= 0.01 * rms
     for g, e in zip(got, expected):
