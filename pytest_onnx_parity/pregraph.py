@@ -241,7 +241,8 @@ def embed_preprocessing(
     result takes uint8 pixels (input ``pixels``, or a free variant of that
     name), keeps the model's outputs, opset, IR version and metadata, and
     adds ``onnx_parity.preprocessing`` (JSON: layout, input name, the data
-    config embedded). The model itself is not modified.
+    config embedded, and ``model_input``: the model's own input, now the
+    preprocessing's output, where ``onnx.utils.extract_model`` cuts the model part out). The model itself is not modified.
     """
     import onnx
 
@@ -288,7 +289,7 @@ def embed_preprocessing(
     out.graph.input.extend([pre.graph.input[0]] + kept)
     out.graph.value_info.append(target)  # the model's input is now an intermediate value
     meta = {p.key: p.value for p in model_proto.metadata_props}
-    meta[EMBEDDED_KEY] = pre.metadata_props[0].value
+    meta[EMBEDDED_KEY] = json.dumps({**json.loads(pre.metadata_props[0].value), "model_input": target.name})
     del out.metadata_props[:]
     onnx.helper.set_model_props(out, meta)
     return out

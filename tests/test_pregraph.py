@@ -170,7 +170,7 @@ def test_embed_keeps_outputs_metadata_and_opset(photos, opset):
     assert meta["author"] == "me" and DATA_CONFIG_KEY in meta
     info = json.loads(meta[EMBEDDED_KEY])
     assert info["preprocessing"] == "embedded" and info["layout"] == "NHWC" and info["input"] != "pixels"
-    assert embedded_info(embedded) == info
+    assert embedded_info(embedded) == info and info["model_input"] == "pixels"
     assert embedded.opset_import[0].version == opset and [o.name for o in embedded.graph.output] == ["y"]
     got = run_embedded(session(embedded), photos)
     assert float(np.abs(got - preprocess(photos, VIT)).max()) <= TOL
