@@ -34,6 +34,9 @@ EXPORTERS = ("dynamo", "torchscript")
 EXPORT_BATCH = 2
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: --onnx-parity-ort-opt value -> onnxruntime.GraphOptimizationLevel member ("all" is ONNX Runtime's default)
+ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of parameters; protobuf's limit is 2 GiB
 
 
@@ -73,18 +76,23 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def make_session(path: "str | os.PathLike[str]", *, threads: int | None = None) -> "onnxruntime.InferenceSession":
+def make_session(path: "str | os.PathLike[str]", *, threads: int | None = None, ort_opt: str = "all",
+                 provider: str = "CPUExecutionProvider") -> "onnxruntime.InferenceSession":
+    """A session on ``path`` at optimisation level ``ort_opt`` (see :mod:`.matrix`) on ``provider``."""
     import onnxruntime as ort
 
     p = Path(path)
     if not p.is_file():
         raise OnnxFileError(f"ONNX file not found: {p}")
+    if ort_opt not in ORT_OPT_LEVELS:
+        raise OnnxFileError(f"unknown ONNX Runtime optimisation level {ort_opt!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[ort_opt])
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(p), sess_options=opts, providers=[provider])
     except Exception as exc:
         raise OnnxFileError(
             f"ONNX Runtime cannot load {p}: {type(exc).__name__}: {str(exc).strip()[:500]}. "
@@ -100,7 +108,8 @@ def resolve_model(model: "str | ModelSpec | torch.nn.Module", *, weights: str | 
     return model  # type: ignore[return-value]
 
 
-def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | None, batch: int, seed: int) -> dict[str, Any]:
+def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | None, batch: int, seed: int,
+                      dynamic_size: bool = False) -> dict[str, Any]:
     from .dataconfig import resolve_data_config
     from .models import NONDEGENERATE_VERSION, model_name, weights_identity
 
@@ -114,7 +123,8 @@ def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | N
         "nondegenerate": NONDEGENERATE_VERSION,
         "exporter": exporter,
         "opset": opset,
-        "input": {"shape": [batch, *cfg["input_size"]], "dtype": "float32", "dynamic_batch": True},
+        "input": {"shape": [batch, *cfg["input_size"]], "dtype": "float32", "dynamic_batch": True,
+                  **({"dynamic_size": True} if dynamic_size else {})},
         "data_config": cfg,
         "versions": versions,
     }
@@ -131,24 +141,35 @@ def export_onnx(
     weights: str | None = None,
     seed: int = 0,
     batch_size: int = EXPORT_BATCH,
+    dynamic_size: bool = False,
+    embed_preprocessing: bool = False,
 ) -> OnnxExport:
     """Export ``model`` (a spec string or a timm ``nn.Module``) to ONNX.
 
     With ``use_cache`` (the default) the file is taken from, or written to, the
     export cache under ``cache_dir`` (default: ``~/.cache/pytest-onnx-parity``);
     ``path``, when given, receives a copy. Without the cache, ``path`` is required.
+    ``dynamic_size``: height and width are dynamic too (a ViT must be built with
+    ``dynamic_img_size=True``). ``embed_preprocessing``: the file takes uint8 pixels
+    of any size, timm's eval transform in the graph (:mod:`.pregraph`); it is derived
+    from the plain export and cached under its own key.
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    if embed_preprocessing:
+        return _export_embedded(model, path, exporter=exporter, opset=opset, cache_dir=cache_dir, use_cache=use_cache,
+                                weights=weights, seed=seed, batch_size=batch_size, dynamic_size=dynamic_size)
     torch_model = resolve_model(model, weights=weights, seed=seed)
     seed = getattr(torch_model, "onnx_parity_seed", seed)
-    fields = export_key_fields(torch_model, exporter=exporter, opset=opset, batch=batch_size, seed=seed)
+    fields = export_key_fields(torch_model, exporter=exporter, opset=opset, batch=batch_size, seed=seed,
+                               dynamic_size=dynamic_size)
     provenance = {k: fields[k] for k in ("model", "weights", "seed", "exporter", "input", "versions")}
 
     def build(folder: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         used_opset = _export_to(torch_model, folder / "model.onnx", exporter=exporter, opset=opset,
-                                batch=batch_size, data_config=fields["data_config"], provenance=provenance)
+                                batch=batch_size, data_config=fields["data_config"], provenance=provenance,
+                                dynamic_size=dynamic_size)
         return {"export_s": time.perf_counter() - t0, "opset": used_opset}
 
     if not use_cache:
@@ -183,6 +204,62 @@ def export_onnx(
     return _result(onnx_path, 0.0 if hit else float(manifest.get("export_s", 0.0)), hit=hit, key=key)
 
 
+def _export_embedded(model: Any, path: "str | os.PathLike[str] | None", *, use_cache: bool, **kwargs: Any) -> OnnxExport:
+    from .embedded import write_embedded
+
+    if use_cache:
+        base = export_onnx(model, None, use_cache=True, **kwargs)
+        out = derive_export(base, {"preprocessing": "embedded", "layout": "NHWC"}, write_embedded,
+                            cache_dir=kwargs.get("cache_dir"), use_cache=True)
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy_onnx(out.path, target)
+            out.path = target
+        return out
+    if path is None:
+        raise ExportError("export_onnx(use_cache=False) needs a path to write to")
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-embed-", dir=Path(path).parent if Path(path).parent.exists() else None))
+    try:
+        base = export_onnx(model, tmp / "model.onnx", use_cache=False, **kwargs)
+        return derive_export(base, {"preprocessing": "embedded"}, write_embedded, use_cache=False, target=Path(path))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def derive_export(base: OnnxExport, fields: dict[str, Any], make: Any, *, cache_dir: "str | os.PathLike[str] | None" = None,
+                  use_cache: bool = True, workdir: "str | os.PathLike[str] | None" = None,
+                  target: Path | None = None) -> OnnxExport:
+    """A file derived from ``base`` by ``make(src_path, dst_path)`` (a precision, embedded preprocessing).
+
+    Cached under the key of ``base`` plus ``fields`` when ``base`` came from the cache; otherwise
+    written to ``target`` or into ``workdir``. ``export_s`` counts the export and the derivation.
+    """
+    tag = "-".join(str(v) for v in fields.values() if v is not None)
+    if use_cache and base.cache_key is not None:
+        from .cache import ONNX_NAME, ExportCache, cache_key, default_cache_dir
+
+        def build(folder: Path) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            make(base.path, folder / ONNX_NAME)
+            return {"export_s": time.perf_counter() - t0}
+
+        key = cache_key({"base": base.cache_key, **fields})
+        label = f"{base.provenance.get('model', 'model')}-{base.exporter or 'onnx'}-{tag}"
+        entry, manifest, hit = ExportCache(cache_dir or default_cache_dir()).get_or_build(key, label, build)
+        out = _result(entry / ONNX_NAME, 0.0 if hit else base.export_s + float(manifest.get("export_s", 0.0)), hit=hit, key=key)
+        out.cache_hit = hit and base.cache_hit
+        return out
+    dst = target or Path(workdir or base.path.parent) / f"model-{safe_tag(tag)}.onnx"
+    t0 = time.perf_counter()
+    make(base.path, dst)
+    return _result(dst, base.export_s + time.perf_counter() - t0, hit=False, key=None)
+
+
+def safe_tag(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)[:60]
+
+
 def _result(path: Path, export_s: float, *, hit: bool, key: str | None) -> OnnxExport:
     return OnnxExport(
         path=path,
@@ -203,6 +280,7 @@ def _export_to(
     batch: int,
     data_config: dict[str, Any],
     provenance: dict[str, Any],
+    dynamic_size: bool = False,
 ) -> int:
     """Export into ``target`` (inside a private temporary folder); return the opset used."""
     import torch
@@ -223,7 +301,8 @@ def _export_to(
                 program = torch.onnx.export(
                     model, (x,), dynamo=True, opset_version=opset,
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096),
+                                     **({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} if dynamic_size else {})},),
                     verbose=False,
                 )
                 # metadata goes in before the one save: no second parse and write of the weights
@@ -236,7 +315,8 @@ def _export_to(
                 torch.onnx.export(
                     model, (x,), str(target), dynamo=False, opset_version=opset,
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    dynamic_axes={INPUT_NAME: {0: "batch", **({2: "height", 3: "width"} if dynamic_size else {})},
+                                  OUTPUT_NAME: {0: "batch"}},
                 )
     except ExportError:
         raise

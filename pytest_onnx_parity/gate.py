@@ -28,10 +28,11 @@ def environment() -> dict[str, str]:
 class ParityItem(pytest.Item):
     """``onnx-parity[<spec>]``: export one model and check it."""
 
-    def __init__(self, *, spec: Any, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Any, settings: Settings, variant: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.settings = settings
+        self.variant = variant
         self.run_state: Any = None
         self.add_marker(MARKER)
 
@@ -52,10 +53,25 @@ class ParityItem(pytest.Item):
     def setup(self) -> None:
         from .parity import ParityOptions, ParityRun
 
-        opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights))
+        from .matrix import VariantSkip, missing_provider
+
+        axes = self.variant.parity_options() if self.variant is not None else {}
+        opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights, **axes))
         self.run_state = ParityRun(self.spec, None, opts, progress=self._progress)
         try:
+            why = missing_provider(opts.provider)
+            if why:
+                raise VariantSkip(why)
             self.run_state.prepare()
+        except VariantSkip as exc:
+            r = self.run_state.result
+            r.status, r.error = "skipped", str(exc)
+            if r.variant is None:
+                from .matrix import variant_dict
+
+                r.variant = variant_dict(opts)
+            self._record(r)
+            pytest.skip(f"{self.spec.text}: {exc}")
         except OnnxParityError as exc:
             r = self.run_state.result
             r.status, r.error = "error", str(exc)
@@ -125,22 +141,12 @@ class ParityItem(pytest.Item):
         return super()._repr_failure_py(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"[onnx-parity] {self.spec.text}"
+        return self.path, None, f"[onnx-parity] {self.name[len('onnx-parity['):-1]}"
 
 
 RESULTS_KEY = pytest.StashKey[list]()
 ITEM_RESULT_KEY = pytest.StashKey[dict]()
 REPORT_ATTR = "onnx_parity_result"
-
-
-def shard_specs(specs: list[Any], shard: tuple[int, int] | None) -> list[Any]:
-    """Deterministic, balanced share K of N: round-robin over the sorted spec texts."""
-    if not shard:
-        return specs
-    k, n = shard
-    ordered = sorted(specs, key=lambda s: s.text)
-    chosen = {s.text for i, s in enumerate(ordered) if i % n == k - 1}
-    return [s for s in specs if s.text in chosen]
 
 
 class GatePlugin:
@@ -150,6 +156,7 @@ class GatePlugin:
         self.config = config
         self.settings = settings
         self._seen: set[str] = set()
+        self._items: dict[str, tuple[Any, Any]] = {}  # nodeid -> (spec, variant)
         config.stash[RESULTS_KEY] = []
 
     @pytest.hookimpl(tryfirst=True)
@@ -163,9 +170,16 @@ class GatePlugin:
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
         except ImportError as exc:  # timm missing when a pattern needs it
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
-        specs = shard_specs(specs, s.shard)
-        new = [ParityItem.from_parent(session, name=f"onnx-parity[{spec.text}]", nodeid=f"onnx-parity[{spec.text}]",
-                                      spec=spec, settings=s) for spec in specs]
+        from .matrix import item_id, shard_pairs, variants_of, varying_axes
+
+        variants = variants_of(s)
+        varying = varying_axes(variants)
+        pairs = shard_pairs([(spec, v) for spec in specs for v in variants], s.shard)
+        new = []
+        for spec, v in pairs:
+            nodeid = item_id(spec.text, v, varying)
+            self._items[nodeid] = (spec, v)
+            new.append(ParityItem.from_parent(session, name=nodeid, nodeid=nodeid, spec=spec, settings=s, variant=v))
         items.extend(new)
         if new:  # so that "collected N items" counts the gate's items
             config.hook.pytest_collectreport(report=pytest.CollectReport("onnx-parity", "passed", None, new))
@@ -198,8 +212,10 @@ class GatePlugin:
             # no result came back: the process running the item died (xdist reports "crashed")
             self._seen.add(report.nodeid)
             reason = " ".join(str(report.longrepr).split())
-            results.append(crashed_entry(report.nodeid[len("onnx-parity["):-1], self.settings,
-                                         "no result came back: " + (reason[-400:] or "the process running it died")))
+            spec, variant = self._items.get(report.nodeid, (None, None))
+            results.append(crashed_entry(spec.text if spec is not None else report.nodeid[len("onnx-parity["):-1],
+                                         self.settings, "no result came back: " + (reason[-400:] or "the process running it died"),
+                                         variant))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
@@ -219,8 +235,9 @@ class GatePlugin:
             terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
 
 
-def crashed_entry(spec_text: str, settings: Settings, error: str) -> dict[str, Any]:
+def crashed_entry(spec_text: str, settings: Settings, error: str, variant: Any = None) -> dict[str, Any]:
     """The report entry of an item whose process died: every field of a result, unknown ones null."""
+    from .matrix import Variant
     from .results import ParityResult
     from .specs import parse_spec
 
@@ -228,24 +245,28 @@ def crashed_entry(spec_text: str, settings: Settings, error: str) -> dict[str, A
         weights: str | None = parse_spec(spec_text, default_weights=settings.weights).weights
     except OnnxParityError:
         weights = None
-    return ParityResult(model=spec_text, status="error", exporter=settings.exporter, opset=settings.opset,
-                        weights=weights, error=error).to_dict()
+    v = variant or Variant(settings.exporter[0], settings.opset[0] if settings.opset else None)
+    return ParityResult(model=spec_text, status="error", exporter=v.exporter, opset=v.opset,
+                        weights=weights, error=error, variant=v.to_dict()).to_dict()
 
 
 def summary_lines(results: list[dict[str, Any]]) -> str:
     from .compare import format_table
+    from .report import entry_key, variant_columns
 
+    axes = variant_columns(results)
     rows = []
-    for d in sorted(results, key=lambda d: d["model"]):
+    for d in sorted(results, key=entry_key):
         t = d.get("timings") or {}
+        v = d.get("variant") or {}
         rows.append([
-            d["model"], d["status"],
+            d["model"], *(str(v.get(a, "-")) for a in axes), d["status"],
             _num(d.get("max_abs_diff")), _pct(d.get("top1_agreement")),
             d.get("first_divergence") or "-",
             f"{t['export_s']:.1f}" if t.get("export_s") else "-",
             "yes" if d.get("cache_hit") else "no",
         ])
-    return format_table(rows, ["model", "status", "max abs diff", "top-1", "first divergence", "export s", "cache hit"])
+    return format_table(rows, ["model", *axes, "status", "max abs diff", "top-1", "first divergence", "export s", "cache hit"])
 
 
 def _num(v: Any) -> str:
@@ -257,7 +278,7 @@ def _pct(v: Any) -> str:
 
 
 def write_report(path: Path, results: list[dict[str, Any]]) -> None:
-    from .report import SCHEMA, write_json
+    from .report import SCHEMA, entry_key, write_json
 
     write_json({"schema": SCHEMA, "environment": environment(),
-                "models": sorted(results, key=lambda d: d["model"])}, path)
+                "models": sorted(results, key=entry_key)}, path)

@@ -48,11 +48,12 @@ NONDEGENERATE_VERSION = 5  # bump when the re-draw method changes: it is part of
 CALIBRATION_BATCH = 4
 
 
-def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0) -> "torch.nn.Module":
+def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0, **create_kwargs: Any) -> "torch.nn.Module":
     """The timm model of ``spec`` in eval mode.
 
     ``weights`` (``random``, ``pretrained`` or a checkpoint path) overrides the
     spec's own; a spec without ``=WEIGHTS`` and no ``weights`` gets ``random``.
+    ``create_kwargs`` go to ``timm.create_model`` (e.g. ``dynamic_img_size=True``).
     """
     if isinstance(spec, str):
         spec = parse_spec(spec, default_weights=weights or "random")
@@ -65,12 +66,12 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
     kind = spec.weights_kind
     if kind == "random":
         torch.manual_seed(seed)
-        model = _create(timm, spec, pretrained=False)
+        model = _create(timm, spec, pretrained=False, **create_kwargs)
         make_nondegenerate(model, seed)
     elif kind == "pretrained":
-        model = _create_pretrained(timm, spec)
+        model = _create_pretrained(timm, spec, **create_kwargs)
     else:
-        model = _create_from_file(timm, spec)
+        model = _create_from_file(timm, spec, **create_kwargs)
     model.eval()
     model.onnx_parity_spec = spec  # type: ignore[attr-defined]
     model.onnx_parity_seed = seed  # type: ignore[attr-defined]
@@ -84,9 +85,9 @@ def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
         raise SpecError(f"timm could not build {spec.name!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _create_pretrained(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
+def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
     try:
-        return timm.create_model(spec.name, pretrained=True)
+        return timm.create_model(spec.name, pretrained=True, **kwargs)
     except Exception as exc:  # network errors come in many types (OSError, httpx, hf_hub)
         raise WeightsError(
             f"could not fetch pretrained weights for {spec.name!r} ({type(exc).__name__}: {_first_line(exc)}). "
@@ -95,7 +96,7 @@ def _create_pretrained(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
         ) from exc
 
 
-def _create_from_file(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
+def _create_from_file(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
     path = Path(os.path.expanduser(spec.weights))
     if not path.is_file():
         raise WeightsError(
@@ -103,7 +104,7 @@ def _create_from_file(timm: Any, spec: ModelSpec) -> "torch.nn.Module":
             f"Pass an existing .safetensors/.pth/.bin file, or use {spec.name}=random"
         )
     try:
-        return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path))
+        return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path), **kwargs)
     except Exception as exc:
         raise WeightsError(
             f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {_first_line(exc)}. "

@@ -30,6 +30,13 @@ class ParityOptions:
     layer_memory: int | None = None
     test_time: bool = False
     max_accuracy_drop: float = 0.1
+    # the deployment matrix (matrix.py): one value of each axis per run
+    precision: str = "fp32"
+    ort_opt: str = "all"
+    provider: str = "CPUExecutionProvider"
+    image_size: int | None = None  # None: the model's own
+    embed_preprocessing: bool = False
+    dynamic_size: bool = False  # export with dynamic height and width (sizes other than the model's own)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ParityOptions":
@@ -37,8 +44,17 @@ class ParityOptions:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory")})
+        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "image_size")})
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
+        from .matrix import PRECISIONS
+        from .export import ORT_OPT_LEVELS
+
+        if opts.precision not in PRECISIONS:
+            raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if opts.ort_opt not in ORT_OPT_LEVELS:
+            raise SpecError(f"ort_opt={opts.ort_opt!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
+        if opts.image_size is not None:
+            opts.dynamic_size = True
         return opts

@@ -60,6 +60,8 @@ class ParityRun:
         self.export: "OnnxExport | None" = None
         self._session: "onnxruntime.InferenceSession | None" = None
         self._tmpdir: str | None = None
+        self.model_part: Path | None = None  # the file the per-layer check reads (the model without embedded preprocessing)
+        self.embedded = False
         self._inconclusive = False  # set when float rounding explains a difference (see _arbitrate)
         self._t0 = time.perf_counter()
 
@@ -80,7 +82,16 @@ class ParityRun:
         o, r = self.options, self.result
         t = time.perf_counter()
         self.progress("build")
-        self.model = resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
+        if o.dynamic_size and (isinstance(self.model_arg, str) or type(self.model_arg).__name__ == "ModelSpec"):
+            from .matrix import load_sized_model
+
+            self.model = load_sized_model(self.model_arg, weights=o.weights, seed=o.seed)
+        else:
+            self.model = resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
+        r.variant = self._variant()
+        from .matrix import check_variant
+
+        check_variant(self.model, o)  # VariantSkip: a size the model cannot take
         spec = getattr(self.model, "onnx_parity_spec", None)
         r.weights = spec.weights if spec is not None else (o.weights or "given module")
         r.timings["load_s"] = time.perf_counter() - t
@@ -94,7 +105,11 @@ class ParityRun:
                 self._tmpdir = tempfile.mkdtemp(prefix="onnx-parity-")
                 path = Path(self._tmpdir) / "model.onnx"
             self.export = export_onnx(self.model, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
-                                      use_cache=o.use_cache, seed=o.seed)
+                                      use_cache=o.use_cache, seed=o.seed, dynamic_size=o.dynamic_size)
+            from .matrix import variant_export
+
+            self.export, self.model_part = variant_export(self.export, o, workdir=self._tmpdir)
+            self.embedded = o.embed_preprocessing
             self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
         else:
             from .dataconfig import read_metadata, read_provenance
@@ -110,6 +125,7 @@ class ParityRun:
             except MissingMetadataError:
                 cfg = {}
             self.export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
+            self._given_file(path)
         r.exporter = self.export.exporter or r.exporter
         r.opset = self.export.opset or _file_opset(self.export.path)
         r.cache_hit = self.export.cache_hit
@@ -122,7 +138,7 @@ class ParityRun:
             from .export import make_session
 
             assert self.export is not None
-            self._session = make_session(self.export.path)
+            self._session = make_session(self.export.path, ort_opt=self.options.ort_opt, provider=self.options.provider)
         return self._session
 
     def run_checks(self) -> ParityResult:
@@ -135,11 +151,19 @@ class ParityRun:
         model_cfg = resolve_data_config(self.model)
         r.data_config = {k: model_cfg[k] for k in DATA_CONFIG_FIELDS}
         self._guard("data_config", lambda: self._check_data_config(model_cfg))
-        x = random_batch(model_cfg, o.batch_size, o.seed)
-        self._inputs = x
+        from .embedded import feed_for
+        from .matrix import sized_config
+
+        self._feed = feed = feed_for(self.embedded)
+        x, raw = feed.batch(sized_config(model_cfg, o.image_size), o.batch_size, o.seed)
+        self._inputs, self._raw = x, raw
         expected = torch_forward(self.model, x)
-        actual = self._guard_value("logits", lambda: ort_forward(self.session(), x))
-        if actual is not None:
+        actual = self._guard_value("logits", lambda: feed.run(self.session(), raw))
+        if actual is not None and o.precision == "int8":
+            why = "not run: int8 files are judged by top-1 agreement and accuracy on real images (see real_images)"
+            r.checks += [CheckResult("logits", "skipped", why), CheckResult("topk", "skipped", why)]
+            self._guard("batch_consistency", lambda: self._check_batch(x, actual))
+        elif actual is not None:
             self._check_logits(expected, actual)
             self._check_topk(expected, actual)
             self._guard("batch_consistency", lambda: self._check_batch(x, actual))
@@ -151,7 +175,10 @@ class ParityRun:
         else:
             r.checks.append(CheckResult("real_images", "skipped", "real-image check turned off"))
         graph_failed = any(c.status in ("failed", "error") for c in r.checks if c.name in ("logits", "topk", "batch_consistency"))
-        if o.layers == "always" or (o.layers == "on-failure" and graph_failed):
+        if o.precision == "int8":
+            r.checks.append(CheckResult("layers", "skipped", "not run: an int8 file differs from torch by whole "
+                                        "quantisation steps in every layer by design; its verdict is real_images"))
+        elif o.layers == "always" or (o.layers == "on-failure" and graph_failed):
             self._guard("layers", lambda: self._check_layers(x))
         else:
             why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
@@ -211,7 +238,8 @@ class ParityRun:
 
         o, r = self.options, self.result
         assert self.model is not None
-        cmp = compare_logits(expected, actual, atol=o.atol, rtol=o.rtol)
+        atol, rtol = self._tolerance(expected)
+        cmp = compare_logits(expected, actual, atol=atol, rtol=rtol)
         r.max_abs_diff = cmp.max_abs_diff
         finite = expected[np.isfinite(expected)].astype(np.float64)
         scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
@@ -274,7 +302,8 @@ class ParityRun:
         if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
             r.checks.append(CheckResult("topk", "skipped", "not run: the logits hold NaN or Inf (see logits)"))
             return
-        cmp = compare_topk(expected, actual, k=o.topk, min_agreement=o.min_agreement, atol=o.atol, rtol=o.rtol)
+        atol, rtol = self._tolerance(expected)
+        cmp = compare_topk(expected, actual, k=o.topk, min_agreement=o.min_agreement, atol=atol, rtol=rtol)
         r.top1_agreement = cmp.top1_agreement
         status = "passed" if cmp.passed else "failed"
         message = cmp.message()
@@ -288,8 +317,9 @@ class ParityRun:
 
         o = self.options
         picks = [x.shape[0] - 1]  # the last sample alone: a batch size baked into the graph shows
-        singles = np.concatenate([ort_forward(self.session(), x[i:i + 1]) for i in picks])
-        cmp = compare_logits(batched[picks], singles, atol=o.atol, rtol=o.rtol)
+        singles = np.concatenate([self._feed.run(self.session(), self._feed.one(self._raw, i)) for i in picks])
+        atol, rtol = self._tolerance(batched)
+        cmp = compare_logits(batched[picks], singles, atol=atol, rtol=rtol)
         msg = (f"sample {picks[0]} run alone equals its output inside a batch of {x.shape[0]}" if cmp.passed else
                cmp.message(f"Outputs depend on the batch: sample {picks[0]} alone differs from the same sample in a batch of {x.shape[0]} "
                            "(a batch size baked into the graph?)"))
@@ -300,7 +330,18 @@ class ParityRun:
         from .realcheck import check_real_images
 
         assert self.model is not None and self.export is not None
-        self.result.checks.append(check_real_images(self.model, self.export.path, self.session(), self.options, self.progress))
+        o = self.options
+        if self.embedded:
+            from .embedded import check_real_images_embedded
+
+            check = check_real_images_embedded(self.model, self.session(), o)
+        elif o.precision == "int8":
+            from .matrix import check_int8_real
+
+            check = check_int8_real(self.model, self.export.path, self.session(), o, self.result.weights == "random")
+        else:
+            check = check_real_images(self.model, self.export.path, self.session(), o, self.progress)
+        self.result.checks.append(check)
 
     def _check_layers(self, x: np.ndarray) -> None:
         from .layers import compare_layers
@@ -310,7 +351,10 @@ class ParityRun:
         kwargs: dict[str, Any] = {}
         if o.layer_memory is not None:
             kwargs["memory_budget"] = o.layer_memory
-        cmp = compare_layers(self.model, self.export.path, x[:1], **kwargs)
+        from .matrix import layer_tolerance
+
+        kwargs.update(layer_tolerance(o.precision) if o.atol is None else {})
+        cmp = compare_layers(self.model, self.model_part or self.export.path, x[:1], **kwargs)
         r.layer_comparison = cmp
         first = cmp.first_divergence
         r.first_divergence = first.name if first is not None else None
@@ -324,6 +368,39 @@ class ParityRun:
             summary = cmp.summary() if hasattr(cmp, "summary") else f"first divergence at {first.name}"
             table = cmp.table() if hasattr(cmp, "table") else ""
             r.checks.append(CheckResult("layers", "failed", f"{summary}\n{table}", details))
+
+
+    # -- matrix helpers (the logic lives in matrix.py and embedded.py) ------------------
+    def _tolerance(self, expected: np.ndarray) -> tuple[float | None, float | None]:
+        from .matrix import precision_tolerance
+
+        o = self.options
+        pair = precision_tolerance(o.precision, expected) if o.atol is None else None
+        return pair if pair is not None else (o.atol, o.rtol)
+
+    def _variant(self) -> dict[str, Any]:
+        from .matrix import variant_dict
+
+        return variant_dict(self.options, self.model)
+
+    def _given_file(self, path: Path) -> None:
+        """A file made elsewhere: its precision and embedded preprocessing come from its metadata."""
+        from .dataconfig import read_metadata
+        from .pregraph import embedded_info
+
+        meta = read_metadata(path)
+        if self.options.precision == "fp32" and meta.get("onnx_parity.precision") in ("fp16", "int8"):
+            self.options.precision = meta["onnx_parity.precision"]
+        self.model_part = path
+        if embedded_info(path) is not None:
+            import tempfile
+
+            from .embedded import extract_model_part
+
+            self.embedded = self.options.embed_preprocessing = True
+            self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="onnx-parity-")
+            self.model_part = extract_model_part(path, Path(self._tmpdir) / "model-part.onnx")
+        self.result.variant = self._variant()
 
 
 def _model_label(model: Any) -> str:

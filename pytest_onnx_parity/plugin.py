@@ -71,7 +71,7 @@ class _Store:
         from .forward import DEFAULT_BATCH
 
         s = self.settings
-        opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter, "opset": s.opset, "seed": s.seed,
+        opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter[0], "opset": s.opset[0] if s.opset else None, "seed": s.seed,
                                 "atol": s.atol, "rtol": s.rtol, "batch_size": DEFAULT_BATCH, "images": s.images,
                                 "test_time": s.test_time}
         marker = request.node.get_closest_marker("onnx_parity") if request is not None else None

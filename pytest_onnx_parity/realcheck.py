@@ -41,26 +41,50 @@ BATCH = 16
 PROGRESS_EVERY_S = 10.0
 
 
-def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False) -> Callable[[Any], "torch.Tensor"]:
+def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
+                        image_size: int | None = None) -> Callable[[Any], "torch.Tensor"]:
     import timm.data
 
     from .dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config
+    from .matrix import sized_config
 
     cfg = resolve_data_config(model)
     if test_time:
         cfg = apply_test_time(cfg)
+    cfg = sized_config(cfg, image_size)
     return timm.data.create_transform(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in DATA_CONFIG_FIELDS},
                                       is_training=False)
+
+
+def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float, float, str]:
+    """``(atol, rtol, source)`` of the end-to-end logits: given, or the end-to-end default widened to the
+    precision's own profile for fp16 files (source empty when given)."""
+    from .matrix import precision_tolerance
+
+    if options.atol is not None:
+        return options.atol, options.rtol, ""  # type: ignore[return-value]
+    finite = expected[np.isfinite(expected)].astype(np.float64)  # float32 torch itself may overflow
+    scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
+    atol, rtol = E2E_ATOL_FACTOR * scale, E2E_RTOL
+    source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
+    pair = precision_tolerance(options.precision, expected) if options.precision == "fp16" else None
+    if pair is not None and pair[0] > atol:
+        atol, rtol = pair[0], max(rtol, pair[1])
+        source = f"{options.precision} profile (precision.py), logit RMS {scale:.3g}"
+    return atol, rtol, source
 
 
 class _Streams:
     """Decode each image once and run both preprocessing paths on worker threads."""
 
-    def __init__(self, model: Any, onnx_path: Path, test_time: bool) -> None:
+    def __init__(self, model: Any, onnx_path: Path, test_time: bool, image_size: int | None = None) -> None:
+        from .dataconfig import read_data_config
+        from .matrix import sized_config
         from .preprocessing import EvalTransform
 
-        self.torch_tf = timm_eval_transform(model, test_time)
-        self.onnx_tf = EvalTransform.from_config(str(onnx_path), test_time=test_time)
+        self.torch_tf = timm_eval_transform(model, test_time, image_size)
+        config = str(onnx_path) if image_size is None else sized_config(read_data_config(onnx_path, test_time=test_time), image_size)
+        self.onnx_tf = EvalTransform.from_config(config, test_time=test_time and image_size is None)
 
     def one(self, path: Path) -> tuple[np.ndarray, np.ndarray] | str:
         from .errors import ImageError
@@ -98,7 +122,7 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
     paths = [p for p, _ in labelled] if labelled else (find_images(folder) if folder else bundled_image_paths())
     labels = np.asarray([y for _, y in labelled], dtype=np.int64) if labelled else None
     try:
-        streams = _Streams(model, Path(onnx_path), options.test_time)
+        streams = _Streams(model, Path(onnx_path), options.test_time, options.image_size)
     except OnnxParityError as exc:
         return CheckResult("real_images", "failed", f"the ONNX side cannot preprocess: {exc}")
     workers = min(4, os.cpu_count() or 1)
@@ -133,12 +157,10 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
             progress(f"real images {done}/{len(paths)}")
             last = time.perf_counter()
     e_all, a_all = np.concatenate(e_list), np.concatenate(a_list)
-    finite = e_all[np.isfinite(e_all)].astype(np.float64)  # float32 torch itself may overflow
-    scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
-    atol, rtol = (options.atol, options.rtol) if options.atol is not None else (E2E_ATOL_FACTOR * scale, E2E_RTOL)
+    atol, rtol, source = e2e_tolerance(e_all, options)
     logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
-    if options.atol is None:
-        logits_cmp.tolerance_source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
+    if source:
+        logits_cmp.tolerance_source = source
     topk_cmp = compare_topk(e_all, a_all, k=min(options.topk, e_all.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
     n = len(paths)
     details: dict[str, Any] = {

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 from .errors import OnnxParityError
 
 SCHEMA = 1
-STATUSES = ("passed", "failed", "error")
+STATUSES = ("passed", "failed", "error", "skipped")  # skipped: a matrix variant that cannot run here (the reason in error)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in exporter messages
 TABLE_COLUMNS = ("model", "status", "exporter", "opset", "max abs diff", "top-1 agreement", "first divergence")
 
@@ -74,9 +74,24 @@ def check_report(doc: Any, where: str = "report") -> None:
         raise ReportError(f"{where}: 'environment' must be an object")
 
 
+#: The axes of an entry's ``variant`` (matrix.AXES), in column order.
+VARIANT_AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing")
+
+
 def entry_key(entry: Mapping[str, Any]) -> tuple[str, str]:
-    """Entries with the same key describe the same check: the model spec and the exporter."""
-    return str(entry["model"]), str(entry.get("exporter") or "")
+    """Entries with the same key describe the same check: the model spec and its variant (the matrix point;
+    the exporter alone for entries written before the matrix)."""
+    v = entry.get("variant") or {}
+    if not v:
+        return str(entry["model"]), str(entry.get("exporter") or "")
+    return str(entry["model"]), "/".join(f"{a}={v.get(a)}" for a in VARIANT_AXES if a in v)
+
+
+def variant_columns(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The variant axes whose values differ between ``entries`` (the columns worth showing)."""
+    es = list(entries)
+    return [a for a in VARIANT_AXES
+            if len({json.dumps((e.get("variant") or {}).get(a), sort_keys=True) for e in es}) > 1]
 
 
 def merge_reports(reports: Iterable["str | os.PathLike[str] | Mapping[str, Any]"]) -> dict[str, Any]:
@@ -107,7 +122,7 @@ def merge_reports(reports: Iterable["str | os.PathLike[str] | Mapping[str, Any]"
             key = entry_key(entry)
             if key in merged:
                 old, new = merged[key].get("status"), entry.get("status")
-                notes.append(f"{key[0]} ({key[1] or 'exporter unknown'}) appears in {origin[key]} ({old}) and in "
+                notes.append(f"{key[0]} ({key[1] or 'variant unknown'}) appears in {origin[key]} ({old}) and in "
                              f"{name} ({new}): kept the later one")
                 del merged[key]  # re-insert so that the order follows the winner
             merged[key] = entry
@@ -157,8 +172,8 @@ def counts(report: Mapping[str, Any]) -> dict[str, int]:
 
 def reason(entry: Mapping[str, Any]) -> str:
     """Why an entry did not pass, in full: the error, or the failing checks and their first lines."""
-    if entry.get("status") == "error":
-        return _ANSI.sub("", str(entry.get("error") or "error without a message"))
+    if entry.get("status") in ("error", "skipped"):
+        return _ANSI.sub("", str(entry.get("error") or f"{entry.get('status')} without a message"))
     bad = [c for c in entry.get("checks") or [] if c.get("status") in ("failed", "error")]
     if not bad:
         return "failed (no failing check recorded)"
@@ -248,12 +263,21 @@ def _fmt_pct(v: Any) -> str:
     return f"{100 * float(v):.1f}%"
 
 
+def table_columns(report: Mapping[str, Any]) -> list[str]:
+    """TABLE_COLUMNS plus the variant axes that vary in this report (exporter and opset are always there)."""
+    extra = [a for a in variant_columns(report.get("models", [])) if a not in ("exporter", "opset")]
+    return [*TABLE_COLUMNS[:4], *extra, *TABLE_COLUMNS[4:]]
+
+
 def table_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    extra = table_columns(report)[4:-3]
     rows = []
     for e in sorted(report.get("models", []), key=entry_key):
+        v = e.get("variant") or {}
         rows.append([
             str(e["model"]), str(e.get("status")), str(e.get("exporter") or "-"),
             str(e.get("opset")) if e.get("opset") is not None else "-",
+            *(str(v.get(a)) if v.get(a) is not None else "-" for a in extra),
             _fmt_diff(e.get("max_abs_diff")), _fmt_pct(e.get("top1_agreement")),
             str(e.get("first_divergence") or "-"),
         ])
@@ -267,7 +291,8 @@ def _env_line(report: Mapping[str, Any]) -> str:
 
 def _summary_line(report: Mapping[str, Any]) -> str:
     c = counts(report)
-    return f"{c['total']} models: {c['passed']} passed, {c['failed']} failed, {c['error']} errors"
+    line = f"{c['total']} models: {c['passed']} passed, {c['failed']} failed, {c['error']} errors"
+    return line + (f", {c['skipped']} skipped" if c.get("skipped") else "")
 
 
 def _md_cell(text: str) -> str:
@@ -284,14 +309,15 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "ONNX parity: com
         out.append(f"> Note: {_md_cell(note)}")
     if report.get("notes"):
         out.append("")
-    out.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-    out.append("| " + " | ".join("---" if i < 3 or i == 6 else "---:" for i in range(len(TABLE_COLUMNS))) + " |")
+    cols = table_columns(report)
+    out.append("| " + " | ".join(cols) + " |")
+    out.append("| " + " | ".join("---:" if c in ("opset", "max abs diff", "top-1 agreement") else "---" for c in cols) + " |")
     for row in table_rows(report):
         row = [f"`{_md_cell(row[0])}`", *(_md_cell(c) for c in row[1:])]
         out.append("| " + " | ".join(row) + " |")
-    groups = group_reasons(report)
+    groups = group_reasons(report, ("error", "failed", "skipped"))
     if groups:
-        out += ["", f"{h}# Errors and failures by reason", ""]
+        out += ["", f"{h}# Errors, failures and skips by reason", ""]
         for g in groups:
             out.append(f"- **{g['status']}** ({len(g['models'])}): {_md_cell(g['reason'])}")
             out.append(f"  - models: {', '.join(f'`{_md_cell(m)}`' for m in g['models'])}")
@@ -335,21 +361,24 @@ def render_html(report: Mapping[str, Any], *, title: str = "ONNX parity: compati
     ]
     for note in report.get("notes") or []:
         parts.append(f'<p class="note">Note: {e(str(note))}</p>')
-    parts.append('<table id="models"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in TABLE_COLUMNS) + "</tr></thead><tbody>")
+    cols = table_columns(report)
+    n_extra = len(cols) - len(TABLE_COLUMNS)
+    parts.append('<table id="models"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>")
     entries = sorted(report.get("models", []), key=entry_key)
     for entry, row in zip(entries, table_rows(report)):
         status = row[1] if row[1] in STATUSES else "error"
+        extra, row = row[4:4 + n_extra], row[:4] + row[4 + n_extra:]
         tip = e(_clip(reason(entry), 400), quote=True) if status != "passed" else ""
         cells = [f"<td><code>{e(row[0])}</code></td>", f'<td class="status" title="{tip}">{e(row[1])}</td>',
-                 f"<td>{e(row[2])}</td>", f'<td class="num">{e(row[3])}</td>',
+                 f"<td>{e(row[2])}</td>", f'<td class="num">{e(row[3])}</td>', *(f"<td>{e(x)}</td>" for x in extra),
                  f'<td class="num" data-v="{e(_sort_value(entry.get("max_abs_diff")))}">{e(row[4])}</td>',
                  f'<td class="num" data-v="{e(_sort_value(entry.get("top1_agreement")))}">{e(row[5])}</td>',
                  f"<td><code>{e(row[6])}</code></td>"]
         parts.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
-    groups = group_reasons(report)
+    groups = group_reasons(report, ("error", "failed", "skipped"))
     if groups:
-        parts.append("<h2>Errors and failures by reason</h2>")
+        parts.append("<h2>Errors, failures and skips by reason</h2>")
         for g in groups:
             parts.append(f"<h3>{e(g['status'])} ({len(g['models'])}): {e(g['reason'])}</h3>")
             parts.append("<p>" + ", ".join(f"<code>{e(m)}</code>" for m in g["models"]) + "</p>")

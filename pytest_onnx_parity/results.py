@@ -49,6 +49,7 @@ class ParityResult:
     error: str | None = None
     checks: list[CheckResult] = field(default_factory=list)
     layer_comparison: Any = None  # a LayerComparison when the layer check ran
+    variant: dict[str, Any] | None = None  # the matrix point (matrix.Variant.to_dict)
 
     @property
     def passed(self) -> bool:
@@ -80,6 +81,7 @@ class ParityResult:
             "top1_agreement": self.top1_agreement, "first_divergence": self.first_divergence,
             "cache_hit": self.cache_hit, "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "onnx_path": self.onnx_path, "error": self.error, "checks": [c.to_dict() for c in self.checks],
+            "variant": self.variant,
         })
 
 

@@ -110,6 +110,20 @@ def _shard(v: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _axis(name: str, *args: Any) -> Callable[[Any], Any]:
+    """A comma list of one matrix axis, parsed by :mod:`.matrix` (imported when used)."""
+    def parse(v: Any) -> Any:
+        from . import matrix
+
+        fn = getattr(matrix, name)
+        return fn(*args)(v) if args else fn(v)
+    return parse
+
+
+def _ort_levels() -> tuple[str, ...]:
+    return ("disabled", "basic", "extended", "all")
+
+
 def _bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
@@ -126,9 +140,21 @@ OPTIONS: tuple[Option, ...] = (
            f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
     Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
            _choice("random", "pretrained"), "random", metavar="random|pretrained"),
-    Option("exporter", "torch ONNX exporter: dynamo or torchscript (default: dynamo)", _choice("dynamo", "torchscript"), "dynamo",
-           metavar="dynamo|torchscript"),
-    Option("opset", "ONNX opset (default: the exporter's own)", _int_range(7, 30), None, metavar="N"),
+    Option("exporter", "torch ONNX exporter(s), a comma list: dynamo, torchscript (default: dynamo)",
+           _axis("choice_list", "dynamo", "torchscript"), ("dynamo",), metavar="dynamo|torchscript"),
+    Option("opset", "ONNX opset(s), a comma list (default: the exporter's own)", _axis("parse_opsets"), (), metavar="N"),
+    Option("precision", "Precision(s) checked, a comma list of fp32, fp16, int8 (default: fp32); fp16/int8 files are "
+           "derived from the float32 export", _axis("choice_list", "fp32", "fp16", "int8"), ("fp32",),
+           metavar="fp32,fp16,int8"),
+    Option("ort-opt", "ONNX Runtime graph optimisation level(s), a comma list of " + ", ".join(_ort_levels()) +
+           " (default: all, ONNX Runtime's own default)", _axis("choice_list", *_ort_levels()), ("all",),
+           metavar="disabled,basic,extended,all"),
+    Option("providers", "ONNX Runtime execution provider(s), each its own item; one this build lacks is skipped "
+           "(default: CPUExecutionProvider)", _axis("parse_providers"), ("CPUExecutionProvider",), metavar="A,B"),
+    Option("image-size", "Input size(s) to check, a comma list of pixels (default: the model's own); the export gets "
+           "dynamic height and width", _axis("parse_image_sizes"), (), metavar="224,288"),
+    Option("embed-preprocessing", "Also check the file with timm's eval transform embedded in the graph (uint8 pixels in)",
+           _bool, False, "bool"),
     Option("atol", "Absolute logits tolerance; give with --onnx-parity-rtol (default: 5e-4 x logit RMS for float32)",
            _nonneg_float, None, metavar="X"),
     Option("rtol", "Relative logits tolerance; give with --onnx-parity-atol (default: 1e-4 for float32)", _nonneg_float, None, metavar="X"),
@@ -159,8 +185,13 @@ class Settings:
     models: tuple[str, ...] = DEFAULT_MODELS
     models_given: bool = False
     weights: str = "random"
-    exporter: str = "dynamo"
-    opset: int | None = None
+    exporter: tuple[str, ...] = ("dynamo",)
+    opset: tuple[int, ...] = ()
+    precision: tuple[str, ...] = ("fp32",)
+    ort_opt: tuple[str, ...] = ("all",)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    image_size: tuple[int, ...] = ()
+    embed_preprocessing: bool = False
     atol: float | None = None
     rtol: float | None = None
     seed: int = 0
@@ -178,7 +209,7 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def parity_options(self, **overrides: Any) -> dict[str, Any]:
-        opts = dict(exporter=self.exporter, opset=self.opset, weights=None, seed=self.seed, atol=self.atol,
+        opts = dict(exporter=self.exporter[0], opset=self.opset[0] if self.opset else None, weights=None, seed=self.seed, atol=self.atol,
                     rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
                     layers=self.layers, layer_memory=self.layer_memory, test_time=self.test_time,
                     max_accuracy_drop=self.max_accuracy_drop)
@@ -186,8 +217,14 @@ class Settings:
         return opts
 
     def describe(self) -> str:
-        parts = [f"exporter={self.exporter}", f"opset={self.opset or 'default'}", f"weights={self.weights}",
-                 f"seed={self.seed}", f"layers={self.layers}"]
+        parts = [f"exporter={','.join(self.exporter)}", f"opset={','.join(map(str, self.opset)) or 'default'}",
+                 f"weights={self.weights}", f"seed={self.seed}", f"layers={self.layers}"]
+        for name, default in (("precision", ("fp32",)), ("ort_opt", ("all",)), ("providers", ("CPUExecutionProvider",)),
+                              ("image_size", ())):
+            if getattr(self, name) != default:
+                parts.append(f"{name}={','.join(map(str, getattr(self, name)))}")
+        if self.embed_preprocessing:
+            parts.append("embed_preprocessing")
         if self.atol is not None:
             parts.append(f"atol={self.atol:g} rtol={self.rtol:g}")
         if self.shard:
@@ -250,9 +287,10 @@ def resolve(config: Any) -> Settings:
                        defaults="the dtype's defaults, scaled by the logits")
         except SpecError as exc:
             raise SettingsError(str(exc)) from None
-    if values.get("exporter", "dynamo") == "dynamo" and values.get("opset") is not None and values["opset"] < 18:
+    low = [o for o in values.get("opset", ()) if o < 18]
+    if "dynamo" in values.get("exporter", ("dynamo",)) and low:
         raise SettingsError(
-            f"{sources['opset']}: bad value {values['opset']}: the dynamo exporter writes opset 18 or newer; "
+            f"{sources['opset']}: bad value {low[0]}: the dynamo exporter writes opset 18 or newer; "
             "use --onnx-parity-exporter torchscript for older opsets"
         )
     known = {f.name for f in fields(Settings)}
