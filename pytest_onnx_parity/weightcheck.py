@@ -43,9 +43,12 @@ if TYPE_CHECKING:  # pragma: no cover
 MIN_EVIDENCE = 0.5
 """Fraction of weight elements that must match for a pass (conv and linear kernels hold most of them)."""
 SIGNATURE = 16
-FIX = ("Looser tolerances would not help: the logits differ because the weights do. Test the model whose "
-       "weights the file holds (NAME=pretrained, or NAME=/path/to/checkpoint in the model spec), or "
-       "re-export the file from the model under test.")
+FIX_OTHER = ("Looser tolerances would not help: the logits differ because the weights do. Test the model whose "
+             "weights the file holds (NAME=pretrained, or NAME=/path/to/checkpoint in the model spec), or "
+             "re-export the file from the model under test.")
+FIX_SOME = ("Looser tolerances would not help: these layers differ in the file itself. The file was edited, or "
+            "exported from a modified model: re-export it from the model under test, or test the checkpoint "
+            "it was exported from (NAME=/path/to/checkpoint in the model spec).")
 # (rtol, atol) per file dtype: float32 folding rounds at ~1e-7 relative; float16 halves at 2^-11, bfloat16 at 2^-8
 DEFAULT_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-4, 1e-5), "float16": (2e-3, 1e-4),
                       "bfloat16": (1e-2, 1e-3)}
@@ -335,10 +338,11 @@ def _difference(name: str, target: "np.ndarray", forms: list[_Form]) -> tuple[fl
 
     best: tuple[float, float] | None = None
     t = target.reshape(-1).astype(np.float64)
-    scale = float(np.abs(t).max()) if t.size else 0.0
     for f in forms:
         if name in f.covers and f.numel == t.size:
-            d = float(np.abs(f.flat().astype(np.float64) - t).max())
+            expected = f.flat().astype(np.float64)
+            d = float(np.abs(expected - t).max())
+            scale = float(np.abs(expected).max())
             if best is None or d < best[0]:
                 best = (d, d / scale if scale > 0 else float("inf"))
     return best
@@ -414,21 +418,22 @@ def _dtype_name(a: "np.ndarray") -> str:
 
 def _verdict(r: WeightsComparison, dtype: str) -> tuple[str, str]:
     cover = (f"{r.compared} of {r.total} weights compared ({r.matched} equal, {len(r.differing)} differ, "
-             f"{len(r.unlocated)} not found in the file); {r.coverage:.1%} of weight elements matched "
+             f"{len(r.unlocated)} not found in the file); {_pct(r.coverage)} of weight elements matched "
              f"(tolerance {dtype}: rtol={r.rtol:g}, atol={r.atol:g})")
     if r.differing:
+        other = r.coverage < MIN_EVIDENCE
         head = ("The ONNX file holds other weights than the model under test!"
-                if r.coverage < MIN_EVIDENCE else "The ONNX file's weights differ from the model's in some layers!")
+                if other else "The ONNX file's weights differ from the model's in some layers!")
         first, a, rel = r.differing[0]
         lines = [head, f"Mismatched weights: {len(r.differing)} / {r.compared} compared "
-                       f"({r.fraction_differing:.1%} of compared elements).",
+                       f"({_pct(r.fraction_differing)} of compared elements).",
                  f"First differing weight: {first} (file tensor {r.located[first]!r}): greatest absolute difference "
-                 f"{a:.3g} ({rel:.1%} of its largest value).", "  weight" + " " * 34 + "max |diff|   relative"]
+                 f"{a:.3g} ({_pct(rel)} of its largest value).", "  weight" + " " * 34 + "max |diff|   relative"]
         for n, a, rel in r.differing[:8]:
-            lines.append(f"  {n:<40} {a:<12.3g} {rel:.1%}")
+            lines.append(f"  {n:<40} {a:<12.3g} {_pct(rel)}")
         if len(r.differing) > 8:
             lines.append(f"  ... and {len(r.differing) - 8} more")
-        lines += [cover + ".", FIX]
+        lines += [cover + ".", FIX_OTHER if other else FIX_SOME]
         return "failed", "\n".join(lines)
     if r.compared == 0:
         return "skipped", (f"no weight of the model could be found in the ONNX file ({r.file_tensors} float tensors, "
@@ -437,3 +442,9 @@ def _verdict(r: WeightsComparison, dtype: str) -> tuple[str, str]:
         return "skipped", (f"too little evidence: {cover}; a pass needs {MIN_EVIDENCE:.0%}. "
                            "The exporter turned most weights into other forms this check does not model.")
     return "passed", f"the file holds the model's weights: {cover}"
+
+
+def _pct(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.3g}%" if x < 0.999 else f"{math.floor(1000 * x) / 10:.1f}%"  # never rounds up to 100%
