@@ -200,7 +200,7 @@ def _forms(model: "torch.nn.Module", tracked: dict[str, "np.ndarray"], pairs: di
         gamma = bn.weight.detach().double().cpu().numpy() if bn.weight is not None else np.ones_like(var)
         beta = bn.bias.detach().double().cpu().numpy() if bn.bias is not None else np.zeros_like(var)
         scale = gamma / np.sqrt(var + bn.eps)
-        folded_w = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        folded_w = w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
         bias = getattr(conv, "bias", None)
         b = bias.detach().double().cpu().numpy() if bias is not None else np.zeros_like(var)
         folded_b = ((b - mean) * scale + beta).astype(np.float32)
@@ -236,7 +236,9 @@ def _file_tensors(proto: "onnx.ModelProto") -> dict[str, "np.ndarray"]:
 def _close(a: "np.ndarray", b: "np.ndarray", rtol: float, atol: float) -> bool:
     import numpy as np
 
-    return bool(np.all(np.abs(a.astype(np.float64) - b) <= atol + rtol * np.abs(b.astype(np.float64))))
+    a = a.astype(np.float32, copy=False)  # float32 arithmetic rounds at 6e-8 relative, far below any tolerance here
+    b = b.astype(np.float32, copy=False)
+    return bool(np.all(np.abs(a - b) <= np.float32(atol) + np.float32(rtol) * np.abs(b)))
 
 
 def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol: float) -> tuple[dict[str, str], set[str]]:
@@ -254,7 +256,8 @@ def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol
     used: set[str] = set()
     for n, cands in by_size.items():
         names = buckets[n]
-        idx = np.unique(np.linspace(0, n - 1, min(n, SIGNATURE)).astype(np.int64))
+        s = min(n, SIGNATURE)
+        idx = np.unique(np.arange(s, dtype=np.int64) * (n - 1) // max(s - 1, 1))
         sig_f = np.stack([files[k].reshape(-1)[idx].astype(np.float64) for k in names])  # (m, s)
         sig_t = np.stack([f.at(idx).astype(np.float64) for f in cands])  # (k, s)
         ok = np.all(np.abs(sig_t[:, None, :] - sig_f[None, :, :]) <= atol + rtol * np.abs(sig_f[None, :, :]), axis=-1)
