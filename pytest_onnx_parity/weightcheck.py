@@ -276,21 +276,23 @@ def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol
 
 
 def _slots(proto: "onnx.ModelProto", files: dict[str, "np.ndarray"], model: "torch.nn.Module") -> tuple[dict[str, list[str]], str]:
-    """Module path -> the file tensors its ONNX scope's nodes consume, in (node, input) order."""
+    """Module path -> the file tensors its own ONNX nodes (not its children's) consume, in (node, input) order."""
     graph_scopes, detect = _scope_tools()
     exporter = detect(list(proto.graph.node))
     if exporter == "unknown":
         return {}, exporter
     scopes = graph_scopes(proto, dict(model.named_modules()))
     nodes = proto.graph.node
-    out: dict[str, list[str]] = {}
-    for path, idx in scopes.nodes_of.items():
-        seen: dict[str, None] = {}
+    owner: dict[int, str] = {}  # each node belongs to its innermost scope (the one with the fewest nodes)
+    for path, idx in sorted(scopes.nodes_of.items(), key=lambda kv: (-len(kv[1]), len(kv[0]))):
         for i in idx:
-            for v in nodes[i].input:
-                if v in files:
-                    seen[v] = None
-        out[path] = list(seen)
+            owner[i] = path
+    out: dict[str, list[str]] = {}
+    for i in sorted(owner):
+        slots = out.setdefault(owner[i], [])
+        for v in nodes[i].input:
+            if v in files and v not in slots:
+                slots.append(v)
     return out, exporter
 
 
