@@ -57,10 +57,10 @@ _FOLDABLE_CONV = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 
 
 def _scope_tools() -> tuple[Any, Any]:
-    """The per-layer module's ONNX scope mapping (one import site: it is moving to layers/scopes.py)."""
-    from .layers import _detect_exporter, _GraphScopes
+    """The per-layer module's ONNX scope mapping (one import site)."""
+    from .layers.scopes import GraphScopes, detect_exporter
 
-    return _GraphScopes, _detect_exporter
+    return GraphScopes, detect_exporter
 
 
 class WeightsCheckError(OnnxParityError):
