@@ -261,6 +261,9 @@ def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
             "int8 with random weights: an int8 file is judged by top-1 agreement and accuracy on real images, and with "
             "random weights both sides are ~0% accurate, so that verdict would check nothing. Give the model real "
             "weights (NAME=pretrained or NAME=/path/to/checkpoint.safetensors)")
+    if options.exporter == "dynamo" and options.opset is not None and options.opset < 18:
+        raise VariantSkip(f"the dynamo exporter writes opset 18 or newer, not {options.opset}: this combination "
+                          "exists only for the TorchScript exporter")
     if options.embed_preprocessing and options.image_size is not None:
         raise VariantSkip("embedded preprocessing is checked at the model's own size: its graph resizes and crops "
                           "to the data config's input size, whatever --onnx-parity-image-size says")
