@@ -101,15 +101,19 @@ def _profiles() -> dict[str, PrecisionProfile]:
     return {
         "fp32": PrecisionProfile("fp32", rtol32, factor32, None, None, "logits",
                                  evidence="docs/tolerances.md (benchmarks/tolerances.py)"),
-        # float16 keeps ~11 bits: clean errors of 1e-3..1e-2 of the logit RMS (benchmarks/precision_tolerances.py,
-        # docs/tolerances.md, section fp16). 3e-2 sits above all of them with margin; per layer a 5% fault is a
-        # ~5e-2 relative error of that layer's output while float16 rounding adds ~1e-3 per layer.
-        "fp16": PrecisionProfile("fp16", 1e-2, 3e-2, 1e-2, 1e-4, "logits",
+        # float16 keeps ~11 bits: clean errors of 2e-3..6e-2 of the logit RMS on 12 architectures with random
+        # weights (the top from ill-conditioned resnet50; benchmarks/precision_tolerances.py, docs/tolerances.md,
+        # fp16 section). 0.15 sits ~2.7x above the largest. A 5% single-layer fault moves the logits by 2e-3..0.2:
+        # many stay inside fp16 rounding, so this bound catches gross errors (overflow, broken conversion) and the
+        # per-layer check (rtol 1e-2: float16 adds ~1e-3 per layer, a 5% fault ~5e-2) localises smaller ones.
+        "fp16": PrecisionProfile("fp16", 1e-2, 0.15, 1e-2, 1e-4, "logits",
                                  evidence="docs/tolerances.md#fp16 (benchmarks/precision_tolerances.py)"),
-        # int8 moves logits by 5-30% of their RMS even when it is right: the element-wise tolerance means nothing,
-        # classification agreement on real images decides (docs/precision.md, benchmarks/int8_lite0.py).
+        # int8 moves logits by ~100% of their RMS even when it classifies well: the element-wise tolerance means
+        # nothing, classification on real images decides. Real Lite0 weights, 48 labelled views (docs/precision.md,
+        # benchmarks/int8_lite0.py): a good file agreed 95.8% (accuracy +4.2 pp), per-tensor and broken files
+        # agreed <= 72.9% and lost 16.7-64.6 pp; the thresholds sit between with ~10 pp margin each side.
         "int8": PrecisionProfile("int8", None, None, None, None, "agreement",
-                                 min_top1_agreement=0.75, max_accuracy_drop=10.0,
+                                 min_top1_agreement=0.85, max_accuracy_drop=10.0,
                                  evidence="docs/precision.md (benchmarks/int8_lite0.py)"),
     }
 
