@@ -34,9 +34,9 @@ from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward  
 from pytest_onnx_parity.precision import PRECISION_PROFILES, first_nonfinite, rel_error, to_fp16  # noqa: E402
 
 try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[attr-defined]
-except ImportError:
     from pytest_onnx_parity.layers import scale_layer_weights
+except ImportError:  # pragma: no cover
+    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
 from pytest_onnx_parity.layers import compare_layers  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnety_002",

@@ -19,9 +19,9 @@ from pytest_onnx_parity.precision import (PRECISION_KEY, PRECISION_OPTIONS_KEY, 
 from pytest_onnx_parity.quantize import calibration_images, int8_verdict, to_int8
 
 try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[attr-defined]
-except ImportError:
     from pytest_onnx_parity.layers import scale_layer_weights
+except ImportError:  # pragma: no cover
+    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
 
 FP16 = PRECISION_PROFILES["fp16"]
 
@@ -72,11 +72,11 @@ def test_fp16_planted_fault_is_caught_by_the_fp16_tolerance_and_per_layer(vit, t
 
     model, _, fp16, x, e = vit
     atol, rtol = logits_tolerance("fp16", e)
-    head = tmp_path / "head.onnx"  # a fault that reaches the logits fails the fp16 logits tolerance
-    onnx.save(scale_layer_weights(model, fp16, "head", 1.05), str(head))
+    head = tmp_path / "head.onnx"  # a gross fault fails the fp16 logits tolerance
+    onnx.save(scale_layer_weights(model, fp16, "head", 1.5), str(head))
     assert not compare_logits(e, ort_forward(make_session(head), x), atol=atol, rtol=rtol).passed
-    # a 5% fault early in the body moves test_vit's logits by ~3e-3 x RMS: within fp16 rounding at the logits
-    # (docs/tolerances.md, fp16), so the per-layer check is what finds it
+    # a 5% fault moves test_vit's logits by 3e-3..0.1 x RMS: inside the fp16 logits bound (docs/tolerances.md,
+    # fp16), so the per-layer check at the fp16 profile's tolerance is what finds it
     layer = "blocks.0.mlp.fc1"
     bad = tmp_path / "fault.onnx"
     onnx.save(scale_layer_weights(model, fp16, layer, 1.05), str(bad))
