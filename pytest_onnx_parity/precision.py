@@ -25,7 +25,6 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -68,84 +67,15 @@ class PrecisionError(OnnxParityError, ValueError):
     """An unknown precision, a file that cannot be converted, or a conversion that needs more input."""
 
 
-@dataclass(frozen=True)
-class PrecisionProfile:
-    """How a file of one precision is judged against the torch float32 model.
-
-    ``logits_rtol`` and ``logits_atol_factor`` (times the RMS of the torch logits) are the
-    logits tolerance, as in :mod:`pytest_onnx_parity.compare`; ``layer_rtol`` and
-    ``layer_atol`` the per-layer tolerance of :func:`pytest_onnx_parity.layers.compare_layers`
-    (``None``: its float32 defaults). ``verdict`` names the check that decides:
-    ``"logits"`` (element-wise tolerance) or ``"agreement"`` (int8: top-1 agreement and
-    accuracy drop on real images, :func:`pytest_onnx_parity.quantize.int8_verdict`).
-    """
-
-    name: str
-    logits_rtol: float | None
-    logits_atol_factor: float | None
-    layer_rtol: float | None
-    layer_atol: float | None
-    verdict: str
-    min_top1_agreement: float | None = None
-    max_accuracy_drop: float | None = None  # percentage points
-    evidence: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _profiles() -> dict[str, PrecisionProfile]:
-    from .compare import DEFAULT_TOLERANCES
-
-    rtol32, factor32 = DEFAULT_TOLERANCES["float32"]
-    return {
-        "fp32": PrecisionProfile("fp32", rtol32, factor32, None, None, "logits",
-                                 evidence="docs/tolerances.md (benchmarks/tolerances.py)"),
-        # float16 keeps ~11 bits: clean errors of 2e-3..6e-2 of the logit RMS on 12 architectures with random
-        # weights (the top from ill-conditioned resnet50; benchmarks/precision_tolerances.py, docs/tolerances.md,
-        # fp16 section). 0.15 sits ~2.7x above the largest. A 5% single-layer fault moves the logits by 2e-3..0.2:
-        # many stay inside fp16 rounding, so this bound catches gross errors (overflow, broken conversion) and the
-        # per-layer check (rtol 1e-2: float16 adds ~1e-3 per layer, a 5% fault ~5e-2) localises smaller ones.
-        "fp16": PrecisionProfile("fp16", 1e-2, 0.15, 1e-2, 1e-4, "logits",
-                                 evidence="docs/tolerances.md#fp16 (benchmarks/precision_tolerances.py)"),
-        # int8 moves logits by ~100% of their RMS even when it classifies well: the element-wise tolerance means
-        # nothing, classification on real images decides. Real Lite0 weights, 48 labelled views (docs/precision.md,
-        # benchmarks/int8_lite0.py): a good file agreed 95.8% (accuracy +4.2 pp), per-tensor and broken files
-        # agreed <= 72.9% and lost 16.7-64.6 pp; the thresholds sit between with ~10 pp margin each side.
-        "int8": PrecisionProfile("int8", None, None, None, None, "agreement",
-                                 min_top1_agreement=0.85, max_accuracy_drop=10.0,
-                                 evidence="docs/precision.md (benchmarks/int8_lite0.py)"),
-    }
-
-
-#: The one place the per-precision tolerances live.
-PRECISION_PROFILES: Mapping[str, PrecisionProfile] = _profiles()
-
-
-def precision_profile(precision: str) -> PrecisionProfile:
-    """The profile of ``"fp32"``, ``"fp16"`` or ``"int8"``; anything else is a :class:`PrecisionError`."""
-    try:
-        return PRECISION_PROFILES[str(precision).lower()]
-    except KeyError:
-        raise PrecisionError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}") from None
+# The profiles are tolerance rules: they live in tolerances.py with the others.
+from .tolerances import PRECISION_PROFILES, PrecisionProfile, precision_profile  # noqa: E402
 
 
 def logits_tolerance(precision: str, expected: "np.ndarray") -> tuple[float, float]:
-    """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``.
+    """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``."""
+    from .tolerances import precision_logits_tolerance
 
-    The pair goes to :func:`pytest_onnx_parity.compare.compare_logits` as ``atol=, rtol=``.
-    int8 has no element-wise tolerance: use :func:`pytest_onnx_parity.quantize.int8_verdict`.
-    """
-    import numpy as np
-
-    prof = precision_profile(precision)
-    if prof.logits_atol_factor is None or prof.logits_rtol is None:
-        raise PrecisionError(f"{prof.name} files have no element-wise logits tolerance: their verdict is "
-                             "pytest_onnx_parity.quantize.int8_verdict (top-1 agreement and accuracy drop)")
-    e = np.asarray(expected, dtype=np.float64)
-    finite = e[np.isfinite(e)]
-    rms = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
-    return prof.logits_atol_factor * rms, prof.logits_rtol
+    return precision_logits_tolerance(precision, expected)
 
 
 # --------------------------------------------------------------------------- files

@@ -10,7 +10,7 @@ import pytest
 from pytest_onnx_parity import export_onnx, load_model
 from pytest_onnx_parity.compare import compare_logits
 from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, read_metadata, resolve_data_config
-from pytest_onnx_parity.errors import OnnxParityError
+from pytest_onnx_parity.errors import OnnxParityError, SpecError
 from pytest_onnx_parity.export import make_session
 from pytest_onnx_parity.layers import compare_layers
 from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward
@@ -91,7 +91,7 @@ def test_fp16_planted_fault_is_caught_by_the_fp16_tolerance_and_per_layer(vit, t
 
 def test_bad_input_gives_clear_errors(vit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, src, fp16, _, e = vit
-    with pytest.raises(PrecisionError, match="unknown precision 'int4'.*fp32, fp16, int8"):
+    with pytest.raises(SpecError, match="unknown precision 'int4'.*fp32, fp16, int8"):
         precision_profile("int4")
     with pytest.raises(PrecisionError, match="int8_verdict"):
         logits_tolerance("int8", e)
