@@ -163,6 +163,14 @@ def apply_test_time(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def sized_config(config: Mapping[str, Any], image_size: int | None) -> dict[str, Any]:
+    """``config`` with its input size replaced by ``image_size`` (square; None: unchanged), the rest kept:
+    how a model is checked at another size than its own (resize by crop_pct, then crop to that size)."""
+    if image_size is None:
+        return dict(config)
+    return {**config, "input_size": [config["input_size"][0], int(image_size), int(image_size)]}
+
+
 def diff_data_configs(expected: Mapping[str, Any], actual: Mapping[str, Any], *, tol: float = 1e-6) -> list[str]:
     """Fields in which two data configs differ, each as ``"field: expected X, file has Y"``."""
     out = []

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, normalize_data_config, read_data_config, read_provenance
 from .errors import ExportError, OnnxFileError
 from .files import copy_onnx, move_onnx
+from .options import ORT_OPT_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -34,9 +35,6 @@ EXPORTERS = ("dynamo", "torchscript")
 EXPORT_BATCH = 2
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-#: --onnx-parity-ort-opt value -> onnxruntime.GraphOptimizationLevel member ("all" is ONNX Runtime's default)
-ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                  "all": "ORT_ENABLE_ALL"}
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of parameters; protobuf's limit is 2 GiB
 
 

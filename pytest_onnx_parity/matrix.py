@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .errors import OnnxParityError
-from .export import ORT_OPT_LEVELS
+from .options import ORT_OPT_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -40,12 +40,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AXES", "DEFAULT_PROVIDER", "ORT_OPT_LEVELS", "PRECISIONS", "Variant", "VariantSkip", "convert_precision",
-    "item_id", "missing_provider", "shard_pairs", "sized_config", "variant_export",
+    "item_id", "missing_provider", "shard_pairs", "variant_export",
     "variants_of", "varying_axes",
 ]
 
 AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # precision.PRECISIONS; here too so that parsing options imports nothing heavy
 DEFAULT_PROVIDER = "CPUExecutionProvider"
 PREPROCESSING = ("external", "embedded")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
@@ -74,7 +74,8 @@ def choice_list(*choices: str) -> Any:
         vals = split_list(v)
         bad = [x for x in vals if x not in choices]
         if bad:
-            raise ValueError(f"{', '.join(bad)}: choose from {', '.join(choices)} (comma-separated)")
+            raise ValueError(f"choose one of {', '.join(choices)} or a comma list of them ({', '.join(map(repr, bad))} "
+                             f"{'is' if len(bad) == 1 else 'are'} not)")
         return tuple(vals)
     return parse
 
@@ -208,14 +209,6 @@ def missing_provider(provider: str) -> str | None:
 # -- sizes ------------------------------------------------------------------------------------------------
 
 
-def sized_config(config: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """``config`` with its input size replaced by ``image_size`` (square), or unchanged for None."""
-    if image_size is None:
-        return dict(config)
-    c = config["input_size"][0]
-    return {**config, "input_size": [c, image_size, image_size]}
-
-
 def native_size(config: dict[str, Any]) -> int | list[int]:
     h, w = config["input_size"][1:]
     return int(h) if h == w else [int(h), int(w)]
@@ -309,16 +302,13 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
 
 def convert_precision(src: Path, dst: Path, precision: str, *, images: str | None = None) -> None:
     """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py."""
-    try:
-        from . import precision as prec
-    except ImportError:  # pragma: no cover - until the precision module is on this branch
-        raise VariantSkip(f"{precision} variants need pytest_onnx_parity.precision, which this installation lacks") from None
     if precision == "fp16":
-        prec.to_fp16(src, dst)
+        from .precision import to_fp16
+
+        to_fp16(src, dst)
     elif precision == "int8":
         from .quantize import calibration_images, to_int8
 
-        prec.precision_profile("int8")
         to_int8(src, dst, calibration_images(src, images), mode="static", per_channel=True)
     else:
         raise VariantSkip(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -361,7 +351,7 @@ def layer_tolerance(precision: str) -> dict[str, float]:
     """Keyword arguments for compare_layers on a ``precision`` file (empty: the float32 defaults)."""
     if precision == "fp32":
         return {}
-    from .precision import precision_profile
+    from .tolerances import precision_profile
 
     prof = precision_profile(precision)
     if prof.layer_atol is None or prof.layer_rtol is None:

@@ -9,6 +9,9 @@ from .forward import DEFAULT_BATCH
 from .tolerances import check_pair
 
 LAYER_MODES = ("always", "on-failure", "never")
+#: --onnx-parity-ort-opt value -> onnxruntime.GraphOptimizationLevel member ("all" is ONNX Runtime's default)
+ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
 
 
 @dataclass
@@ -48,8 +51,7 @@ class ParityOptions:
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
-        from .matrix import PRECISIONS
-        from .export import ORT_OPT_LEVELS
+        from .precision import PRECISIONS
 
         if opts.precision not in PRECISIONS:
             raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")

@@ -152,7 +152,7 @@ class ParityRun:
         r.data_config = {k: model_cfg[k] for k in DATA_CONFIG_FIELDS}
         self._guard("data_config", lambda: self._check_data_config(model_cfg))
         from .embedded import feed_for
-        from .matrix import sized_config
+        from .dataconfig import sized_config
 
         self._feed = feed = feed_for(self.embedded)
         x, raw = feed.batch(sized_config(model_cfg, o.image_size), o.batch_size, o.seed)

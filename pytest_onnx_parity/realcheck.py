@@ -45,8 +45,7 @@ def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
                         image_size: int | None = None) -> Callable[[Any], "torch.Tensor"]:
     import timm.data
 
-    from .dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config
-    from .matrix import sized_config
+    from .dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config, sized_config
 
     cfg = resolve_data_config(model)
     if test_time:
@@ -59,7 +58,7 @@ def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
 def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float, float, str]:
     """``(atol, rtol, source)`` of the end-to-end logits: given, or the end-to-end default widened to the
     precision's own profile for fp16 files (source empty when given)."""
-    from .matrix import precision_tolerance
+    from .precision import logits_tolerance
 
     if options.atol is not None:
         return options.atol, options.rtol, ""  # type: ignore[return-value]
@@ -67,7 +66,7 @@ def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float
     scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
     atol, rtol = E2E_ATOL_FACTOR * scale, E2E_RTOL
     source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
-    pair = precision_tolerance(options.precision, expected) if options.precision == "fp16" else None
+    pair = logits_tolerance(options.precision, expected) if options.precision == "fp16" else None
     if pair is not None and pair[0] > atol:
         atol, rtol = pair[0], max(rtol, pair[1])
         source = f"{options.precision} profile (precision.py), logit RMS {scale:.3g}"
@@ -78,8 +77,7 @@ class _Streams:
     """Decode each image once and run both preprocessing paths on worker threads."""
 
     def __init__(self, model: Any, onnx_path: Path, test_time: bool, image_size: int | None = None) -> None:
-        from .dataconfig import read_data_config
-        from .matrix import sized_config
+        from .dataconfig import read_data_config, sized_config
         from .preprocessing import EvalTransform
 
         self.torch_tf = timm_eval_transform(model, test_time, image_size)

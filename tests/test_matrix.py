@@ -62,7 +62,7 @@ def test_shards_cover_every_item_once(n_specs: int) -> None:
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--onnx-parity-precision", "fp32,fp8"], "--onnx-parity-precision: bad value 'fp32,fp8': fp8: choose from fp32, fp16, int8"),
+    (["--onnx-parity-precision", "fp32,fp8"], "--onnx-parity-precision: bad value 'fp32,fp8': choose one of fp32, fp16, int8 or a comma list of them ('fp8' is not)"),
     (["--onnx-parity-ort-opt", "max"], "--onnx-parity-ort-opt: bad value 'max'"),
     (["--onnx-parity-providers", "cuda"], "--onnx-parity-providers: bad value 'cuda'"),
     (["--onnx-parity-image-size", "224,3"], "--onnx-parity-image-size: bad value '224,3'"),
