@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .errors import OnnxParityError, ParityFailure
+from .errors import InconclusiveResult, OnnxParityError, ParityFailure
 from .files import safe_name
 from .settings import Settings
 
@@ -50,6 +50,9 @@ class ParityItem(pytest.Item):
                 tr.write(f" [{phase}]", cyan=True, flush=True)
 
     def setup(self) -> None:
+        """Build, export and check. A verdict the numbers cannot support (status ``error``: the model
+        could not be built or exported, or it is ill-conditioned) is raised here, so pytest reports
+        the item as an ERROR, never as a FAILED export; ``runtest`` raises only for a failed export."""
         from .parity import ParityOptions, ParityRun
 
         opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights))
@@ -62,12 +65,17 @@ class ParityItem(pytest.Item):
             r.timings["total_s"] = time.perf_counter() - self.run_state._t0
             self._record(r)
             raise
-
-    def runtest(self) -> None:
         result = self.run_state.run_checks()
         self._record(result)
         if self.settings.plots and result.layer_comparison is not None:
             self._plot(result)
+        if result.status == "error":
+            if self.settings.artifacts:
+                self._bundle(result)
+            raise InconclusiveResult(result.failure_message())
+
+    def runtest(self) -> None:
+        result = self.run_state.result
         if not result.passed:
             if self.settings.artifacts:
                 self._bundle(result)

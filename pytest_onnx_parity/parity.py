@@ -239,7 +239,7 @@ class ParityRun:
                 return
         r.checks.append(CheckResult("logits", "passed" if cmp.passed else "failed", cmp.message(title), details))
 
-    def _arbitrate(self, x: np.ndarray, expected: np.ndarray, delta: float, atol: float,
+    def _arbitrate(self, x: np.ndarray, expected: np.ndarray | None, delta: float, atol: float,
                    details: dict[str, Any], module: str | None = None) -> str | None:
         """After a failed comparison: the "inconclusive" message when float rounding explains ``delta``, else None.
 
@@ -252,9 +252,9 @@ class ParityRun:
         assert self.model is not None
         if not np.isfinite(delta):
             return None
-        own = torch_sensitivity(self.model, x, expected, self.options.seed) if module is None else 0.0
+        own = torch_sensitivity(self.model, x, expected, self.options.seed) if expected is not None else 0.0
         arb = float64_arbitration(self.model, x, delta, module=module)
-        if module is None:
+        if expected is not None:
             details["torch_self_sensitivity"] = own
         details["float64"] = arb.to_dict()
         noise = max(own, arb.own)
@@ -263,7 +263,7 @@ class ParityRun:
         self._inconclusive = True
         return (f"inconclusive: ONNX Runtime departs from torch by {delta:.3g} (tolerance {atol:.3g}) at {arb.where}, but "
                 f"the torch model itself is that unstable: its float32 output there differs from float64 by "
-                f"{arb.own:.3g}" + (f", and moves by {own:.3g} for an input change of 1e-6" if module is None else "") +
+                f"{arb.own:.3g}" + (f", and moves by {own:.3g} for an input change of 1e-6" if expected is not None else "") +
                 f". The export is blamed only beyond {ARBITRATION_FACTOR + 1:g}x that. These weights make the model "
                 "ill-conditioned; check it with pretrained or checkpoint weights (NAME=pretrained or NAME=/path/to/weights).")
 
@@ -287,6 +287,10 @@ class ParityRun:
         from .compare import compare_logits
 
         o = self.options
+        if not np.isfinite(batched).all():
+            self.result.checks.append(CheckResult("batch_consistency", "skipped",
+                                                  "not judged: the ONNX outputs hold NaN or Inf (see logits)"))
+            return
         picks = [x.shape[0] - 1]  # the last sample alone: a batch size baked into the graph shows
         singles = np.concatenate([ort_forward(self.session(), x[i:i + 1]) for i in picks])
         cmp = compare_logits(batched[picks], singles, atol=o.atol, rtol=o.rtol)
@@ -304,6 +308,7 @@ class ParityRun:
 
     def _check_layers(self, x: np.ndarray) -> None:
         from .layers import compare_layers
+        from .layers.verdict import coverage, coverage_problem
 
         assert self.model is not None and self.export is not None
         o, r = self.options, self.result
@@ -312,18 +317,28 @@ class ParityRun:
             kwargs["memory_budget"] = o.layer_memory
         cmp = compare_layers(self.model, self.export.path, x[:1], **kwargs)
         r.layer_comparison = cmp
+        details = cmp.to_dict()
+        compared, comparable = coverage(len(cmp.layers), cmp.uncompared)
+        details["coverage"] = {"compared": compared, "comparable": comparable}
         first = cmp.first_divergence
-        r.first_divergence = first.name if first is not None else None
-        details = cmp.to_dict() if hasattr(cmp, "to_dict") else {}
         if first is None:
-            msg = f"{len(cmp.layers)} layers compared, no divergence"
-            if getattr(cmp, "uncompared", None):
-                msg += f"; {len(cmp.uncompared)} modules could not be compared (see details)"
+            thin = coverage_problem(len(cmp.layers), cmp.uncompared, cmp.note)
+            if thin:
+                r.checks.append(CheckResult("layers", "skipped", f"not judged: {thin}", details))
+                return
+            msg = f"{compared} of {comparable} computing modules compared, no divergence"
+            if comparable > compared:
+                msg += f"; {comparable - compared} could not be compared (see details)"
             r.checks.append(CheckResult("layers", "passed", msg, details))
-        else:
-            summary = cmp.summary() if hasattr(cmp, "summary") else f"first divergence at {first.name}"
-            table = cmp.table() if hasattr(cmp, "table") else ""
-            r.checks.append(CheckResult("layers", "failed", f"{summary}\n{table}", details))
+            return
+        r.first_divergence = first.name
+        text = f"{cmp.summary()}\n{cmp.table()}"
+        verdict = self._arbitrate(x[:1], None, first.max_abs_diff, first.tolerance, details, module=first.name)
+        if verdict is not None:
+            r.checks.append(CheckResult("layers", "error", f"{verdict}\n\n{text}", details))
+            return
+        r.checks.append(CheckResult("layers", "failed", f"{text}\n{details['float64']['where']}: "
+                                    "ONNX Runtime's error is well beyond torch float32's own (float64 check)", details))
 
 
 def _model_label(model: Any) -> str:

@@ -153,8 +153,8 @@ def test_file_without_metadata_fails_data_config(tmp_path: Path, export_cache: s
         read_data_config(bare)
 
 
-def test_baked_batch_size_is_caught(tmp_path: Path) -> None:
-    """An export without a dynamic batch axis fails batch consistency instead of passing."""
+def test_batch_mixing_model_fails_batch_consistency(tmp_path: Path) -> None:
+    """A graph whose outputs depend on the other samples of the batch fails batch consistency."""
     import torch
 
     from pytest_onnx_parity.export import write_metadata
