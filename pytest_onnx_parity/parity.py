@@ -164,7 +164,7 @@ class ParityRun:
         x = random_batch(model_cfg, fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
         self._inputs = x
         expected = torch_forward(self.model, x)
-        actual = self._guard_value("logits", lambda: ort_forward(self.session(), x))
+        actual = self._guard_value("logits", lambda: self._ort_logits(x, expected))
         if actual is not None:
             self._check_logits(expected, actual)
             self._check_topk(expected, actual)
@@ -225,6 +225,22 @@ class ParityRun:
         from .forward import fixed_batch
 
         return fixed_batch(self.session()) if self.onnx_file_given else None
+
+    def _ort_logits(self, x: np.ndarray, expected: np.ndarray) -> np.ndarray:
+        """ONNX Runtime's logits on ``x``; an output of another shape than torch's logits is an error naming the fix."""
+        from .errors import OnnxFileError
+        from .forward import logits_output
+
+        actual = ort_forward(self.session(), x)
+        if actual.shape != expected.shape:
+            session = self.session()
+            outs = ", ".join(f"{o.name!r} {list(o.shape)}" for o in session.get_outputs())
+            raise OnnxFileError(
+                f"the file's output {logits_output(session, getattr(self.model, 'num_classes', None), self.options.output)!r} "
+                f"gives shape {tuple(actual.shape)}; torch's logits have shape {tuple(expected.shape)}. "
+                f"The file's outputs: {outs}. Name the logits output (output=NAME, --onnx-parity-output NAME), "
+                "or check that the file was exported from this model.")
+        return actual
 
     def _check_weights(self) -> None:
         """The ``weights`` check, first of every result: the file's initializers against the model's parameters."""

@@ -128,7 +128,8 @@ def _bool(v: Any) -> bool:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models "
+    Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models; "
+           "NAME[=WEIGHTS]@FILE.onnx checks that existing file (relative paths resolve against pytest's rootdir) "
            f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
     Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
            _choice("random", "pretrained"), "random", metavar="random|pretrained"),
