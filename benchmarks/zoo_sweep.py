@@ -3,7 +3,8 @@
 
 Not part of the test suite. It picks the models, runs the gate on them with
 pytest-xdist in shards (as a CI matrix would), merges the shard reports, renders
-the compatibility table and writes the figures into ``docs/compatibility.md``.
+the compatibility table and writes the figures into the ``zoo-sweep`` block of
+``docs/compatibility.md`` (benchmarks/docblock.py; the text around the block is kept).
 
 Selection rule (documented in the output too)
 ---------------------------------------------
@@ -53,7 +54,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docblock import write_block
+
 REPO = Path(__file__).resolve().parents[1]
+TITLE = "# Compatibility of the timm zoo with ONNX export and ONNX Runtime"
 CODE: dict[str, str] = {}  # commit and folder of the package snapshot the gate runs from
 
 PORT_PREFIXES = {"tf", "tv", "gluon", "legacy", "ig", "ssl", "swsl", "fb", "hf", "timm", "dm"}
@@ -455,8 +459,6 @@ def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: 
     wall = _spent(timings)
     n_shards_run = len(timings["shards"])
     lines = [
-        "# Compatibility of the timm zoo with ONNX export and ONNX Runtime",
-        "",
         "Written by `benchmarks/zoo_sweep.py` from the merged gate reports of a real run; nothing here is estimated. ",
         "Re-create it with `python benchmarks/zoo_sweep.py --out DIR` (see the script's docstring).",
         "",
@@ -491,7 +493,7 @@ def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: 
         lines += [f"> **Partial run**: {len(got)} of the {len(models)} chosen models have results "
                   f"({n_shards_run} of {args.shards} shards run). The figures below cover only those.", ""]
     lines += [
-        f"| models checked | passed | failed | errors | gate wall time | throughput |",
+        "| models checked | passed | failed | errors | gate wall time | throughput |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {c['total']} | {c['passed']} | {c['failed']} | {c['error']} | {wall / 60:.1f} min | "
         f"{(c['total'] / (wall / 60)) if wall else 0:.1f} models/min |",
@@ -574,8 +576,7 @@ def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: 
               "| --- | --- | ---: | ---: | ---: |"]
     lines += [f"| {r['family']} | `{r['model']}` | {r['params'] / 1e6:.2f}M | {r['input_side']} | {r['variants']} |"
               for r in sel["chosen"]]
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines) + "\n")
+    write_block(doc, "zoo-sweep", "\n".join(lines), title=TITLE)
 
 
 def _cell(text: str) -> str:
