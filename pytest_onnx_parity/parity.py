@@ -190,6 +190,7 @@ class ParityRun:
         else:
             why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
             r.checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
+        self._point_at_weights()
         r.timings["checks_s"] = time.perf_counter() - t
         statuses = {c.status for c in r.checks}
         r.status = "failed" if "failed" in statuses else "error" if "error" in statuses else "passed"
@@ -241,6 +242,16 @@ class ParityRun:
                 f"The file's outputs: {outs}. Name the logits output (output=NAME, --onnx-parity-output NAME), "
                 "or check that the file was exported from this model.")
         return actual
+
+    def _point_at_weights(self) -> None:
+        """When the weights check failed, the behaviour checks' failures say so first (not "loosen a tolerance")."""
+        weights = self.result.check("weights")
+        if weights is None or weights.status != "failed":
+            return
+        for c in self.result.checks:
+            if c.name in ("logits", "topk", "batch_consistency", "real_images", "layers") and c.status == "failed":
+                c.message = ("The weights check failed: the file holds other weights than the model, so this difference "
+                             "is expected and no tolerance fixes it; fix the weights first (see weights).\n" + c.message)
 
     def _check_weights(self) -> None:
         """The ``weights`` check, first of every result: the file's initializers against the model's parameters."""

@@ -338,3 +338,52 @@ def test_models_without_the_gate_flag_say_so(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--onnx-parity-models", NAME)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "runs only with --onnx-parity" in result.stderr.str()
+
+
+# -- the weights check leads -------------------------------------------------------------------------
+
+
+def test_a_failed_weights_check_leads_the_failure_summary() -> None:
+    from pytest_onnx_parity.results import CheckResult, ParityResult
+
+    r = ParityResult(model="m", status="failed", checks=[
+        CheckResult("weights", "failed", "head.weight differs (40% of values)"),
+        CheckResult("data_config", "passed"),
+        CheckResult("logits", "failed", "Logits not close; tolerance: --onnx-parity-atol/rtol"),
+    ])
+    text = r.failure_message()
+    assert text.index("head.weight differs") < text.index("Logits not close")
+    assert "holds other weights" in text.splitlines()[0] and "loosening a tolerance will not help" in text
+    r.checks[0].status = "passed"
+    assert "holds other weights" not in r.failure_message()  # the rule can tell the two apart
+
+
+def test_weights_check_runs_first_and_the_behaviour_checks_point_at_it(
+        files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call site of weightcheck.compare_weights, with a stand-in that fails."""
+    import sys
+    import types
+
+    from pytest_onnx_parity import check_parity
+
+    seen: list[Any] = []
+
+    class Fake:
+        status, message = "failed", "blocks.0.attn.qkv.weight differs"
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"status": self.status, "message": self.message, "first_differing": ["blocks.0.attn.qkv.weight"]}
+
+    def compare_weights(model: Any, onnx_file: Any) -> Fake:
+        seen.append(Path(onnx_file))
+        return Fake()
+
+    monkeypatch.setitem(sys.modules, "pytest_onnx_parity.weightcheck",
+                        types.SimpleNamespace(compare_weights=compare_weights))
+    r = check_parity(f"{NAME}=random", onnx=files["plain"], **FAST)
+    assert seen == [files["plain"]]
+    assert r.checks[0].name == "weights" and r.checks[0].status == "failed"
+    assert r.checks[0].details["first_differing"] == ["blocks.0.attn.qkv.weight"]
+    logits = r.check("logits")
+    assert logits.status == "failed" and logits.message.startswith("The weights check failed")
+    assert r.failure_message().index("qkv.weight differs") < r.failure_message().index("--- logits ---")
