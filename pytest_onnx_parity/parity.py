@@ -447,10 +447,12 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
                  progress: Callable[[str], None] | None = None, **options: Any) -> ParityResult:
     """Everything one gate item checks; see the module docstring.
 
-    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path)
-    that file is checked instead of a fresh export. Options: exporter, opset,
+    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path), or a
+    spec ``NAME[=WEIGHTS]@FILE.onnx``, that file is checked instead of a fresh export
+    (only read; see docs/shipped-file.md). Options: exporter, opset,
     weights, seed, atol, rtol (together), batch_size, topk, min_agreement,
-    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time.
+    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time,
+    output (the logits output of a file with several).
     A model that cannot be built or exported gives ``status == "error"`` with
     the reason in ``.error`` (``raise_errors=True`` raises instead).
     """
