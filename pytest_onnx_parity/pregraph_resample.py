@@ -1,0 +1,196 @@
+"""Pillow's ``Image.resize`` as ONNX nodes, bit for bit.
+
+Pillow (``src/libImaging/Resample.c``) resizes an 8-bit image in two
+separable passes, horizontal first, each one rounded and clipped to uint8.
+Each pass multiplies the pixels by fixed-point coefficients that depend only on
+the two sizes and the filter:
+
+* ``scale = in / out``, ``filterscale = max(scale, 1)``,
+  ``support = filter_support * filterscale``;
+* output pixel ``x``: ``center = (x + 0.5) * scale``, taps
+  ``xmin = (int)(center - support + 0.5)`` (at least 0) to
+  ``xmax = (int)(center + support + 0.5)`` (at most ``in``), weight
+  ``filter((i - center + 0.5) * (1 / filterscale))``, divided by the sum of the
+  weights (summed in tap order);
+* fixed point with 22 fractional bits: ``(int)(k * 2**22 + 0.5)`` for
+  ``k >= 0``, ``(int)(k * 2**22 - 0.5)`` below, truncated toward zero;
+* each output: ``clip8((2**21 + sum(pixel * kk)) >> 22)``.
+
+This module computes those coefficients inside the graph, from the dynamic
+image size, with the same float64 operations in the same order, and applies
+them as float64 matrix products: the products and sums are integers below
+2**53, so they are exact in any summation order, and ``floor(ss / 2**22)``
+clipped to 0..255 is Pillow's ``clip8``. The weight sum uses ``CumSum``, which
+adds in tap order as the C loop does (taps outside the window are exact zeros).
+
+Only the output rows and columns that survive the centre crop are computed
+(the coefficient matrices are built for those outputs only, and only the
+input rows and columns they touch are read): exact, because the passes are
+separable.
+
+``nearest`` is not a convolution in Pillow (it is an affine transform with an
+accumulated coordinate) and is not built here; timm's pretrained configs use
+``bilinear`` and ``bicubic`` only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FILTERS", "GraphBuilder", "fixed_point_round", "resize_coefficients"]
+
+#: Pillow's filter supports, by timm's interpolation name.
+FILTERS: dict[str, float] = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
+PRECISION_BITS = 22  # Pillow's (32 - 8 - 2)
+
+
+@dataclass
+class GraphBuilder:
+    """A few helpers around ``onnx.helper`` to write a graph as straight-line code."""
+
+    prefix: str = ""
+    nodes: list[Any] = field(default_factory=list)
+    initializers: list[Any] = field(default_factory=list)
+    _count: list[int] = field(default_factory=lambda: [0])  # shared with subgraph builders
+    _consts: dict[tuple, str] = field(default_factory=dict)
+
+    def name(self, hint: str) -> str:
+        self._count[0] += 1
+        return f"{self.prefix}{hint}_{self._count[0]}"
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, node_name: str | None = None, **attrs: Any) -> str:
+        from onnx import helper
+
+        output = out or self.name(op_type.lower())
+        name = node_name or (self.name(op_type.lower() + "_node") if out else output)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name, **attrs))
+        return output
+
+    def const(self, value: Any, dtype: Any = np.float64) -> str:
+        from onnx import numpy_helper
+
+        array = np.asarray(value, dtype=dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            name = self.name("const")
+            self.initializers.append(numpy_helper.from_array(array, name))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def sub(self) -> "GraphBuilder":
+        """A builder for a subgraph (If branch): own nodes, constants shared with this one."""
+        return GraphBuilder(prefix=self.prefix, initializers=self.initializers, _count=self._count, _consts=self._consts)
+
+    def subgraph(self, output: str, name: str) -> Any:
+        from onnx import TensorProto, helper
+
+        final = self.op("Identity", output, out=self.name(name + "_out"))
+        return helper.make_graph(self.nodes, self.prefix + name, [],
+                                 [helper.make_tensor_value_info(final, TensorProto.DOUBLE, None)])
+
+    # float64 / int64 shorthands
+    def f64(self, x: str) -> str:
+        from onnx import TensorProto
+
+        return self.op("Cast", x, to=TensorProto.DOUBLE)
+
+    def i64(self, x: str) -> str:
+        from onnx import TensorProto
+
+        return self.op("Cast", x, to=TensorProto.INT64)
+
+    def where(self, cond: str, a: str, b: str) -> str:
+        return self.op("Where", cond, a, b)
+
+    def guard(self, ok: str, value: str, message: str) -> str:
+        """``value``, but ONNX Runtime fails at node ``message`` when the bool ``ok`` is false.
+
+        ``Range(0, 1, delta)`` with ``delta = 0`` is an error in ONNX Runtime
+        ("delta in Range operator can not be zero"); its node name is the message.
+        """
+        delta = self.op("Squeeze", self.i64(ok))
+        checked = self.op("Range", self.const(0, np.int64), self.const(1, np.int64), delta, node_name=message)
+        # [0] times zero: `value` is unchanged, but depends on the check, which therefore runs first
+        return self.op("Add", value, self.op("Mul", checked, self.const([0], np.int64)))
+
+
+def _filter_nodes(g: GraphBuilder, interpolation: str, x: str, *, cubic_a: float = -0.5) -> str:
+    """Pillow's filter function of ``interpolation`` on the float64 tensor ``x``."""
+    c = g.const
+    zero, one = c(0.0), c(1.0)
+    if interpolation == "box":  # x > -0.5 && x <= 0.5
+        inside = g.op("And", g.op("Greater", x, c(-0.5)), g.op("LessOrEqual", x, c(0.5)))
+        return g.where(inside, one, zero)
+    ax = g.op("Abs", x)
+    if interpolation == "bilinear":
+        return g.where(g.op("Less", ax, one), g.op("Sub", one, ax), zero)
+    if interpolation == "bicubic":
+        # ((a + 2.0) * x - (a + 3.0)) * x * x + 1 ;  (((x - 5) * x + 8) * x - 4) * a
+        near = g.op("Add", g.op("Mul", g.op("Mul", g.op("Sub", g.op("Mul", c(cubic_a + 2.0), ax), c(cubic_a + 3.0)), ax), ax), one)
+        far = g.op("Mul", g.op("Sub", g.op("Mul", g.op("Add", g.op("Mul", g.op("Sub", ax, c(5.0)), ax), c(8.0)), ax), c(4.0)), c(cubic_a))
+        return g.where(g.op("Less", ax, one), near, g.where(g.op("Less", ax, c(2.0)), far, zero))
+    if interpolation == "hamming":
+        # sin(x) / x * (0.54f + 0.46f * cos(x)) with x = |x| * M_PI; the constants are C floats
+        px = g.op("Mul", ax, c(math.pi))
+        window = g.op("Add", c(float(np.float32(0.54))), g.op("Mul", c(float(np.float32(0.46))), g.op("Cos", px)))
+        value = g.op("Mul", g.op("Div", g.op("Sin", px), px), window)
+        return g.where(g.op("Equal", ax, zero), one, g.where(g.op("GreaterOrEqual", ax, one), zero, value))
+    if interpolation == "lanczos":
+        def sinc(v: str) -> str:
+            pv = g.op("Mul", v, c(math.pi))
+            return g.where(g.op("Equal", v, zero), one, g.op("Div", g.op("Sin", pv), pv))
+
+        inside = g.op("And", g.op("LessOrEqual", c(-3.0), x), g.op("Less", x, c(3.0)))
+        return g.where(inside, g.op("Mul", sinc(x), sinc(g.op("Div", x, c(3.0)))), zero)
+    raise ValueError(f"no Pillow convolution filter for interpolation {interpolation!r}")
+
+
+def resize_coefficients(
+    g: GraphBuilder, interpolation: str, in_size: str, out_size: str, start: str, stop: str, *, cubic_a: float = -0.5,
+) -> tuple[str, str, str]:
+    """Pillow's fixed-point coefficients of outputs ``start..stop`` of a resize from ``in_size`` to ``out_size``.
+
+    All four are int64 tensors of shape ``[1]``. Returns ``(kk, lo, hi)``: ``kk``
+    float64 of shape ``(stop - start, hi - lo)`` holding integer coefficients
+    (zeros outside each window), and ``lo``, ``hi`` (int64 ``[1]``): the input
+    range those outputs read.
+    """
+    c = g.const
+    support_of = FILTERS[interpolation]
+    in_f, out_f = g.f64(in_size), g.f64(out_size)
+    scale = g.op("Div", in_f, out_f)  # (double)(in1 - in0) / outSize
+    filterscale = g.op("Max", scale, c([1.0]))
+    support = g.op("Mul", c(support_of), filterscale)
+    ss = g.op("Div", c(1.0), filterscale)
+    xx = g.f64(g.op("Range", g.op("Squeeze", start), g.op("Squeeze", stop), c(1, np.int64)))
+    center = g.op("Mul", g.op("Add", xx, c(0.5)), scale)  # in0 + (xx + 0.5) * scale, in0 = 0
+    xmin = g.op("Max", g.op("Floor", g.op("Add", g.op("Sub", center, support), c(0.5))), c(0.0))
+    xmax = g.op("Min", g.op("Floor", g.op("Add", g.op("Add", center, support), c(0.5))), in_f)
+    # the input range read by these outputs: windows move monotonically
+    lo = g.i64(g.op("Slice", xmin, c([0], np.int64), c([1], np.int64)))
+    hi = g.i64(g.op("Slice", xmax, c([-1], np.int64), c([2**62], np.int64)))
+    i = g.f64(g.op("Range", g.op("Squeeze", lo), g.op("Squeeze", hi), c(1, np.int64)))
+    col = [1]
+    center2 = g.op("Unsqueeze", center, c(col, np.int64))
+    arg = g.op("Mul", g.op("Add", g.op("Sub", i, center2), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
+    w = _filter_nodes(g, interpolation, arg, cubic_a=cubic_a)
+    inside = g.op("And", g.op("GreaterOrEqual", i, g.op("Unsqueeze", xmin, c(col, np.int64))),
+                  g.op("Less", i, g.op("Unsqueeze", xmax, c(col, np.int64))))
+    w = g.where(inside, w, c(0.0))
+    total = g.op("Slice", g.op("CumSum", w, c(1, np.int64)), c([-1], np.int64), c([2**62], np.int64), c([1], np.int64))
+    k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
+    t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
+    r = g.where(g.op("Less", k, c(0.0)), g.op("Sub", t, c(0.5)), g.op("Add", t, c(0.5)))
+    kk = g.where(g.op("Less", r, c(0.0)), g.op("Ceil", r), g.op("Floor", r))  # (int) truncates toward zero
+    return kk, lo, hi
+
+
+def fixed_point_round(g: GraphBuilder, ss: str, *, rounding: str = "Floor") -> str:
+    """Pillow's ``clip8((2**21 + ss) >> 22)`` on float64 integer sums ``ss``."""
+    c = g.const
+    ss = g.op("Add", ss, c(float(1 << (PRECISION_BITS - 1))))
+    shifted = g.op(rounding, g.op("Mul", ss, c(2.0 ** -PRECISION_BITS)))
+    return g.op("Min", g.op("Max", shifted, c(0.0)), c(255.0))

@@ -1,0 +1,194 @@
+"""The weights check: passes on exports of the same weights, fails on other weights, names a changed layer."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pytest_onnx_parity as P
+from pytest_onnx_parity.errors import OnnxParityError
+from pytest_onnx_parity.weightcheck import MIN_EVIDENCE, WeightsCheckError, compare_weights
+
+ARCHS = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext"]
+_MODELS: dict[tuple[str, int], Any] = {}
+
+
+def model(name: str, seed: int = 0) -> Any:
+    if (name, seed) not in _MODELS:
+        _MODELS[(name, seed)] = P.load_model(name, seed=seed)
+    return _MODELS[(name, seed)]
+
+
+def exported(name: str, exporter: str, cache: str) -> Path:
+    return P.export_onnx(model(name), exporter=exporter, cache_dir=cache).path
+
+
+OWN_EXPORTS = [(a, e) for a in ARCHS for e in ("dynamo", "torchscript") if (a, e) != ("test_efficientnet", "dynamo")]
+
+
+@pytest.mark.parametrize(("name", "exporter"), OWN_EXPORTS)  # efficientnet's dynamo export adds 4 s and no new form
+def test_passes_on_the_plugins_own_exports(name: str, exporter: str, export_cache: str) -> None:
+    r = compare_weights(model(name), exported(name, exporter, export_cache))
+    assert r.status == "passed", r.message
+    assert r.passed and not r.differing
+    assert r.coverage >= 0.95 and r.compared >= 0.95 * r.total  # BN folding, transposes, layer scales all found
+    assert r.fraction_differing == 0.0
+    assert "the file holds the model's weights" in r.message
+
+
+def _foreign_exports(tmp_path: Path) -> dict[str, tuple[Any, Path]]:
+    import torch
+    from timm.utils.onnx import onnx_export
+
+    out = {}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = model("test_resnet")
+        onnx_export(m, str(tmp_path / "timm.onnx"), input_size=(3, 64, 64), batch_size=1, check=False)
+        out["timm"] = (m, tmp_path / "timm.onnx")
+        v = model("test_vit")
+        torch.onnx.export(v, torch.randn(1, *v.pretrained_cfg["input_size"]), str(tmp_path / "plain.onnx"), dynamo=False)
+        out["plain"] = (v, tmp_path / "plain.onnx")
+    m.eval()
+    v.eval()
+    return out
+
+
+def test_passes_on_timm_and_plain_torch_exports(tmp_path: Path) -> None:
+    for way, (m, path) in _foreign_exports(tmp_path).items():
+        r = compare_weights(m, path)
+        assert r.status == "passed", f"{way}: {r.message}"
+        assert r.coverage >= 0.95, way
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_file_with_another_seed_fails_naming_the_fix(exporter: str, export_cache: str) -> None:
+    r = compare_weights(model("test_resnet", seed=1), exported("test_resnet", exporter, export_cache))
+    assert r.status == "failed"
+    assert r.matched == 0 and r.compared == r.total and r.fraction_differing == 1.0
+    assert r.message.startswith("The ONNX file holds other weights than the model under test!")
+    assert "NAME=pretrained" in r.message and "NAME=/path/to/checkpoint" in r.message
+    assert r.differing[0][0] == "conv1.0.weight"  # the first weight of the model, with its difference
+    assert "First differing weight: conv1.0.weight (file tensor " in r.message
+
+
+def test_random_weights_against_a_checkpoint_export_fail(tmp_path: Path) -> None:
+    import torch
+
+    ckpt = tmp_path / "trained.pth"
+    torch.save(model("test_efficientnet", seed=3).state_dict(), ckpt)
+    trained = P.load_model(f"test_efficientnet={ckpt}")
+    path = tmp_path / "trained.onnx"
+    P.export_onnx(trained, path, exporter="torchscript", use_cache=False)
+    assert compare_weights(trained, path).passed
+    r = compare_weights(model("test_efficientnet"), path)  # random weights under test, the file holds the checkpoint
+    assert r.status == "failed" and "other weights" in r.message
+
+
+@pytest.mark.parametrize(("name", "exporter", "layer"), [
+    ("test_resnet", "torchscript", "layer1.0.conv1"),  # conv folded with its BatchNorm, renamed onnx::Conv_*
+    ("test_resnet", "dynamo", "layer2.0.conv2"),  # folded too, the kernel keeps its name
+    ("test_vit", "torchscript", "blocks.0.attn.qkv"),  # MatMul with the transposed weight
+    ("test_convnext", "dynamo", "stages.1.blocks.0.conv_dw"),
+])
+def test_one_layer_changed_by_five_percent_fails_naming_it(name: str, exporter: str, layer: str,
+                                                           export_cache: str, tmp_path: Path) -> None:
+    import onnx
+
+    from pytest_onnx_parity.layers import scale_layer_weights
+
+    m = model(name)
+    faulty = tmp_path / "faulty.onnx"
+    onnx.save(scale_layer_weights(m, exported(name, exporter, export_cache), layer, 1.05), str(faulty))
+    r = compare_weights(m, faulty)
+    assert r.status == "failed"
+    assert [d[0] for d in r.differing] == [f"{layer}.weight"]
+    _, abs_diff, rel = r.differing[0]
+    assert abs_diff > 0 and rel == pytest.approx(0.05, rel=0.02)
+    assert r.message.startswith("The ONNX file's weights differ from the model's in some layers!")
+    assert f"First differing weight: {layer}.weight" in r.message
+    assert "Mismatched weights: 1 / " in r.message and "re-export" in r.message
+
+
+def test_float16_file_passes_at_float16_tolerance_and_still_sees_a_changed_layer(export_cache: str, tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = model("test_resnet")
+    proto = onnx.load(str(exported("test_resnet", "torchscript", export_cache)))
+    for t in proto.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    onnx.save(proto, str(tmp_path / "fp16.onnx"))
+    r = compare_weights(m, tmp_path / "fp16.onnx")
+    assert r.status == "passed", r.message
+    assert "tolerance float16" in r.message and r.rtol > 1e-3
+    strict = compare_weights(m, tmp_path / "fp16.onnx", rtol=1e-6, atol=1e-9)  # float32 rules would call it different
+    assert strict.status == "failed"
+    target = next(t for t in proto.graph.initializer if list(t.dims) == [48, 48, 3, 3])
+    target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * np.float16(1.05), target.name))
+    onnx.save(proto, str(tmp_path / "fp16-fault.onnx"))
+    assert compare_weights(m, tmp_path / "fp16-fault.onnx").status == "failed"
+
+
+def _tiny_file(path: Path, tensors: dict[str, Any]) -> Path:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(a, n) for n, a in tensors.items()]
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])], inits)
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_no_float_weights_is_skipped_not_passed(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = _tiny_file(tmp_path / "int8.onnx", {"w": np.ones((16, 3, 3, 3), np.int8)})
+    r = compare_weights(model("test_resnet"), path)
+    assert r.status == "skipped" and not r.passed
+    assert "no floating-point weights" in r.message
+
+
+def test_nothing_comparable_is_skipped(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = _tiny_file(tmp_path / "other.onnx", {"w": np.full((7, 11), 0.5, np.float32)})
+    r = compare_weights(model("test_resnet"), path)
+    assert r.status == "skipped" and r.compared == 0
+    assert "no weight of the model could be found" in r.message
+
+
+def test_too_little_evidence_is_skipped(tmp_path: Path) -> None:
+    m = model("test_resnet")
+    path = _tiny_file(tmp_path / "head.onnx", {"fc.bias": m.fc.bias.detach().numpy()})  # one matching tensor
+    r = compare_weights(m, path)
+    assert r.matched == 1 and r.coverage < MIN_EVIDENCE
+    assert r.status == "skipped" and "too little evidence" in r.message
+
+
+def test_to_dict_is_json(export_cache: str) -> None:
+    r = compare_weights(model("test_resnet", seed=1), exported("test_resnet", "torchscript", export_cache))
+    d = r.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["status"] == "failed" and d["differing"][0]["name"] == "conv1.0.weight"
+    assert d["differing"][0]["file_tensor"].startswith("onnx::Conv_")
+    empty = compare_weights(model("test_resnet"), _tiny_file(Path(export_cache) / "x.onnx", {}))
+    assert empty.to_dict()["fraction_differing"] is None  # nan -> None
+    json.dumps(empty.to_dict(), allow_nan=False)
+
+
+def test_bad_arguments_raise_clear_errors(export_cache: str, tmp_path: Path) -> None:
+    path = exported("test_resnet", "torchscript", export_cache)
+    with pytest.raises(WeightsCheckError, match="together"):
+        compare_weights(model("test_resnet"), path, rtol=1e-3)
+    with pytest.raises(WeightsCheckError, match="torch.nn.Module"):
+        compare_weights(42, path)  # type: ignore[arg-type]
+    with pytest.raises(OnnxParityError, match="not found"):
+        compare_weights(model("test_resnet"), tmp_path / "missing.onnx")
