@@ -250,17 +250,14 @@ class ParityRun:
             return
         for c in self.result.checks:
             if c.name in ("logits", "topk", "batch_consistency", "real_images", "layers") and c.status == "failed":
-                c.message = ("The weights check failed: the file holds other weights than the model, so this difference "
+                c.message = ("The weights check failed: the file's weights differ from the model's, so this difference "
                              "is expected and no tolerance fixes it; fix the weights first (see weights).\n" + c.message)
 
     def _check_weights(self) -> None:
         """The ``weights`` check, first of every result: the file's initializers against the model's parameters."""
         assert self.model is not None and self.export is not None
-        try:
-            from .weightcheck import compare_weights
-        except ImportError:  # weightcheck.py not in this build yet
-            self.result.checks.append(CheckResult("weights", "skipped", "not run: this build has no weights check"))
-            return
+        from .weightcheck import compare_weights
+
         try:
             cmp = compare_weights(self.model, self.export.path)
         except OnnxParityError as exc:

@@ -69,7 +69,7 @@ class ParityResult:
         if weights is not None and weights.status == "failed":
             # the weights lead: with other weights every later difference is expected, and no tolerance fixes it
             others = [c.name for c in failed if c is not weights]
-            parts = [f"{self.model}: the ONNX file holds other weights than the model it is checked against "
+            parts = [f"{self.model}: the ONNX file's weights differ from the model's "
                      f"(weights failed{'; then ' + ', '.join(others) if others else ''}). Fix the weights first "
                      "(the spec's =WEIGHTS must be what the file was exported from); loosening a tolerance will not help.",
                      f"--- weights ---\n{weights.message}"]

@@ -19,6 +19,7 @@ from pytest_onnx_parity.errors import OnnxFileError, SpecError
 from pytest_onnx_parity.specs import parse_spec
 
 NAME = "test_vit"
+SCALED = "blocks.0.mlp.fc1.weight"
 FAST = {"layers": "never"}
 
 
@@ -86,6 +87,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _export(Half(model), x.half(), out / "half.onnx", input_names=["images"])
     _export(Two(model), x, out / "two.onnx", output_names=["features", "scores"])
     _export(Two(model), x, out / "two_same.onnx", output_names=["a", "b"])
+    import copy
+
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled.get_parameter(SCALED).mul_(1.05)  # one layer's weights changed by 5%
+    _export(scaled, x, out / "scaled.onnx")
     return {p.stem: p for p in out.iterdir()}
 
 
@@ -141,6 +148,7 @@ def test_before_stamping_only_data_config_fails_and_names_the_stamp_command(file
     statuses = {c.name: c.status for c in r.checks}
     assert r.status == "failed" and [n for n, s in statuses.items() if s == "failed"] == ["data_config"], statuses
     assert statuses["logits"] == statuses["topk"] == "passed" and statuses["layers"] == "passed"
+    assert r.checks[0].name == "weights" and statuses["weights"] == "passed", r.checks[0].message
     msg = r.check("data_config").message
     assert f"onnx-parity stamp {path} --model {NAME}" in msg and "stamp_onnx" in msg
     assert "pretrained config" in msg  # where the data config comes from
@@ -194,12 +202,27 @@ def test_outputs_that_shape_cannot_tell_apart_ask_for_a_name() -> None:
         logits_output(session(["N", 7, 64], ["N", 3, 3]))
 
 
-def test_a_planted_fault_in_a_shipped_file_still_fails(files: dict[str, Path], tmp_path: Path) -> None:
-    """The file path is not a free pass: logits of other weights fail."""
+def test_random_weights_against_a_shipped_file_fail_weights_naming_the_fix(files: dict[str, Path]) -> None:
+    """The seed failure: the file holds the checkpoint's weights, the spec asks for random ones."""
     from pytest_onnx_parity import check_parity
 
     r = check_parity(f"{NAME}=random", onnx=files["plain"], **FAST)
-    assert r.check("logits").status == "failed"
+    weights = r.checks[0]
+    assert weights.name == "weights" and weights.status == "failed"
+    assert "NAME=pretrained" in weights.message and "NAME=/path/to/checkpoint" in weights.message
+    assert r.check("logits").status == "failed" and r.check("logits").message.startswith("The weights check failed")
+    summary = r.failure_message()
+    assert summary.splitlines()[0].startswith(f"{NAME}=random: the ONNX file's weights differ")
+    assert summary.index("--- weights ---") < summary.index("--- logits ---")
+
+
+def test_one_layer_changed_by_5_percent_fails_weights_naming_it(files: dict[str, Path]) -> None:
+    from pytest_onnx_parity import check_parity
+
+    r = check_parity(f"{NAME}={files['ckpt']}", onnx=files["scaled"], **FAST)
+    weights = r.checks[0]
+    assert weights.status == "failed" and f"First differing weight: {SCALED}" in weights.message
+    assert [d["name"] for d in weights.details["differing"]] == [SCALED]
 
 
 def _no_image_input(path: Path) -> Path:
@@ -254,7 +277,8 @@ def test_stamp_then_check_from_the_shell(files: dict[str, Path], tmp_path: Path,
     assert "model" in text and "passed" in text and "max abs diff" in text
     entry = json.loads(report.read_text())["models"][0]
     assert entry["status"] == "passed" and entry["onnx_path"] == str(out.resolve())
-    assert entry["model"] == f"{NAME}={files['ckpt']}@{out}" and entry["checks"][0]["name"] == "weights"
+    assert entry["model"] == f"{NAME}={files['ckpt']}@{out}"
+    assert entry["checks"][0]["name"] == "weights" and entry["checks"][0]["status"] == "passed"
 
     # unstamped: fails (1); usage errors (2) are known before running; a wrong checkpoint cannot be checked (3)
     assert main(["check", str(src), "--model", f"{NAME}={files['ckpt']}", "--onnx-parity-layers", "never"]) == 1
@@ -353,9 +377,9 @@ def test_a_failed_weights_check_leads_the_failure_summary() -> None:
     ])
     text = r.failure_message()
     assert text.index("head.weight differs") < text.index("Logits not close")
-    assert "holds other weights" in text.splitlines()[0] and "loosening a tolerance will not help" in text
+    assert "weights differ" in text.splitlines()[0] and "loosening a tolerance will not help" in text
     r.checks[0].status = "passed"
-    assert "holds other weights" not in r.failure_message()  # the rule can tell the two apart
+    assert "weights differ" not in r.failure_message()  # the rule can tell the two apart
 
 
 def test_weights_check_runs_first_and_the_behaviour_checks_point_at_it(
