@@ -95,7 +95,7 @@ class ParityItem(pytest.Item):
             self.user_properties.append((key, d.get(key)))
         self.user_properties.append(("export_s", d.get("timings", {}).get("export_s")))
         self.user_properties.append(("status", d["status"]))
-        self.add_report_section("call", "onnx-parity", summary_lines([d]))
+        # the summary table is printed once, in the session summary (not again as a captured section)
 
     def _plot(self, result: Any) -> None:
         from .plots import plot_layers
@@ -162,7 +162,7 @@ class GatePlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-        from .specs import expand_patterns
+        from .specs import expand_patterns, resolve_onnx_file
 
         s = self.settings
         try:
@@ -170,6 +170,10 @@ class GatePlugin:
         except OnnxParityError as exc:
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
         except ImportError as exc:  # timm missing when a pattern needs it
+            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+        try:  # NAME[=WEIGHTS]@FILE.onnx: the file must exist before anything runs (relative to the rootdir)
+            specs = [resolve_onnx_file(spec, config.rootpath) for spec in specs]
+        except OnnxParityError as exc:
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
         specs = shard_specs(specs, s.shard)
         new = [ParityItem.from_parent(session, name=f"onnx-parity[{spec.text}]", nodeid=f"onnx-parity[{spec.text}]",

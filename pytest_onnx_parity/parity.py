@@ -60,6 +60,7 @@ class ParityRun:
         self.export: "OnnxExport | None" = None
         self._session: "onnxruntime.InferenceSession | None" = None
         self._tmpdir: str | None = None
+        self._given_file = False  # True when checking a file made elsewhere (onnx= or @FILE)
         self._inconclusive = False  # set when float rounding explains a difference (see _arbitrate)
         self._t0 = time.perf_counter()
 
@@ -74,18 +75,22 @@ class ParityRun:
 
     # -- phases ------------------------------------------------------------
     def prepare(self) -> None:
-        """Build the model and export it (or take the given file). Errors propagate."""
-        from .export import OnnxExport, export_onnx, resolve_model
+        """Build the model and export it (or take the given file). Errors propagate.
+
+        The file to check is ``onnx=`` or the spec's ``@FILE.onnx``; such a file is only read.
+        """
+        from .export import export_onnx, resolve_model
 
         o, r = self.options, self.result
         t = time.perf_counter()
         self.progress("build")
+        onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
         self.model = resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
         spec = getattr(self.model, "onnx_parity_spec", None)
         r.weights = spec.weights if spec is not None else (o.weights or "given module")
         r.timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if self.onnx_arg is None:
+        if onnx_arg is None:
             self.progress("export")
             path = None
             if not o.use_cache:
@@ -97,25 +102,44 @@ class ParityRun:
                                       use_cache=o.use_cache, seed=o.seed)
             self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
         else:
-            from .dataconfig import read_metadata, read_provenance
-
-            path = Path(self.onnx_arg) if not hasattr(self.onnx_arg, "graph") else None
-            if path is None:
-                raise SpecError("check_parity(onnx=...) takes the path of an ONNX file")
-            read_metadata(path)  # parses the file: a clear error for missing or corrupt files
-            try:
-                from .dataconfig import read_data_config
-
-                cfg = read_data_config(path)
-            except MissingMetadataError:
-                cfg = {}
-            self.export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
+            self.export = self._take_file(onnx_arg)
         r.exporter = self.export.exporter or r.exporter
         r.opset = self.export.opset or _file_opset(self.export.path)
         r.cache_hit = self.export.cache_hit
         r.onnx_path = str(self.export.path)
-        r.timings["export_s"] = self.export.export_s if self.onnx_arg is None and not self.export.cache_hit else 0.0
+        r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0
         r.timings["prepare_s"] = time.perf_counter() - t
+
+    def _take_file(self, onnx_arg: Any) -> "OnnxExport":
+        """A file made elsewhere, read (never written): its metadata, and an image input the checks can feed."""
+        from .dataconfig import read_data_config, read_metadata, read_provenance, resolve_data_config
+        from .errors import OnnxFileError
+        from .export import OnnxExport
+        from .forward import choose_logits_output, image_input_problem
+
+        if hasattr(onnx_arg, "graph"):
+            raise SpecError("check_parity(onnx=...) takes the path of an ONNX file")
+        path = Path(onnx_arg).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix.lower() != ".onnx"):
+            raise OnnxFileError(f"{path} is not an ONNX file (expected a file ending in .onnx). Pass the path of the "
+                                ".onnx file your export step wrote.")
+        read_metadata(path)  # parses the file: a clear error for missing or corrupt files
+        try:
+            cfg = read_data_config(path)
+        except MissingMetadataError:
+            cfg = {}
+        export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
+        self.export = export
+        self._given_file = True
+        assert self.model is not None
+        problem = image_input_problem(self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
+        if problem:
+            raise OnnxFileError(f"{path}: {problem}")
+        try:
+            choose_logits_output(self.session(), getattr(self.model, "num_classes", None), self.options.output)
+        except OnnxFileError as exc:
+            raise OnnxFileError(f"{path}: {exc}") from None
+        return export
 
     def session(self) -> "onnxruntime.InferenceSession":
         if self._session is None:
@@ -134,28 +158,39 @@ class ParityRun:
         self.progress("checks")
         model_cfg = resolve_data_config(self.model)
         r.data_config = {k: model_cfg[k] for k in DATA_CONFIG_FIELDS}
+        self._check_weights()
         self._guard("data_config", lambda: self._check_data_config(model_cfg))
-        x = random_batch(model_cfg, o.batch_size, o.seed)
+        fixed = self._fixed_batch()
+        x = random_batch(model_cfg, fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
         self._inputs = x
         expected = torch_forward(self.model, x)
-        actual = self._guard_value("logits", lambda: ort_forward(self.session(), x))
+        actual = self._guard_value("logits", lambda: self._ort_logits(x, expected))
         if actual is not None:
             self._check_logits(expected, actual)
             self._check_topk(expected, actual)
-            self._guard("batch_consistency", lambda: self._check_batch(x, actual))
+            if fixed:
+                r.checks.append(CheckResult("batch_consistency", "skipped",
+                                            f"not run: batch fixed at {fixed} in the file, so every sample runs in a "
+                                            f"batch of {fixed}", {"fixed_batch": fixed}))
+            else:
+                self._guard("batch_consistency", lambda: self._check_batch(x, actual))
         else:
             for name in ("topk", "batch_consistency"):
                 r.checks.append(CheckResult(name, "skipped", "not run: ONNX Runtime could not run the file (see logits)"))
-        if o.real_images:
-            self._guard("real_images", self._check_real_images)
-        else:
+        if not o.real_images:
             r.checks.append(CheckResult("real_images", "skipped", "real-image check turned off"))
+        elif self.onnx_file_given and not self.export.data_config:
+            r.checks.append(CheckResult("real_images", "skipped", "not run: the file carries no data config, so "
+                                        "nothing says how to preprocess a photo for it (see data_config)"))
+        else:
+            self._guard("real_images", self._check_real_images)
         graph_failed = any(c.status in ("failed", "error") for c in r.checks if c.name in ("logits", "topk", "batch_consistency"))
         if o.layers == "always" or (o.layers == "on-failure" and graph_failed):
             self._guard("layers", lambda: self._check_layers(x))
         else:
             why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
             r.checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
+        self._point_at_weights()
         r.timings["checks_s"] = time.perf_counter() - t
         statuses = {c.status for c in r.checks}
         r.status = "failed" if "failed" in statuses else "error" if "error" in statuses else "passed"
@@ -181,6 +216,57 @@ class ParityRun:
             self.result.checks.append(CheckResult(name, "error", str(exc)))
             return None
 
+    @property
+    def onnx_file_given(self) -> bool:
+        """True when the run checks a file made elsewhere (``onnx=`` or ``@FILE``), not its own export."""
+        return self._given_file
+
+    def _fixed_batch(self) -> int | None:
+        """The batch size fixed in a given file (None: dynamic, or the plugin's own export)."""
+        from .forward import fixed_batch
+
+        return fixed_batch(self.session()) if self.onnx_file_given else None
+
+    def _ort_logits(self, x: np.ndarray, expected: np.ndarray) -> np.ndarray:
+        """ONNX Runtime's logits on ``x``; an output of another shape than torch's logits is an error naming the fix."""
+        from .errors import OnnxFileError
+        from .forward import logits_output
+
+        actual = ort_forward(self.session(), x)
+        if actual.shape != expected.shape:
+            session = self.session()
+            outs = ", ".join(f"{o.name!r} {list(o.shape)}" for o in session.get_outputs())
+            raise OnnxFileError(
+                f"the file's output {logits_output(session, getattr(self.model, 'num_classes', None), self.options.output)!r} "
+                f"gives shape {tuple(actual.shape)}; torch's logits have shape {tuple(expected.shape)}. "
+                f"The file's outputs: {outs}. Name the logits output (output=NAME, --onnx-parity-output NAME), "
+                "or check that the file was exported from this model.")
+        return actual
+
+    def _point_at_weights(self) -> None:
+        """When the weights check failed, the behaviour checks' failures say so first (not "loosen a tolerance")."""
+        weights = self.result.check("weights")
+        if weights is None or weights.status != "failed":
+            return
+        for c in self.result.checks:
+            if c.name in ("logits", "topk", "batch_consistency", "real_images", "layers") and c.status == "failed":
+                c.message = ("The weights check failed: the file's weights differ from the model's, so this difference "
+                             "is expected and no tolerance fixes it; fix the weights first (see weights).\n" + c.message)
+
+    def _check_weights(self) -> None:
+        """The ``weights`` check, first of every result: the file's initializers against the model's parameters."""
+        assert self.model is not None and self.export is not None
+        from .weightcheck import compare_weights
+
+        try:
+            cmp = compare_weights(self.model, self.export.path)
+        except OnnxParityError as exc:
+            self.result.checks.append(CheckResult("weights", "error", str(exc)))
+            return
+        d = cmp.to_dict()
+        details = {k: v for k, v in d.items() if k not in ("name", "status", "message")}
+        self.result.checks.append(CheckResult("weights", cmp.status, cmp.message, details))
+
     def _check_data_config(self, model_cfg: dict[str, Any]) -> None:
         from .dataconfig import diff_data_configs, read_data_config
 
@@ -190,15 +276,16 @@ class ParityRun:
         except MissingMetadataError as exc:
             self.result.checks.append(CheckResult(
                 "data_config", "failed",
-                f"{exc}\nWithout it a deployment has to guess mean, std, crop and interpolation "
+                f"{exc}\nFor this model: onnx-parity stamp {self.export.path} --model {_model_label(self.model)}\n"
+                "Without it a deployment has to guess mean, std, crop and interpolation "
                 f"(this model wants {_cfg_brief(model_cfg)}).", {"model": model_cfg, "file": None}))
             return
         diffs = diff_data_configs(model_cfg, file_cfg)
         if diffs:
             msg = ("The ONNX file's data config differs from the model's own, so a deployment that reads it "
                    "preprocesses differently from training:\n  " + "\n  ".join(diffs) +
-                   "\nRe-export with pytest_onnx_parity.export_onnx, or fix the file's metadata "
-                   "(pytest_onnx_parity.export.write_metadata).")
+                   "\nRe-export with pytest_onnx_parity.export_onnx, or write the model's own config into the file: "
+                   f"onnx-parity stamp {self.export.path} --model NAME (pytest_onnx_parity.stamp_onnx).")
             self.result.checks.append(CheckResult("data_config", "failed", msg,
                                                   {"differs": [d.split(":")[0] for d in diffs], "model": model_cfg, "file": file_cfg}))
         else:
@@ -341,6 +428,15 @@ class ParityRun:
                                     "ONNX Runtime's error is well beyond torch float32's own (float64 check)", details))
 
 
+def _spec_onnx_file(model: Any, weights: str | None) -> str | None:
+    """The ``@FILE.onnx`` of a spec (string or ModelSpec), or None."""
+    if isinstance(model, str):
+        from .specs import parse_spec
+
+        return parse_spec(model, default_weights=weights or "random").onnx_file
+    return getattr(model, "onnx_file", None) if type(model).__name__ == "ModelSpec" else None
+
+
 def _model_label(model: Any) -> str:
     from .models import model_name
 
@@ -363,10 +459,12 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
                  progress: Callable[[str], None] | None = None, **options: Any) -> ParityResult:
     """Everything one gate item checks; see the module docstring.
 
-    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path)
-    that file is checked instead of a fresh export. Options: exporter, opset,
+    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path), or a
+    spec ``NAME[=WEIGHTS]@FILE.onnx``, that file is checked instead of a fresh export
+    (only read; see docs/shipped-file.md). Options: exporter, opset,
     weights, seed, atol, rtol (together), batch_size, topk, min_agreement,
-    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time.
+    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time,
+    output (the logits output of a file with several).
     A model that cannot be built or exported gives ``status == "error"`` with
     the reason in ``.error`` (``raise_errors=True`` raises instead).
     """

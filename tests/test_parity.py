@@ -42,7 +42,7 @@ def test_clean_export_passes(exported: dict[str, Any], name: str) -> None:
     result = check_parity(model, onnx=exp.path, **FAST)
     assert result.passed, result.failure_message()
     assert {c.name: c.status for c in result.checks} == {
-        "data_config": "passed", "logits": "passed", "topk": "passed", "batch_consistency": "passed",
+        "weights": "passed", "data_config": "passed", "logits": "passed", "topk": "passed", "batch_consistency": "passed",
         "real_images": "skipped", "layers": "skipped"}
 
 
