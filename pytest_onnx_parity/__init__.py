@@ -40,6 +40,7 @@ _LAZY = {
     "LayerComparison": "layers",
     "LayerResult": "layers",
     "check_parity": "parity",
+    "stamp_onnx": "shipped",
     "ParityResult": "results",
     "CheckResult": "results",
 }
@@ -83,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
     from .models import load_model
     from .parity import check_parity
+    from .shipped import stamp_onnx
     from .results import CheckResult, ParityResult
     from .preprocessing import preprocess
     from .specs import ModelSpec, parse_spec

@@ -1,10 +1,14 @@
-"""Command line: merge the gate's JSON reports and render the compatibility table.
+"""Command line: check and stamp a file made elsewhere, merge the gate's JSON reports, render the table.
 
+    onnx-parity check model.onnx --model NAME=/path/to/checkpoint.safetensors [--report r.json] [gate options]
+    onnx-parity stamp model.onnx --model NAME [-o stamped.onnx]
     python -m pytest_onnx_parity merge shard-1.json shard-2.json -o all.json
     python -m pytest_onnx_parity render all.json --markdown table.md --html table.html
 
-(also installed as ``onnx-parity``). Exit codes: 0 done, 2 usage error or a
-missing/invalid report. Needs neither torch nor onnxruntime.
+(also installed as ``onnx-parity``). ``check`` takes the gate's options (the same
+``OPTIONS`` table, as ``--NOUN`` or ``--onnx-parity-NOUN``) and exits 0 passed, 1 failed,
+2 usage error, 3 could not check. ``merge``/``render`` exit 0 done, 2 usage error or a
+missing/invalid report, and need neither torch nor onnxruntime.
 """
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from typing import Sequence
 from .report import ReportError, load_report, merge_reports, render_html, render_markdown, write_json
 
 USAGE_ERROR = 2
+FAILED = 1
+COULD_NOT_CHECK = 3
+#: gate options that make no sense for one given file
+_NOT_FOR_CHECK = ("models", "shard", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="onnx-parity",
         description="Merge pytest-onnx-parity JSON reports and render the compatibility table.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{merge,render}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,stamp,merge,render}")
     sub.required = True
+
+    from .settings import OPTIONS, attr
+
+    c = sub.add_parser("check", help="Check an ONNX file made anywhere against the model it was exported from",
+                       description="Every check of a gate item on FILE: the same summary table and JSON entry. "
+                                   "Exit 0 passed, 1 failed, 2 usage error, 3 could not check.")
+    c.add_argument("file", metavar="FILE.onnx", help="the ONNX file to check (only read, never written)")
+    c.add_argument("--model", required=True, metavar="SPEC",
+                   help="the model the file was exported from: NAME[=WEIGHTS], e.g. resnet50=/ckpt/model.safetensors")
+    c.add_argument("--report", "--onnx-parity-report", dest="onnx_parity_report", metavar="PATH",
+                   help="Write the JSON report (one entry) to PATH")
+    for opt in OPTIONS:
+        if opt.noun in _NOT_FOR_CHECK:
+            continue
+        names = (f"--{opt.noun}", f"--onnx-parity-{opt.noun}")
+        if opt.ini_type == "bool":
+            c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), action="store_const", const="true", help=opt.help)
+        else:
+            c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), metavar=opt.metavar, help=opt.help)
+
+    st = sub.add_parser("stamp", help="Write a model's data config and provenance into an ONNX file made elsewhere",
+                        description="The data config comes from timm's pretrained config of NAME (nothing is "
+                                    "downloaded). The file is stamped in place, or copied to -o and the copy stamped.")
+    st.add_argument("file", metavar="FILE.onnx", help="the ONNX file to stamp")
+    st.add_argument("--model", required=True, metavar="SPEC", help="the model the file was exported from: NAME[=WEIGHTS]")
+    st.add_argument("-o", "--output", metavar="OUT.onnx", help="write a stamped copy to OUT.onnx instead")
 
     m = sub.add_parser("merge", help="Merge JSON reports (e.g. the shards of a CI matrix) into one",
                        description="Merge schema-1 reports. One entry per model and exporter is kept: a later "
@@ -48,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage
         return int(exc.code or 0)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "stamp":
+        return _stamp(args)
     try:
         if args.command == "merge":
             return _merge(args)
@@ -59,6 +97,89 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onnx-parity {args.command}: error: cannot write {exc.filename or ''}: {exc.strerror or exc}",
               file=sys.stderr)
         return USAGE_ERROR
+
+
+class _ArgsConfig:
+    """What :func:`settings.resolve` reads from pytest's config, from parsed ``check`` arguments (no ini file)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def getoption(self, dest: str) -> object:
+        return True if dest == "onnx_parity" else getattr(self.args, dest, None)
+
+    def getini(self, dest: str) -> None:
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .errors import OnnxParityError
+    from .gate import summary_lines, write_report
+    from .options import ParityOptions
+    from .settings import SettingsError, resolve
+    from .shipped import check_file, file_spec
+
+    try:
+        settings = resolve(_ArgsConfig(args))
+        spec = file_spec(args.model, args.file, default_weights=settings.weights)
+        options = ParityOptions.from_kwargs(**settings.parity_options(weights=spec.weights))
+    except (SettingsError, OnnxParityError) as exc:
+        print(f"onnx-parity check: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"onnx-parity check: {spec.onnx_file} against {spec.name} ({spec.weights} weights)", file=sys.stderr)
+    result = check_file(spec, options, after=lambda run: _extras(run, settings))
+    entry = result.to_dict()
+    entry["model"] = spec.text
+    if not result.passed:
+        print(result.failure_message(), file=sys.stderr)
+        print(file=sys.stderr)
+    print(summary_lines([entry]))
+    if settings.report:
+        try:
+            write_report(Path(settings.report), [entry])
+        except OSError as exc:
+            print(f"onnx-parity check: error: cannot write the report {settings.report}: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+        print(f"onnx-parity report: {settings.report}")
+    return 0 if result.passed else FAILED if result.status == "failed" else COULD_NOT_CHECK
+
+
+def _extras(run: object, settings: object) -> None:
+    """--plots and --artifacts, as the gate writes them."""
+    from .files import safe_name
+
+    result = run.result  # type: ignore[attr-defined]
+    label = safe_name(str(getattr(run, "model_arg", "model")))
+    if settings.plots and result.layer_comparison is not None:  # type: ignore[attr-defined]
+        from .errors import OnnxParityError
+        from .plots import plot_layers
+
+        out = Path(settings.plots)  # type: ignore[attr-defined]
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            plot_layers(result.layer_comparison, out / f"{label}.png", title=label)
+        except OnnxParityError as exc:
+            print(f"onnx-parity check: no plot: {exc}", file=sys.stderr)
+    if settings.artifacts and not result.passed:  # type: ignore[attr-defined]
+        from .artifacts import write_bundle
+
+        print(f"reproducer bundle: {write_bundle(run, Path(settings.artifacts))}", file=sys.stderr)  # type: ignore[arg-type, attr-defined]
+
+
+def _stamp(args: argparse.Namespace) -> int:
+    from .errors import OnnxParityError
+    from .shipped import stamp_onnx
+
+    try:
+        out = stamp_onnx(args.file, args.model, output=args.output)
+    except OnnxParityError as exc:
+        print(f"onnx-parity stamp: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as exc:
+        print(f"onnx-parity stamp: error: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"stamped {out} with the data config and provenance of {args.model}")
+    return 0
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -54,16 +54,44 @@ def normalize_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_data_config(model: "torch.nn.Module") -> dict[str, Any]:
+def resolve_data_config(model: "torch.nn.Module | str") -> dict[str, Any]:
     """The model's own eval data config, resolved the way timm resolves it.
 
-    Test-time settings (``test_input_size``, ``test_crop_pct``) of the model's
-    pretrained config are kept beside the six fields.
+    ``model`` is a timm module or a spec string: a pretrained name
+    (``vit_small_patch16_224.augreg_in21k_ft_in1k``) gives that name's pretrained
+    config, an architecture its default tag's; no weights are downloaded, and the
+    ``=WEIGHTS``/``@FILE`` parts of a spec do not change the config (it always comes
+    from the model's own pretrained config). Test-time settings (``test_input_size``,
+    ``test_crop_pct``) of the pretrained config are kept beside the six fields.
     """
     import timm.data
 
+    if isinstance(model, str) or type(model).__name__ == "ModelSpec":
+        return _spec_data_config(model)  # type: ignore[arg-type]
     config = dict(timm.data.resolve_model_data_config(model))
     pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    for key in TEST_TIME_FIELDS:
+        if pretrained_cfg.get(key) is not None:
+            config[key] = pretrained_cfg[key]
+    return normalize_data_config(config)
+
+
+def _spec_data_config(spec: Any) -> dict[str, Any]:
+    """The data config of a spec's NAME, from timm's pretrained config (no weights, no download)."""
+    import timm.data
+    import timm.models
+
+    from .specs import check_model_name, parse_spec
+
+    name = parse_spec(spec).name if isinstance(spec, str) else spec.name
+    check_model_name(name)
+    cfg = None if name.startswith(("hf-hub:", "local-dir:")) else timm.models.get_pretrained_cfg(name)
+    if cfg is None:  # hub configs live with the model: build it (pretrained=False keeps pretrained_cfg)
+        import timm
+
+        return resolve_data_config(timm.create_model(name, pretrained=False))
+    pretrained_cfg = cfg.to_dict()
+    config = dict(timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg))
     for key in TEST_TIME_FIELDS:
         if pretrained_cfg.get(key) is not None:
             config[key] = pretrained_cfg[key]
@@ -142,9 +170,11 @@ def read_data_config(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, t
     if raw is None:
         where = onnx_file if not hasattr(onnx_file, "graph") else "this ONNX model"
         raise MissingMetadataError(
-            f"{where} carries no data config (metadata key {DATA_CONFIG_KEY!r}). "
-            "Export it with pytest_onnx_parity.export_onnx, or add the metadata with "
-            "pytest_onnx_parity.export.write_metadata(path, data_config)."
+            f"{where} carries no data config (metadata key {DATA_CONFIG_KEY!r}). The data config comes from "
+            "the model's own timm pretrained config (pytest_onnx_parity.resolve_data_config(NAME)); write it "
+            f"into the file with: onnx-parity stamp {where if not hasattr(onnx_file, 'graph') else 'FILE.onnx'} "
+            "--model NAME (or pytest_onnx_parity.stamp_onnx(path, 'NAME')), or export with "
+            "pytest_onnx_parity.export_onnx."
         )
     try:
         config = normalize_data_config(json.loads(raw))

@@ -42,3 +42,8 @@ class ImageError(OnnxParityError):
 
 class ParityFailure(OnnxParityError, AssertionError):
     """A parity assertion failed: torch and ONNX Runtime disagree."""
+
+
+class InconclusiveResult(OnnxParityError):
+    """The numbers cannot support a verdict (an ill-conditioned model, NaN on the torch side,
+    nothing compared): neither a pass nor a failure of the export."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .errors import OnnxParityError, ParityFailure
+from .errors import InconclusiveResult, OnnxParityError, ParityFailure
 from .files import safe_name
 from .settings import Settings
 
@@ -51,6 +51,9 @@ class ParityItem(pytest.Item):
                 tr.write(f" [{phase}]", cyan=True, flush=True)
 
     def setup(self) -> None:
+        """Build, export and check. A verdict the numbers cannot support (status ``error``: the model
+        could not be built or exported, or it is ill-conditioned) is raised here, so pytest reports
+        the item as an ERROR, never as a FAILED export; ``runtest`` raises only for a failed export."""
         from .parity import ParityOptions, ParityRun
 
         from .matrix import VariantSkip, missing_provider
@@ -78,12 +81,17 @@ class ParityItem(pytest.Item):
             r.timings["total_s"] = time.perf_counter() - self.run_state._t0
             self._record(r)
             raise
-
-    def runtest(self) -> None:
         result = self.run_state.run_checks()
         self._record(result)
         if self.settings.plots and result.layer_comparison is not None:
             self._plot(result)
+        if result.status == "error":
+            if self.settings.artifacts:
+                self._bundle(result)
+            raise InconclusiveResult(result.failure_message())
+
+    def runtest(self) -> None:
+        result = self.run_state.result
         if not result.passed:
             if self.settings.artifacts:
                 self._bundle(result)
@@ -103,7 +111,7 @@ class ParityItem(pytest.Item):
             self.user_properties.append((key, d.get(key)))
         self.user_properties.append(("export_s", d.get("timings", {}).get("export_s")))
         self.user_properties.append(("status", d["status"]))
-        self.add_report_section("call", "onnx-parity", summary_lines([d]))
+        # the summary table is printed once, in the session summary (not again as a captured section)
 
     def _plot(self, result: Any) -> None:
         from .plots import plot_layers
@@ -161,7 +169,7 @@ class GatePlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-        from .specs import expand_patterns
+        from .specs import expand_patterns, resolve_onnx_file
 
         s = self.settings
         try:
@@ -169,6 +177,10 @@ class GatePlugin:
         except OnnxParityError as exc:
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
         except ImportError as exc:  # timm missing when a pattern needs it
+            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+        try:  # NAME[=WEIGHTS]@FILE.onnx: the file must exist before anything runs (relative to the rootdir)
+            specs = [resolve_onnx_file(spec, config.rootpath) for spec in specs]
+        except OnnxParityError as exc:
             raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
         from .matrix import item_id, shard_pairs, variants_of, varying_axes
 

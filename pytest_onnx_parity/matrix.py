@@ -244,6 +244,50 @@ def check_size(model: "torch.nn.Module", config: dict[str, Any], image_size: int
                           "or stride)") from None
 
 
+def build_model(model_arg: Any, options: "ParityOptions") -> "torch.nn.Module":
+    """The torch model of a run with image sizes: a spec built by :func:`load_sized_model`, a module as given."""
+    if isinstance(model_arg, str) or type(model_arg).__name__ == "ModelSpec":
+        return load_sized_model(model_arg, weights=options.weights, seed=options.seed)
+    return model_arg
+
+
+def adopt_given_file(run: Any, path: Path) -> None:
+    """A file made elsewhere (a ParityRun's ``onnx=``): its precision and embedded preprocessing come from its
+    metadata; an embedded file's model part is cut out for the per-layer check."""
+    from .dataconfig import read_metadata
+    from .pregraph import embedded_info
+
+    o = run.options
+    precision = read_metadata(path).get("onnx_parity.precision")
+    if o.precision == "fp32" and precision in ("fp16", "int8"):
+        o.precision = precision
+    run.model_part = path
+    if embedded_info(path) is not None:
+        import tempfile
+
+        from .embedded import extract_model_part
+
+        run.embedded = o.embed_preprocessing = True
+        run._tmpdir = run._tmpdir or tempfile.mkdtemp(prefix="onnx-parity-")
+        run.model_part = extract_model_part(path, Path(run._tmpdir) / "model-part.onnx")
+    run.result.variant = variant_dict(o, run.model)
+
+
+def real_images_check(run: Any) -> Any:
+    """The real_images check of a ParityRun, by variant: raw pixels through an embedded file, the int8
+    verdict, or the end-to-end check at the variant's image size."""
+    o = run.options
+    if run.embedded:
+        from .embedded import check_real_images_embedded
+
+        return check_real_images_embedded(run.model, run.session(), o)
+    if o.precision == "int8":
+        return check_int8_real(run.model, run.export.path, run.session(), o, run.result.weights == "random")
+    from .realcheck import check_real_images
+
+    return check_real_images(run.model, run.export.path, run.session(), o, run.progress)
+
+
 def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
     """Raise :class:`VariantSkip` when this variant cannot be checked for this model, naming why."""
     from .dataconfig import resolve_data_config

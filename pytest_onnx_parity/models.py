@@ -106,10 +106,12 @@ def _create_from_file(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Mo
     try:
         return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path), **kwargs)
     except Exception as exc:
+        reason = " ".join(str(exc).split())
+        reason = reason[:400] + ("..." if len(reason) > 400 else "")
         raise WeightsError(
-            f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {_first_line(exc)}. "
-            "Check that the file is a state dict of this architecture (timm's own naming), "
-            f"or use {spec.name}=random"
+            f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {reason}. "
+            f"Check that the file is a state dict of {spec.name} (timm's own naming; a checkpoint of another "
+            f"architecture shows as missing and unexpected keys above), or use {spec.name}=random"
         ) from exc
 
 

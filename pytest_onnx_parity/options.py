@@ -33,6 +33,7 @@ class ParityOptions:
     layer_memory: int | None = None
     test_time: bool = False
     max_accuracy_drop: float = 0.1
+    output: str | None = None  # the logits output of a file with several (None: chosen by shape)
     # the deployment matrix (matrix.py): one value of each axis per run
     precision: str = "fp32"
     ort_opt: str = "all"
@@ -47,7 +48,7 @@ class ParityOptions:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "image_size")})
+        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "output", "image_size")})
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)

@@ -60,8 +60,9 @@ class ParityRun:
         self.export: "OnnxExport | None" = None
         self._session: "onnxruntime.InferenceSession | None" = None
         self._tmpdir: str | None = None
-        self.model_part: Path | None = None  # the file the per-layer check reads (the model without embedded preprocessing)
-        self.embedded = False
+        self._given_file = False  # True when checking a file made elsewhere (onnx= or @FILE)
+        self.model_part: Path | None = None  # what the per-layer check reads: the file without embedded preprocessing
+        self.embedded = False  # the file takes uint8 pixels (embedded.py)
         self._inconclusive = False  # set when float rounding explains a difference (see _arbitrate)
         self._t0 = time.perf_counter()
 
@@ -76,27 +77,26 @@ class ParityRun:
 
     # -- phases ------------------------------------------------------------
     def prepare(self) -> None:
-        """Build the model and export it (or take the given file). Errors propagate."""
-        from .export import OnnxExport, export_onnx, resolve_model
+        """Build the model and export it (or take the given file). Errors propagate.
+
+        The file to check is ``onnx=`` or the spec's ``@FILE.onnx``; such a file is only read.
+        """
+        from .export import export_onnx, resolve_model
 
         o, r = self.options, self.result
         t = time.perf_counter()
         self.progress("build")
-        if o.dynamic_size and (isinstance(self.model_arg, str) or type(self.model_arg).__name__ == "ModelSpec"):
-            from .matrix import load_sized_model
+        onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
+        from .matrix import build_model, check_variant, variant_dict
 
-            self.model = load_sized_model(self.model_arg, weights=o.weights, seed=o.seed)
-        else:
-            self.model = resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
-        r.variant = self._variant()
-        from .matrix import check_variant
-
-        check_variant(self.model, o)  # VariantSkip: a size the model cannot take
+        self.model = build_model(self.model_arg, o) if o.dynamic_size else resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
+        r.variant = variant_dict(o, self.model)
+        check_variant(self.model, o)  # VariantSkip: a variant this model or machine cannot run
         spec = getattr(self.model, "onnx_parity_spec", None)
         r.weights = spec.weights if spec is not None else (o.weights or "given module")
         r.timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if self.onnx_arg is None:
+        if onnx_arg is None:
             self.progress("export")
             path = None
             if not o.use_cache:
@@ -112,26 +112,48 @@ class ParityRun:
             self.embedded = o.embed_preprocessing
             self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
         else:
-            from .dataconfig import read_metadata, read_provenance
-
-            path = Path(self.onnx_arg) if not hasattr(self.onnx_arg, "graph") else None
-            if path is None:
-                raise SpecError("check_parity(onnx=...) takes the path of an ONNX file")
-            read_metadata(path)  # parses the file: a clear error for missing or corrupt files
-            try:
-                from .dataconfig import read_data_config
-
-                cfg = read_data_config(path)
-            except MissingMetadataError:
-                cfg = {}
-            self.export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
-            self._given_file(path)
+            self.export = self._take_file(onnx_arg)
         r.exporter = self.export.exporter or r.exporter
         r.opset = self.export.opset or _file_opset(self.export.path)
         r.cache_hit = self.export.cache_hit
         r.onnx_path = str(self.export.path)
-        r.timings["export_s"] = self.export.export_s if self.onnx_arg is None and not self.export.cache_hit else 0.0
+        r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0
         r.timings["prepare_s"] = time.perf_counter() - t
+
+    def _take_file(self, onnx_arg: Any) -> "OnnxExport":
+        """A file made elsewhere, read (never written): its metadata, and an image input the checks can feed."""
+        from .dataconfig import read_data_config, read_metadata, read_provenance, resolve_data_config
+        from .errors import OnnxFileError
+        from .export import OnnxExport
+        from .forward import choose_logits_output, image_input_problem
+
+        if hasattr(onnx_arg, "graph"):
+            raise SpecError("check_parity(onnx=...) takes the path of an ONNX file")
+        path = Path(onnx_arg).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix.lower() != ".onnx"):
+            raise OnnxFileError(f"{path} is not an ONNX file (expected a file ending in .onnx). Pass the path of the "
+                                ".onnx file your export step wrote.")
+        read_metadata(path)  # parses the file: a clear error for missing or corrupt files
+        try:
+            cfg = read_data_config(path)
+        except MissingMetadataError:
+            cfg = {}
+        export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
+        self.export = export
+        self._given_file = True
+        assert self.model is not None
+        from .matrix import adopt_given_file
+
+        adopt_given_file(self, path)  # precision and embedded preprocessing from the file's metadata
+        problem = None if self.embedded else image_input_problem(
+            self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
+        if problem:
+            raise OnnxFileError(f"{path}: {problem}")
+        try:
+            choose_logits_output(self.session(), getattr(self.model, "num_classes", None), self.options.output)
+        except OnnxFileError as exc:
+            raise OnnxFileError(f"{path}: {exc}") from None
+        return export
 
     def session(self) -> "onnxruntime.InferenceSession":
         if self._session is None:
@@ -150,39 +172,51 @@ class ParityRun:
         self.progress("checks")
         model_cfg = resolve_data_config(self.model)
         r.data_config = {k: model_cfg[k] for k in DATA_CONFIG_FIELDS}
+        self._check_weights()
         self._guard("data_config", lambda: self._check_data_config(model_cfg))
-        from .embedded import feed_for
+        fixed = self._fixed_batch()
         from .dataconfig import sized_config
+        from .embedded import feed_for
 
-        self._feed = feed = feed_for(self.embedded)
-        x, raw = feed.batch(sized_config(model_cfg, o.image_size), o.batch_size, o.seed)
-        self._inputs, self._raw = x, raw
+        self._feed = feed_for(self.embedded)  # float32 batches, or uint8 pixels for a file with embedded preprocessing
+        x, self._raw = self._feed.batch(sized_config(model_cfg, o.image_size),
+                                        fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
+        self._inputs = x
         expected = torch_forward(self.model, x)
-        actual = self._guard_value("logits", lambda: feed.run(self.session(), raw))
+        actual = self._guard_value("logits", lambda: self._ort_logits(x, expected))
         if actual is not None and o.precision == "int8":
-            why = "not run: int8 files are judged by top-1 agreement and accuracy on real images (see real_images)"
+            why = "not run: an int8 file is judged by top-1 agreement and accuracy on real images (see real_images)"
             r.checks += [CheckResult("logits", "skipped", why), CheckResult("topk", "skipped", why)]
             self._guard("batch_consistency", lambda: self._check_batch(x, actual))
         elif actual is not None:
             self._check_logits(expected, actual)
             self._check_topk(expected, actual)
-            self._guard("batch_consistency", lambda: self._check_batch(x, actual))
+            if fixed:
+                r.checks.append(CheckResult("batch_consistency", "skipped",
+                                            f"not run: batch fixed at {fixed} in the file, so every sample runs in a "
+                                            f"batch of {fixed}", {"fixed_batch": fixed}))
+            else:
+                self._guard("batch_consistency", lambda: self._check_batch(x, actual))
         else:
             for name in ("topk", "batch_consistency"):
                 r.checks.append(CheckResult(name, "skipped", "not run: ONNX Runtime could not run the file (see logits)"))
-        if o.real_images:
-            self._guard("real_images", self._check_real_images)
-        else:
+        if not o.real_images:
             r.checks.append(CheckResult("real_images", "skipped", "real-image check turned off"))
+        elif self.onnx_file_given and not self.export.data_config:
+            r.checks.append(CheckResult("real_images", "skipped", "not run: the file carries no data config, so "
+                                        "nothing says how to preprocess a photo for it (see data_config)"))
+        else:
+            self._guard("real_images", self._check_real_images)
         graph_failed = any(c.status in ("failed", "error") for c in r.checks if c.name in ("logits", "topk", "batch_consistency"))
         if o.precision == "int8":
-            r.checks.append(CheckResult("layers", "skipped", "not run: an int8 file differs from torch by whole "
+            r.checks.append(CheckResult("layers", "skipped", "not run: an int8 file departs from torch by whole "
                                         "quantisation steps in every layer by design; its verdict is real_images"))
         elif o.layers == "always" or (o.layers == "on-failure" and graph_failed):
             self._guard("layers", lambda: self._check_layers(x))
         else:
             why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
             r.checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
+        self._point_at_weights()
         r.timings["checks_s"] = time.perf_counter() - t
         statuses = {c.status for c in r.checks}
         r.status = "failed" if "failed" in statuses else "error" if "error" in statuses else "passed"
@@ -208,6 +242,64 @@ class ParityRun:
             self.result.checks.append(CheckResult(name, "error", str(exc)))
             return None
 
+    @property
+    def onnx_file_given(self) -> bool:
+        """True when the run checks a file made elsewhere (``onnx=`` or ``@FILE``), not its own export."""
+        return self._given_file
+
+    def _fixed_batch(self) -> int | None:
+        """The batch size fixed in a given file (None: dynamic, or the plugin's own export)."""
+        from .forward import fixed_batch
+
+        return fixed_batch(self.session()) if self.onnx_file_given else None
+
+    def _ort_logits(self, x: np.ndarray, expected: np.ndarray) -> np.ndarray:
+        """ONNX Runtime's logits on ``x``; an output of another shape than torch's logits is an error naming the fix."""
+        from .errors import OnnxFileError
+        from .forward import logits_output
+
+        actual = self._feed.run(self.session(), self._raw)
+        if actual.shape != expected.shape:
+            session = self.session()
+            outs = ", ".join(f"{o.name!r} {list(o.shape)}" for o in session.get_outputs())
+            raise OnnxFileError(
+                f"the file's output {logits_output(session, getattr(self.model, 'num_classes', None), self.options.output)!r} "
+                f"gives shape {tuple(actual.shape)}; torch's logits have shape {tuple(expected.shape)}. "
+                f"The file's outputs: {outs}. Name the logits output (output=NAME, --onnx-parity-output NAME), "
+                "or check that the file was exported from this model.")
+        return actual
+
+    def _tolerance(self, expected: np.ndarray) -> tuple[float | None, float | None]:
+        """The logits tolerance: given, or the precision's profile (fp16), or None for the float32 defaults."""
+        from .matrix import precision_tolerance
+
+        pair = precision_tolerance(self.options.precision, expected) if self.options.atol is None else None
+        return pair if pair is not None else (self.options.atol, self.options.rtol)
+
+    def _point_at_weights(self) -> None:
+        """When the weights check failed, the behaviour checks' failures say so first (not "loosen a tolerance")."""
+        weights = self.result.check("weights")
+        if weights is None or weights.status != "failed":
+            return
+        for c in self.result.checks:
+            if c.name in ("logits", "topk", "batch_consistency", "real_images", "layers") and c.status == "failed":
+                c.message = ("The weights check failed: the file's weights differ from the model's, so this difference "
+                             "is expected and no tolerance fixes it; fix the weights first (see weights).\n" + c.message)
+
+    def _check_weights(self) -> None:
+        """The ``weights`` check, first of every result: the file's initializers against the model's parameters."""
+        assert self.model is not None and self.export is not None
+        from .weightcheck import compare_weights
+
+        try:
+            cmp = compare_weights(self.model, self.export.path)
+        except OnnxParityError as exc:
+            self.result.checks.append(CheckResult("weights", "error", str(exc)))
+            return
+        d = cmp.to_dict()
+        details = {k: v for k, v in d.items() if k not in ("name", "status", "message")}
+        self.result.checks.append(CheckResult("weights", cmp.status, cmp.message, details))
+
     def _check_data_config(self, model_cfg: dict[str, Any]) -> None:
         from .dataconfig import diff_data_configs, read_data_config
 
@@ -217,15 +309,16 @@ class ParityRun:
         except MissingMetadataError as exc:
             self.result.checks.append(CheckResult(
                 "data_config", "failed",
-                f"{exc}\nWithout it a deployment has to guess mean, std, crop and interpolation "
+                f"{exc}\nFor this model: onnx-parity stamp {self.export.path} --model {_model_label(self.model)}\n"
+                "Without it a deployment has to guess mean, std, crop and interpolation "
                 f"(this model wants {_cfg_brief(model_cfg)}).", {"model": model_cfg, "file": None}))
             return
         diffs = diff_data_configs(model_cfg, file_cfg)
         if diffs:
             msg = ("The ONNX file's data config differs from the model's own, so a deployment that reads it "
                    "preprocesses differently from training:\n  " + "\n  ".join(diffs) +
-                   "\nRe-export with pytest_onnx_parity.export_onnx, or fix the file's metadata "
-                   "(pytest_onnx_parity.export.write_metadata).")
+                   "\nRe-export with pytest_onnx_parity.export_onnx, or write the model's own config into the file: "
+                   f"onnx-parity stamp {self.export.path} --model NAME (pytest_onnx_parity.stamp_onnx).")
             self.result.checks.append(CheckResult("data_config", "failed", msg,
                                                   {"differs": [d.split(":")[0] for d in diffs], "model": model_cfg, "file": file_cfg}))
         else:
@@ -267,7 +360,7 @@ class ParityRun:
                 return
         r.checks.append(CheckResult("logits", "passed" if cmp.passed else "failed", cmp.message(title), details))
 
-    def _arbitrate(self, x: np.ndarray, expected: np.ndarray, delta: float, atol: float,
+    def _arbitrate(self, x: np.ndarray, expected: np.ndarray | None, delta: float, atol: float,
                    details: dict[str, Any], module: str | None = None) -> str | None:
         """After a failed comparison: the "inconclusive" message when float rounding explains ``delta``, else None.
 
@@ -280,9 +373,9 @@ class ParityRun:
         assert self.model is not None
         if not np.isfinite(delta):
             return None
-        own = torch_sensitivity(self.model, x, expected, self.options.seed) if module is None else 0.0
+        own = torch_sensitivity(self.model, x, expected, self.options.seed) if expected is not None else 0.0
         arb = float64_arbitration(self.model, x, delta, module=module)
-        if module is None:
+        if expected is not None:
             details["torch_self_sensitivity"] = own
         details["float64"] = arb.to_dict()
         noise = max(own, arb.own)
@@ -291,7 +384,7 @@ class ParityRun:
         self._inconclusive = True
         return (f"inconclusive: ONNX Runtime departs from torch by {delta:.3g} (tolerance {atol:.3g}) at {arb.where}, but "
                 f"the torch model itself is that unstable: its float32 output there differs from float64 by "
-                f"{arb.own:.3g}" + (f", and moves by {own:.3g} for an input change of 1e-6" if module is None else "") +
+                f"{arb.own:.3g}" + (f", and moves by {own:.3g} for an input change of 1e-6" if expected is not None else "") +
                 f". The export is blamed only beyond {ARBITRATION_FACTOR + 1:g}x that. These weights make the model "
                 "ill-conditioned; check it with pretrained or checkpoint weights (NAME=pretrained or NAME=/path/to/weights).")
 
@@ -316,6 +409,10 @@ class ParityRun:
         from .compare import compare_logits
 
         o = self.options
+        if not np.isfinite(batched).all():
+            self.result.checks.append(CheckResult("batch_consistency", "skipped",
+                                                  "not judged: the ONNX outputs hold NaN or Inf (see logits)"))
+            return
         picks = [x.shape[0] - 1]  # the last sample alone: a batch size baked into the graph shows
         singles = np.concatenate([self._feed.run(self.session(), self._feed.one(self._raw, i)) for i in picks])
         atol, rtol = self._tolerance(batched)
@@ -327,24 +424,14 @@ class ParityRun:
                                               {"samples": picks, "max_abs_diff": cmp.max_abs_diff}))
 
     def _check_real_images(self) -> None:
-        from .realcheck import check_real_images
+        from .matrix import real_images_check
 
         assert self.model is not None and self.export is not None
-        o = self.options
-        if self.embedded:
-            from .embedded import check_real_images_embedded
-
-            check = check_real_images_embedded(self.model, self.session(), o)
-        elif o.precision == "int8":
-            from .matrix import check_int8_real
-
-            check = check_int8_real(self.model, self.export.path, self.session(), o, self.result.weights == "random")
-        else:
-            check = check_real_images(self.model, self.export.path, self.session(), o, self.progress)
-        self.result.checks.append(check)
+        self.result.checks.append(real_images_check(self))
 
     def _check_layers(self, x: np.ndarray) -> None:
         from .layers import compare_layers
+        from .layers.verdict import coverage, coverage_problem
 
         assert self.model is not None and self.export is not None
         o, r = self.options, self.result
@@ -356,51 +443,37 @@ class ParityRun:
         kwargs.update(layer_tolerance(o.precision) if o.atol is None else {})
         cmp = compare_layers(self.model, self.model_part or self.export.path, x[:1], **kwargs)
         r.layer_comparison = cmp
+        details = cmp.to_dict()
+        compared, comparable = coverage(len(cmp.layers), cmp.uncompared)
+        details["coverage"] = {"compared": compared, "comparable": comparable}
         first = cmp.first_divergence
-        r.first_divergence = first.name if first is not None else None
-        details = cmp.to_dict() if hasattr(cmp, "to_dict") else {}
         if first is None:
-            msg = f"{len(cmp.layers)} layers compared, no divergence"
-            if getattr(cmp, "uncompared", None):
-                msg += f"; {len(cmp.uncompared)} modules could not be compared (see details)"
+            thin = coverage_problem(len(cmp.layers), cmp.uncompared, cmp.note)
+            if thin:
+                r.checks.append(CheckResult("layers", "skipped", f"not judged: {thin}", details))
+                return
+            msg = f"{compared} of {comparable} computing modules compared, no divergence"
+            if comparable > compared:
+                msg += f"; {comparable - compared} could not be compared (see details)"
             r.checks.append(CheckResult("layers", "passed", msg, details))
-        else:
-            summary = cmp.summary() if hasattr(cmp, "summary") else f"first divergence at {first.name}"
-            table = cmp.table() if hasattr(cmp, "table") else ""
-            r.checks.append(CheckResult("layers", "failed", f"{summary}\n{table}", details))
+            return
+        r.first_divergence = first.name
+        text = f"{cmp.summary()}\n{cmp.table()}"
+        verdict = self._arbitrate(x[:1], None, first.max_abs_diff, first.tolerance, details, module=first.name)
+        if verdict is not None:
+            r.checks.append(CheckResult("layers", "error", f"{verdict}\n\n{text}", details))
+            return
+        r.checks.append(CheckResult("layers", "failed", f"{text}\n{details['float64']['where']}: "
+                                    "ONNX Runtime's error is well beyond torch float32's own (float64 check)", details))
 
 
-    # -- matrix helpers (the logic lives in matrix.py and embedded.py) ------------------
-    def _tolerance(self, expected: np.ndarray) -> tuple[float | None, float | None]:
-        from .matrix import precision_tolerance
+def _spec_onnx_file(model: Any, weights: str | None) -> str | None:
+    """The ``@FILE.onnx`` of a spec (string or ModelSpec), or None."""
+    if isinstance(model, str):
+        from .specs import parse_spec
 
-        o = self.options
-        pair = precision_tolerance(o.precision, expected) if o.atol is None else None
-        return pair if pair is not None else (o.atol, o.rtol)
-
-    def _variant(self) -> dict[str, Any]:
-        from .matrix import variant_dict
-
-        return variant_dict(self.options, self.model)
-
-    def _given_file(self, path: Path) -> None:
-        """A file made elsewhere: its precision and embedded preprocessing come from its metadata."""
-        from .dataconfig import read_metadata
-        from .pregraph import embedded_info
-
-        meta = read_metadata(path)
-        if self.options.precision == "fp32" and meta.get("onnx_parity.precision") in ("fp16", "int8"):
-            self.options.precision = meta["onnx_parity.precision"]
-        self.model_part = path
-        if embedded_info(path) is not None:
-            import tempfile
-
-            from .embedded import extract_model_part
-
-            self.embedded = self.options.embed_preprocessing = True
-            self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="onnx-parity-")
-            self.model_part = extract_model_part(path, Path(self._tmpdir) / "model-part.onnx")
-        self.result.variant = self._variant()
+        return parse_spec(model, default_weights=weights or "random").onnx_file
+    return getattr(model, "onnx_file", None) if type(model).__name__ == "ModelSpec" else None
 
 
 def _model_label(model: Any) -> str:
@@ -425,10 +498,12 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
                  progress: Callable[[str], None] | None = None, **options: Any) -> ParityResult:
     """Everything one gate item checks; see the module docstring.
 
-    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path)
-    that file is checked instead of a fresh export. Options: exporter, opset,
+    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path), or a
+    spec ``NAME[=WEIGHTS]@FILE.onnx``, that file is checked instead of a fresh export
+    (only read; see docs/shipped-file.md). Options: exporter, opset,
     weights, seed, atol, rtol (together), batch_size, topk, min_agreement,
-    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time.
+    cache_dir, use_cache, images, real_images, layers, layer_memory, test_time,
+    output (the logits output of a file with several).
     A model that cannot be built or exported gives ``status == "error"`` with
     the reason in ``.error`` (``raise_errors=True`` raises instead).
     """

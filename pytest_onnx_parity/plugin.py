@@ -38,6 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
             settings = replace(settings, cache_dir=str(cache.mkdir("onnx-parity")))
     config.stash[SETTINGS_KEY] = settings
+    typed = [str(a) for a in config.invocation_params.args]  # typed on the command line (not addopts, not ini)
+    if not settings.enabled and any(a == "--onnx-parity-models" or a.startswith("--onnx-parity-models=") for a in typed):
+        raise pytest.UsageError("--onnx-parity-models configures the ONNX parity gate, which runs only with "
+                                "--onnx-parity: add --onnx-parity (and -m onnx_parity to run the gate alone)")
     if settings.enabled:
         from .gate import GatePlugin
 

@@ -66,6 +66,16 @@ class ParityResult:
             parts += [f"--- {c.name} ---\n{c.message}" for c in self.checks if c.status == "error"]
             return "\n\n".join(parts)
         failed = [c for c in self.checks if c.status in ("failed", "error")]
+        weights = self.check("weights")
+        if weights is not None and weights.status == "failed":
+            # the weights lead: with other weights every later difference is expected, and no tolerance fixes it
+            others = [c.name for c in failed if c is not weights]
+            parts = [f"{self.model}: the ONNX file's weights differ from the model's "
+                     f"(weights failed{'; then ' + ', '.join(others) if others else ''}). Fix the weights first "
+                     "(the spec's =WEIGHTS must be what the file was exported from); loosening a tolerance will not help.",
+                     f"--- weights ---\n{weights.message}"]
+            parts += [f"--- {c.name} ---\n{c.message}" for c in failed if c is not weights]
+            return "\n\n".join(parts)
         parts = [f"{self.model}: ONNX export does not behave like the torch model "
                  f"({', '.join(c.name for c in failed)} failed)"]
         if self.first_divergence and self.layer_comparison is not None and hasattr(self.layer_comparison, "summary"):

@@ -93,6 +93,12 @@ def _path(v: str) -> str:
     return str(Path(v).expanduser())
 
 
+def _name(v: str) -> str:
+    if not str(v).strip():
+        raise ValueError("expected a name")
+    return str(v).strip()
+
+
 def _size(v: str) -> int:
     from .errors import SpecError
     from .units import parse_size
@@ -136,7 +142,8 @@ def _bool(v: Any) -> bool:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models "
+    Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models; "
+           "NAME[=WEIGHTS]@FILE.onnx checks that existing file (relative paths resolve against pytest's rootdir) "
            f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
     Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
            _choice("random", "pretrained"), "random", metavar="random|pretrained"),
@@ -174,6 +181,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("test-time", "Use the models' test-time input size and crop (test_input_size, test_crop_pct) where they have them",
            _bool, False, "bool"),
     Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", _shard, None, metavar="K/N"),
+    Option("output", "Name of the logits output of a file with several outputs (default: chosen by shape (N, num_classes))",
+           _name, None, metavar="NAME"),
     Option("artifacts", "Write a reproducer bundle (ONNX file, inputs, outputs, reproduce.py) per failing model into DIR",
            _path, None, metavar="DIR"),
 )
@@ -206,13 +215,16 @@ class Settings:
     test_time: bool = False
     shard: tuple[int, int] | None = None
     artifacts: str | None = None
+    output: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def parity_options(self, **overrides: Any) -> dict[str, Any]:
         opts = dict(exporter=self.exporter[0], opset=self.opset[0] if self.opset else None, weights=None, seed=self.seed, atol=self.atol,
                     rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
                     layers=self.layers, layer_memory=self.layer_memory, test_time=self.test_time,
-                    max_accuracy_drop=self.max_accuracy_drop)
+                    max_accuracy_drop=self.max_accuracy_drop, output=self.output, precision=self.precision[0],
+                    ort_opt=self.ort_opt[0], provider=self.providers[0],
+                    image_size=self.image_size[0] if self.image_size else None)
         opts.update(overrides)
         return opts
 

@@ -1,9 +1,13 @@
-"""Model specs: ``NAME`` or ``NAME=WEIGHTS``.
+"""Model specs: ``NAME``, ``NAME=WEIGHTS`` and ``NAME[=WEIGHTS]@FILE.onnx``.
 
 ``NAME`` is anything ``timm.create_model`` accepts (``resnet18``,
 ``vit_small_patch16_224.augreg_in21k_ft_in1k``, ``hf-hub:org/repo``).
 ``WEIGHTS`` is ``random``, ``pretrained`` or the path of a local checkpoint
 (``.safetensors``, ``.pth``, ``.pt``, ``.bin``, ``.ckpt``).
+``@FILE.onnx`` (the text after the last ``@``, ending in ``.onnx``) names an
+existing ONNX file, made anywhere, to check against that model instead of the
+plugin's own export; the file is only read. In the gate a relative path resolves
+against pytest's rootdir (see :func:`resolve_onnx_file`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class ModelSpec:
     name: str
     weights: str  # "random", "pretrained" or a checkpoint path
     text: str
+    onnx_file: str | None = None  # NAME[=WEIGHTS]@FILE.onnx: the file to check, as written
 
     @property
     def weights_kind(self) -> str:
@@ -36,12 +41,35 @@ class ModelSpec:
         return self.text
 
 
+def split_onnx_file(text: str) -> tuple[str, str | None]:
+    """``"NAME[=WEIGHTS]@FILE.onnx"`` -> ``("NAME[=WEIGHTS]", "FILE.onnx")``; no ``@``: ``(text, None)``.
+
+    The file is the text after the last ``@`` and must end in ``.onnx``. An ``hf-hub:``
+    name keeps its ``@revision`` (a tail without ``.onnx`` and without a path separator).
+    """
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text, None
+    tail = tail.strip()
+    if tail.lower().endswith(".onnx"):
+        if not head.strip():
+            raise SpecError(f"model spec {text!r} has no model name before '@': write NAME[=WEIGHTS]@{tail}, "
+                            "e.g. resnet18=/path/to/checkpoint.safetensors@model.onnx")
+        return head.strip(), tail
+    if text.strip().startswith("hf-hub:") and "=" not in head and "/" not in tail and "\\" not in tail:
+        return text, None  # hf-hub:org/repo@revision
+    raise SpecError(f"model spec {text!r}: the text after '@' ({tail!r}) is not an ONNX file. Write "
+                    f"NAME[=WEIGHTS]@FILE.onnx with the path of the .onnx file to check (ending in .onnx), "
+                    f"or leave out '@...' to check the plugin's own export.")
+
+
 def parse_spec(text: str, default_weights: str = "random") -> ModelSpec:
-    """Parse ``NAME`` or ``NAME=WEIGHTS``; weights default to ``default_weights``."""
+    """Parse ``NAME``, ``NAME=WEIGHTS`` or ``NAME[=WEIGHTS]@FILE.onnx``; weights default to ``default_weights``."""
     if not isinstance(text, str):
         raise SpecError(f"a model spec is a string NAME or NAME=WEIGHTS, got {type(text).__name__} {text!r}")
     raw = text.strip()
-    name, sep, weights = raw.partition("=")
+    model_part, onnx_file = split_onnx_file(raw)
+    name, sep, weights = model_part.partition("=")
     name, weights = name.strip(), weights.strip()
     if not name:
         raise SpecError(f"model spec {text!r} has no model name: write NAME or NAME=WEIGHTS, e.g. resnet18=random")
@@ -53,7 +81,27 @@ def parse_spec(text: str, default_weights: str = "random") -> ModelSpec:
             f"model spec {text!r}: weights {weights!r} are neither 'random', 'pretrained' nor a checkpoint path "
             f"(a file ending in {', '.join(CHECKPOINT_SUFFIXES)})"
         )
-    return ModelSpec(name=name, weights=weights, text=raw)
+    return ModelSpec(name=name, weights=weights, text=raw, onnx_file=onnx_file)
+
+
+def resolve_onnx_file(spec: ModelSpec, root: "str | Path") -> ModelSpec:
+    """The spec with its ``@FILE`` made absolute against ``root`` (the gate: pytest's rootdir).
+
+    The spec's ``text`` (the item's name) stays as written. Raises :class:`SpecError`
+    naming the fix when the file does not exist.
+    """
+    if spec.onnx_file is None:
+        return spec
+    path = Path(spec.onnx_file).expanduser()
+    if not path.is_absolute():
+        path = Path(root) / path
+    if not path.is_file():
+        raise SpecError(f"model spec {spec.text!r}: ONNX file not found: {path}"
+                        + (f" (relative paths resolve against pytest's rootdir {root})" if not Path(spec.onnx_file).is_absolute() else "")
+                        + ". Give the path of the file to check, e.g. the artifact your export step wrote.")
+    from dataclasses import replace
+
+    return replace(spec, onnx_file=str(path))
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -101,6 +149,9 @@ def expand_patterns(specs: list[str], default_weights: str = "random") -> list[M
     seen: set[str] = set()
     for text in specs:
         spec = parse_spec(text, default_weights)
+        if any(c in spec.name for c in "*?[") and spec.onnx_file is not None:
+            raise SpecError(f"model spec {text!r}: a pattern cannot be checked against one ONNX file; "
+                            "name the model the file was exported from")
         if any(c in spec.name for c in "*?["):
             import timm
 

@@ -42,7 +42,7 @@ def test_clean_export_passes(exported: dict[str, Any], name: str) -> None:
     result = check_parity(model, onnx=exp.path, **FAST)
     assert result.passed, result.failure_message()
     assert {c.name: c.status for c in result.checks} == {
-        "data_config": "passed", "logits": "passed", "topk": "passed", "batch_consistency": "passed",
+        "weights": "passed", "data_config": "passed", "logits": "passed", "topk": "passed", "batch_consistency": "passed",
         "real_images": "skipped", "layers": "skipped"}
 
 
@@ -153,8 +153,8 @@ def test_file_without_metadata_fails_data_config(tmp_path: Path, export_cache: s
         read_data_config(bare)
 
 
-def test_baked_batch_size_is_caught(tmp_path: Path) -> None:
-    """An export without a dynamic batch axis fails batch consistency instead of passing."""
+def test_batch_mixing_model_fails_batch_consistency(tmp_path: Path) -> None:
+    """A graph whose outputs depend on the other samples of the batch fails batch consistency."""
     import torch
 
     from pytest_onnx_parity.export import write_metadata

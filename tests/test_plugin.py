@@ -178,7 +178,7 @@ def test_fixtures_follow_the_marker_without_the_gate(pytester: pytest.Pytester, 
             import torch
             exp = onnx_export()
             assert read_data_config(exp.path) == data_config
-            assert random_batch.shape == (4, 3, 160, 160) and random_batch.dtype == np.float32
+            assert random_batch.shape == (2, 3, 160, 160) and random_batch.dtype == np.float32
             assert real_batch.shape == (4, 3, 160, 160)
             with torch.no_grad():
                 expected = timm_model(torch.from_numpy(real_batch))

@@ -14,7 +14,7 @@ are chosen from measured clean-export errors and planted faults (docs/layers.md)
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .results import LayerResult
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .tracer import Entry
 
-__all__ = ["judge", "measure"]
+__all__ = ["MIN_COVERAGE", "coverage", "coverage_problem", "judge", "measure"]
 
 _BLOCK = 1 << 20  # elements per float64 block of the fallback sums
 
@@ -152,3 +152,36 @@ def judge(
             )
         )
     return out
+
+
+#: Least share of the model's computing modules that the per-layer check must compare before
+#: its "no divergence" counts as evidence (see :func:`coverage`). The plugin's own exports of
+#: resnet18, vit_tiny, convnext_atto and efficientnet_b0 (both exporters) compare all of them;
+#: a file stripped of node names and scope metadata compares none.
+MIN_COVERAGE = 0.5
+
+#: Reasons for not comparing a module that take nothing away from the evidence: the module
+#: computes nothing in eval mode, never runs, or its output is compared through its partner.
+_NEUTRAL = ("identity in eval mode", "not called in the forward", "fused with ", "the exporter folded ")
+
+
+def coverage(compared: int, uncompared: Sequence[Any]) -> tuple[int, int]:
+    """``(compared, comparable)``: modules compared, and modules that compute something of their own."""
+    lost = sum(1 for u in uncompared if not str(getattr(u, "reason", "")).startswith(_NEUTRAL))
+    return compared, compared + lost
+
+
+def coverage_problem(compared: int, uncompared: Sequence[Any], note: str = "") -> str | None:
+    """Why a per-layer comparison is too thin to pass (None when it is not).
+
+    A file stripped of its node names and scope metadata matches no module, and
+    "no divergence among 0 layers" proves nothing.
+    """
+    done, total = coverage(compared, uncompared)
+    share = done / total if total else 0.0
+    if done and share >= MIN_COVERAGE:
+        return None
+    why = f": {note}" if note else ""
+    return (f"only {done} of {total} computing modules could be compared ({share:.0%}, at least {MIN_COVERAGE:.0%} "
+            f"needed){why}. Export with pytest_onnx_parity.export_onnx, or keep the exporter's node names and "
+            "scope metadata (pkg.torch.onnx.name_scopes) in the file.")
