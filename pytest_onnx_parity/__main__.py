@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-o", "--output", metavar="OUT.onnx", help="write a stamped copy to OUT.onnx instead")
 
     m = sub.add_parser("merge", help="Merge JSON reports (e.g. the shards of a CI matrix) into one",
-                       description="Merge schema-1 reports. One entry per model and exporter is kept: a later "
+                       description="Merge schema-1 reports. One entry per model and variant (exporter, opset, precision, ...) is kept: a later "
                                    "report wins over an earlier one, with a note in the merged report.")
     m.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports written by --onnx-parity-report")
     m.add_argument("-o", "--output", metavar="PATH", help="Write the merged report to PATH (default: standard output)")
