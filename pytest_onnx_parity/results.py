@@ -71,8 +71,8 @@ class ParityResult:
             # the weights lead: with other weights every later difference is expected, and no tolerance fixes it
             others = [c.name for c in failed if c is not weights]
             parts = [f"{self.model}: the ONNX file's weights differ from the model's "
-                     f"(weights failed{'; then ' + ', '.join(others) if others else ''}). Fix the weights first "
-                     "(the spec's =WEIGHTS must be what the file was exported from); loosening a tolerance will not help.",
+                     f"(weights failed{'; then ' + ', '.join(others) if others else ''}). The weights check below "
+                     "says which and how to fix it; loosening a tolerance will not help.",
                      f"--- weights ---\n{weights.message}"]
             parts += [f"--- {c.name} ---\n{c.message}" for c in failed if c is not weights]
             return "\n\n".join(parts)

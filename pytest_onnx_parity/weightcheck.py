@@ -199,7 +199,8 @@ def _forms(model: "torch.nn.Module", tracked: dict[str, "np.ndarray"], pairs: di
         mean = bn.running_mean.detach().double().cpu().numpy()
         gamma = bn.weight.detach().double().cpu().numpy() if bn.weight is not None else np.ones_like(var)
         beta = bn.bias.detach().double().cpu().numpy() if bn.bias is not None else np.zeros_like(var)
-        scale = gamma / np.sqrt(var + bn.eps)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a broken norm gives NaN: compared, never equal
+            scale = gamma / np.sqrt(var + bn.eps)
         folded_w = w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
         bias = getattr(conv, "bias", None)
         b = bias.detach().double().cpu().numpy() if bias is not None else np.zeros_like(var)
