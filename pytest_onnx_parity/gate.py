@@ -61,12 +61,21 @@ class ParityItem(pytest.Item):
         axes = self.variant.parity_options() if self.variant is not None else {}
         opts = ParityOptions.from_kwargs(**self.settings.parity_options(weights=self.spec.weights, **axes))
         self.run_state = ParityRun(self.spec, None, opts, progress=self._progress)
+        # the variants of one spec run one after another: build its model once (it is only read by the checks)
+        key = (self.spec.text, opts.weights, opts.seed, opts.dynamic_size)
+        models = self.config.stash.setdefault(MODEL_KEY, {})
+        self.run_state.prebuilt = models.get(key)
         try:
             why = missing_provider(opts.provider)
             if why:
                 raise VariantSkip(why)
+            models.clear()  # one model held at a time
             self.run_state.prepare()
+            if self.run_state.model is not None:
+                models[key] = self.run_state.model
         except VariantSkip as exc:
+            if self.run_state.model is not None:
+                models[key] = self.run_state.model
             r = self.run_state.result
             r.status, r.error = "skipped", str(exc)
             if r.variant is None:
@@ -153,6 +162,7 @@ class ParityItem(pytest.Item):
 
 
 RESULTS_KEY = pytest.StashKey[list]()
+MODEL_KEY = pytest.StashKey[dict]()
 ITEM_RESULT_KEY = pytest.StashKey[dict]()
 REPORT_ATTR = "onnx_parity_result"
 

@@ -61,6 +61,7 @@ class ParityRun:
         self._session: "onnxruntime.InferenceSession | None" = None
         self._tmpdir: str | None = None
         self._given_file = False  # True when checking a file made elsewhere (onnx= or @FILE)
+        self.prebuilt: "torch.nn.Module | None" = None  # a model the gate built for an earlier variant of this spec
         self.model_part: Path | None = None  # what the per-layer check reads: the file without embedded preprocessing
         self.embedded = False  # the file takes uint8 pixels (embedded.py)
         self._inconclusive = False  # set when float rounding explains a difference (see _arbitrate)
@@ -89,7 +90,8 @@ class ParityRun:
         onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
         from .matrix import build_model, check_variant, variant_dict
 
-        self.model = build_model(self.model_arg, o) if o.dynamic_size else resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
+        self.model = self.prebuilt if self.prebuilt is not None else build_model(self.model_arg, o) if o.dynamic_size else \
+            resolve_model(self.model_arg, weights=o.weights, seed=o.seed)
         r.variant = variant_dict(o, self.model)
         check_variant(self.model, o)  # VariantSkip: a variant this model or machine cannot run
         spec = getattr(self.model, "onnx_parity_spec", None)

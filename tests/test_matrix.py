@@ -151,11 +151,14 @@ def test_image_sizes_from_one_dynamic_file(pytester: pytest.Pytester, export_cac
     """A CNN at its own size and at an odd one from the same file; a ViT at a size its patches cannot tile is
     skipped with the reason."""
     result = gate(pytester, export_cache, "--onnx-parity-models", "test_resnet,test_vit", "--onnx-parity-exporter",
-                  "torchscript", "--onnx-parity-image-size", "160,255", "--onnx-parity-layers", "on-failure",
-                  "--onnx-parity-report", "r.json", "-rs")
-    result.assert_outcomes(passed=3, skipped=1)
+                  "torchscript", "--onnx-parity-image-size", "160,255", "--onnx-parity-precision", "fp32,int8",
+                  "--onnx-parity-layers", "on-failure", "--onnx-parity-report", "r.json", "-rs")
+    result.assert_outcomes(passed=3, skipped=5)
     result.stdout.fnmatch_lines(["*SKIPPED*test_vit: the torch model cannot take 255x255 images*patch size*"])
-    entries = {(e["model"], e["variant"]["image_size"]): e for e in json.loads((pytester.path / "r.json").read_text())["models"]}
+    result.stdout.fnmatch_lines(["*SKIPPED*int8 with random weights*would check nothing*"])
+    report = json.loads((pytester.path / "r.json").read_text())["models"]
+    assert {e["status"] for e in report if e["variant"]["precision"] == "int8"} == {"skipped"}
+    entries = {(e["model"], e["variant"]["image_size"]): e for e in report if e["variant"]["precision"] == "fp32"}
     assert entries[("test_resnet", 255)]["onnx_path"] == entries[("test_resnet", 160)]["onnx_path"]
     real = next(c for c in entries[("test_resnet", 255)]["checks"] if c["name"] == "real_images")
     assert real["status"] == "passed"
