@@ -333,7 +333,10 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
 
     labelled = labelled_folder(options.images) if options.images else None
     source: Any = [p for p, _ in labelled] if labelled else options.images
-    x, _ = real_batch(str(path), source, test_time=options.test_time)
+    from .dataconfig import read_data_config, sized_config
+
+    config = sized_config(read_data_config(path, test_time=options.test_time), options.image_size)
+    x, _ = real_batch(config, source)
     e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
     a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
     labels = np.asarray([y for _, y in labelled]) if labelled else None
