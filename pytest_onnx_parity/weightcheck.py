@@ -234,12 +234,21 @@ def _file_tensors(proto: "onnx.ModelProto") -> dict[str, "np.ndarray"]:
     return out
 
 
+def _near(a: "np.ndarray", b: "np.ndarray", rtol: float, atol: float) -> "np.ndarray":
+    """Element-wise: within tolerance, or the very same value (weights are data: a NaN stored in
+    the model and copied into the file is the same weight; the checks of outputs never say so)."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (np.abs(a - b) <= atol + rtol * np.abs(b)) | (a == b) | (np.isnan(a) & np.isnan(b))
+
+
 def _close(a: "np.ndarray", b: "np.ndarray", rtol: float, atol: float) -> bool:
     import numpy as np
 
     a = a.astype(np.float32, copy=False)  # float32 arithmetic rounds at 6e-8 relative, far below any tolerance here
     b = b.astype(np.float32, copy=False)
-    return bool(np.all(np.abs(a - b) <= np.float32(atol) + np.float32(rtol) * np.abs(b)))
+    return bool(np.all(_near(a, b, np.float32(rtol), np.float32(atol))))
 
 
 def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol: float) -> tuple[dict[str, str], set[str]]:
@@ -261,7 +270,7 @@ def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol
         idx = np.unique(np.arange(s, dtype=np.int64) * (n - 1) // max(s - 1, 1))
         sig_f = np.stack([files[k].reshape(-1)[idx].astype(np.float64) for k in names])  # (m, s)
         sig_t = np.stack([f.at(idx).astype(np.float64) for f in cands])  # (k, s)
-        ok = np.all(np.abs(sig_t[:, None, :] - sig_f[None, :, :]) <= atol + rtol * np.abs(sig_f[None, :, :]), axis=-1)
+        ok = np.all(_near(sig_t[:, None, :], sig_f[None, :, :], rtol, atol), axis=-1)
         for i, j in zip(*np.nonzero(ok)):
             form, fname = cands[i], names[j]
             if all(c in matched for c in form.covers) and fname in used:
