@@ -218,6 +218,15 @@ class Settings:
     output: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
+    def __post_init__(self) -> None:
+        # the matrix axes are tuples; a single value (Settings(opset=18), as before the matrix) is one-element
+        for name in ("exporter", "opset", "precision", "ort_opt", "providers", "image_size"):
+            v = getattr(self, name)
+            if v is None or isinstance(v, (str, int)):
+                object.__setattr__(self, name, () if v is None else (v,))
+            elif not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+
     def parity_options(self, **overrides: Any) -> dict[str, Any]:
         opts = dict(exporter=self.exporter[0], opset=self.opset[0] if self.opset else None, weights=None, seed=self.seed, atol=self.atol,
                     rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
