@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FILTERS", "GraphBuilder", "fixed_point_round", "resize_coefficients"]
+__all__ = ["FILTERS", "GraphBuilder", "apply_pass", "fixed_point_round", "resize_coefficients"]
 
 #: Pillow's filter supports, by timm's interpolation name.
 FILTERS: dict[str, float] = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
@@ -150,13 +150,14 @@ def _filter_nodes(g: GraphBuilder, interpolation: str, x: str, *, cubic_a: float
 
 def resize_coefficients(
     g: GraphBuilder, interpolation: str, in_size: str, out_size: str, start: str, stop: str, *, cubic_a: float = -0.5,
-) -> tuple[str, str, str]:
+) -> tuple[str, str]:
     """Pillow's fixed-point coefficients of outputs ``start..stop`` of a resize from ``in_size`` to ``out_size``.
 
-    All four are int64 tensors of shape ``[1]``. Returns ``(kk, lo, hi)``: ``kk``
-    float64 of shape ``(stop - start, hi - lo)`` holding integer coefficients
-    (zeros outside each window), and ``lo``, ``hi`` (int64 ``[1]``): the input
-    range those outputs read.
+    All four are int64 tensors of shape ``[1]``. Returns ``(kk, index)``, both
+    of shape ``(stop - start, K)`` with ``K`` the widest window: ``kk`` float64
+    integer coefficients, ``index`` (int64) the input each one multiplies.
+    Output ``x`` reads ``xmin(x) + j`` for ``j < K``; taps past ``xmax(x)``
+    have coefficient exactly 0 and an index clamped to the image.
     """
     c = g.const
     support_of = FILTERS[interpolation]
@@ -169,23 +170,34 @@ def resize_coefficients(
     center = g.op("Mul", g.op("Add", xx, c(0.5)), scale)  # in0 + (xx + 0.5) * scale, in0 = 0
     xmin = g.op("Max", g.op("Floor", g.op("Add", g.op("Sub", center, support), c(0.5))), c(0.0))
     xmax = g.op("Min", g.op("Floor", g.op("Add", g.op("Add", center, support), c(0.5))), in_f)
-    # the input range read by these outputs: windows move monotonically
-    lo = g.i64(g.op("Slice", xmin, c([0], np.int64), c([1], np.int64)))
-    hi = g.i64(g.op("Slice", xmax, c([-1], np.int64), c([2**62], np.int64)))
-    i = g.f64(g.op("Range", g.op("Squeeze", lo), g.op("Squeeze", hi), c(1, np.int64)))
-    col = [1]
-    center2 = g.op("Unsqueeze", center, c(col, np.int64))
-    arg = g.op("Mul", g.op("Add", g.op("Sub", i, center2), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
+    taps = g.op("Reshape", g.op("ReduceMax", g.i64(g.op("Sub", xmax, xmin))), c([], np.int64))  # K, a scalar
+    j = g.f64(g.op("Range", c(0, np.int64), taps, c(1, np.int64)))
+    col = c([1], np.int64)
+    xmin2 = g.op("Unsqueeze", xmin, col)
+    i = g.op("Add", xmin2, j)  # (outputs, K): the inputs each output reads
+    arg = g.op("Mul", g.op("Add", g.op("Sub", i, g.op("Unsqueeze", center, col)), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
     w = _filter_nodes(g, interpolation, arg, cubic_a=cubic_a)
-    inside = g.op("And", g.op("GreaterOrEqual", i, g.op("Unsqueeze", xmin, c(col, np.int64))),
-                  g.op("Less", i, g.op("Unsqueeze", xmax, c(col, np.int64))))
-    w = g.where(inside, w, c(0.0))
+    w = g.where(g.op("Less", i, g.op("Unsqueeze", xmax, col)), w, c(0.0))
     total = g.op("Slice", g.op("CumSum", w, c(1, np.int64)), c([-1], np.int64), c([2**62], np.int64), c([1], np.int64))
     k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
     t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
     r = g.where(g.op("Less", k, c(0.0)), g.op("Sub", t, c(0.5)), g.op("Add", t, c(0.5)))
     kk = g.where(g.op("Less", r, c(0.0)), g.op("Ceil", r), g.op("Floor", r))  # (int) truncates toward zero
-    return kk, lo, hi
+    index = g.i64(g.op("Min", i, g.op("Sub", in_f, c([1.0]))))
+    return kk, index
+
+
+def apply_pass(g: GraphBuilder, x: str, kk: str, index: str) -> str:
+    """One resize pass on float64 ``x`` of shape ``(inputs, R)``: ``(outputs, R)`` integer sums.
+
+    Gathers each output's ``K`` input rows (whole contiguous rows of ``R``
+    values) and sums them weighted by ``kk``: a batched ``(1, K) x (K, R)``
+    product per output, exact because every product and partial sum is an
+    integer below 2**53.
+    """
+    windows = g.op("Gather", x, index, axis=0)  # (outputs, K, R)
+    sums = g.op("MatMul", g.op("Unsqueeze", kk, g.const([1], np.int64)), windows)  # (outputs, 1, R)
+    return g.op("Squeeze", sums, g.const([1], np.int64))
 
 
 def fixed_point_round(g: GraphBuilder, ss: str, *, rounding: str = "Floor") -> str:
