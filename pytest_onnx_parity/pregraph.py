@@ -130,10 +130,10 @@ def _build(
         short = g.op("Neg", g.op("Min", d, c([0], i64)))  # target - new where the image is smaller
         before = g.op("Div", short, c([2], i64))
         kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count), cubic_a=cubic_a)
-        kept[axis] = (kk, index, before, g.op("Sub", short, before))
+        kept[axis] = (kk, index, count, before, g.op("Sub", short, before))
 
-    kv, rows, top, bottom = kept["h"]
-    kh, cols, left, right = kept["w"]
+    kv, rows, n_rows, top, bottom = kept["h"]
+    kh, cols, n_cols, left, right = kept["w"]
     # read only the rows and columns the kept outputs touch (indices rise with the output)
     first_row, first_col = (g.op("Reshape", g.op("ReduceMin", ix), c([1], i64)) for ix in (rows, cols))
     last_row, last_col = (g.op("Reshape", g.op("ReduceMax", ix), c([1], i64)) for ix in (rows, cols))
@@ -141,31 +141,37 @@ def _build(
     rgb = g.op("Slice", input_name, g.op("Concat", c([0], i64), first_row, first_col, axis=0),
                g.op("Concat", c([3], i64), g.op("Add", last_row, c([1], i64)), g.op("Add", last_col, c([1], i64)),
                     axis=0), c([c_axis, h_axis, w_axis], i64))
-    n_axis = 0
+    if layout == "NHWC":
+        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
 
     def rounded(x: str, sub: GraphBuilder) -> str:
         return fixed_point_round(sub, x, rounding=rounding) if fault != "one_pass" else x
 
-    # Each pass gathers whole rows of the axis it resizes, so that axis goes first: (H or W, rest), the
-    # rest flattened. Pillow 13 resizes vertically first when the height shrinks by more than twice what
-    # the width shrinks (measured; its Resample.c picks the order). Both orders are branches of an If.
+    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest).
+    # Pillow 13 resizes vertically first when the height shrinks by more than twice what the width shrinks
+    # (measured; its Resample.c picks the order). Both orders are branches of an If.
     branches = {}
     for order in ("vertical_first", "horizontal_first"):
         sub = g.sub()
-        first, second = (h_axis, w_axis) if order == "vertical_first" else (w_axis, h_axis)
-        (k1, i1), (k2, i2) = ((kv, rows), (kh, cols)) if order == "vertical_first" else ((kh, cols), (kv, rows))
-        x = sub.op("Transpose", rgb, perm=[first, second, n_axis, c_axis])  # uint8: (A, B, N, 3)
-        dims = sub.op("Shape", x)
-        x = sub.f64(sub.op("Reshape", x, c([0, -1], i64)))
-        x = rounded(apply_pass(sub, x, k1, i1), sub)  # (a, B * N * 3)
-        x = sub.op("Reshape", x, sub.op("Concat", c([0], i64), sub.op("Slice", dims, c([1], i64), c([2], i64)),
-                                        c([-1], i64), axis=0))  # (a, B, N * 3)
-        x = sub.op("Transpose", x, perm=[1, 0, 2])  # (B, a, N * 3)
-        x = sub.op("Reshape", x, c([0, -1], i64))
-        x = rounded(apply_pass(sub, x, k2, i2), sub)  # (b, a * N * 3)
-        x = sub.op("Reshape", x, sub.op("Concat", c([0], i64), sub.op("Slice", sub.op("Shape", k1), c([0], i64), c([1], i64)),
-                                        sub.op("Slice", dims, c([2], i64), c([4], i64)), axis=0))  # (b, a, N, 3)
-        out = sub.op("Transpose", x, perm=[2, 3, 1, 0] if order == "vertical_first" else [2, 3, 0, 1])
+        dims = sub.op("Shape", rgb)
+        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
+        if order == "vertical_first":
+            x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
+            x = rounded(apply_pass(sub, sub.f64(sub.op("Reshape", x, c([0, -1], i64))), kv, rows, n_rows), sub)
+            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_rows, planes, c([-1], i64), axis=0)),
+                       perm=[2, 0, 1])  # (w, oh, N * 3)
+            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kh, cols, n_cols), sub)
+            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_cols, n_rows, planes, axis=0)),
+                       perm=[2, 1, 0])  # (N * 3, oh, ow)
+        else:
+            x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
+            x = rounded(apply_pass(sub, sub.f64(sub.op("Reshape", x, c([0, -1], i64))), kh, cols, n_cols), sub)
+            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_cols, planes, c([-1], i64), axis=0)),
+                       perm=[2, 0, 1])  # (h, ow, N * 3)
+            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kv, rows, n_rows), sub)
+            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_rows, n_cols, planes, axis=0)),
+                       perm=[2, 0, 1])  # (N * 3, oh, ow)
+        out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
         if fault == "one_pass":
             out = sub.op("Min", sub.op("Max", sub.op("Round", sub.op("Mul", out, c(2.0 ** -44))), c(0.0)), c(255.0))
         branches[order] = sub.subgraph(out, order)

@@ -148,56 +148,71 @@ def _filter_nodes(g: GraphBuilder, interpolation: str, x: str, *, cubic_a: float
     raise ValueError(f"no Pillow convolution filter for interpolation {interpolation!r}")
 
 
+#: Outputs per block of the block-banded product (see :func:`resize_coefficients`).
+BLOCK = 16
+
+
 def resize_coefficients(
     g: GraphBuilder, interpolation: str, in_size: str, out_size: str, start: str, stop: str, *, cubic_a: float = -0.5,
+    block: int = BLOCK,
 ) -> tuple[str, str]:
     """Pillow's fixed-point coefficients of outputs ``start..stop`` of a resize from ``in_size`` to ``out_size``.
 
-    All four are int64 tensors of shape ``[1]``. Returns ``(kk, index)``, both
-    of shape ``(stop - start, K)`` with ``K`` the widest window: ``kk`` float64
-    integer coefficients, ``index`` (int64) the input each one multiplies.
-    Output ``x`` reads ``xmin(x) + j`` for ``j < K``; taps past ``xmax(x)``
-    have coefficient exactly 0 and an index clamped to the image.
+    All four are int64 tensors of shape ``[1]``. The outputs go in blocks of
+    ``block`` consecutive ones (the last block repeats output ``stop - 1``);
+    block ``b`` reads the ``L`` consecutive inputs from the first tap of its
+    first output, ``L`` the widest such span. Returns ``(kk, index)``: ``kk``
+    float64 ``(blocks, block, L)`` integer coefficients (exact zeros outside
+    each output's window), ``index`` int64 ``(blocks, L)`` the inputs each
+    block reads (clamped to the image where the span runs past it; their
+    coefficients are zero).
     """
     c = g.const
+    i64 = np.int64
     support_of = FILTERS[interpolation]
     in_f, out_f = g.f64(in_size), g.f64(out_size)
     scale = g.op("Div", in_f, out_f)  # (double)(in1 - in0) / outSize
     filterscale = g.op("Max", scale, c([1.0]))
     support = g.op("Mul", c(support_of), filterscale)
     ss = g.op("Div", c(1.0), filterscale)
-    xx = g.f64(g.op("Range", g.op("Squeeze", start), g.op("Squeeze", stop), c(1, np.int64)))
+    count = g.op("Sub", stop, start)
+    blocks = g.op("Div", g.op("Add", count, c([block - 1], i64)), c([block], i64))
+    xx = g.op("Range", c(0, i64), g.op("Squeeze", g.op("Mul", blocks, c([block], i64))), c(1, i64))
+    xx = g.f64(g.op("Add", g.op("Min", xx, g.op("Sub", count, c([1], i64))), start))
     center = g.op("Mul", g.op("Add", xx, c(0.5)), scale)  # in0 + (xx + 0.5) * scale, in0 = 0
     xmin = g.op("Max", g.op("Floor", g.op("Add", g.op("Sub", center, support), c(0.5))), c(0.0))
     xmax = g.op("Min", g.op("Floor", g.op("Add", g.op("Add", center, support), c(0.5))), in_f)
-    taps = g.op("Reshape", g.op("ReduceMax", g.i64(g.op("Sub", xmax, xmin))), c([], np.int64))  # K, a scalar
-    j = g.f64(g.op("Range", c(0, np.int64), taps, c(1, np.int64)))
-    col = c([1], np.int64)
-    xmin2 = g.op("Unsqueeze", xmin, col)
-    i = g.op("Add", xmin2, j)  # (outputs, K): the inputs each output reads
-    arg = g.op("Mul", g.op("Add", g.op("Sub", i, g.op("Unsqueeze", center, col)), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
+    grid = g.op("Concat", blocks, c([block, 1], i64), axis=0)
+    center, xmin, xmax = (g.op("Reshape", v, grid) for v in (center, xmin, xmax))  # (blocks, block, 1)
+    first = g.op("Slice", xmin, c([0], i64), c([1], i64), c([1], i64))  # (blocks, 1, 1): windows rise with x
+    last = g.op("Slice", xmax, c([-1], i64), c([block], i64), c([1], i64))
+    span = g.op("Reshape", g.op("ReduceMax", g.i64(g.op("Sub", last, first))), c([], i64))  # L, a scalar
+    i = g.op("Add", first, g.f64(g.op("Range", c(0, i64), span, c(1, i64))))  # (blocks, 1, L)
+    arg = g.op("Mul", g.op("Add", g.op("Sub", i, center), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
     w = _filter_nodes(g, interpolation, arg, cubic_a=cubic_a)
-    w = g.where(g.op("Less", i, g.op("Unsqueeze", xmax, col)), w, c(0.0))
-    total = g.op("Slice", g.op("CumSum", w, c(1, np.int64)), c([-1], np.int64), c([2**62], np.int64), c([1], np.int64))
+    w = g.where(g.op("And", g.op("GreaterOrEqual", i, xmin), g.op("Less", i, xmax)), w, c(0.0))
+    # the weight sum in tap order, as the C loop adds (the zeros before and after the window change nothing)
+    total = g.op("Slice", g.op("CumSum", w, c(2, i64)), c([-1], i64), c([2**62], i64), c([2], i64))
     k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
     t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
     r = g.where(g.op("Less", k, c(0.0)), g.op("Sub", t, c(0.5)), g.op("Add", t, c(0.5)))
     kk = g.where(g.op("Less", r, c(0.0)), g.op("Ceil", r), g.op("Floor", r))  # (int) truncates toward zero
-    index = g.i64(g.op("Min", i, g.op("Sub", in_f, c([1.0]))))
+    index = g.i64(g.op("Squeeze", g.op("Min", i, g.op("Sub", in_f, c([1.0]))), c([1], i64)))
     return kk, index
 
 
-def apply_pass(g: GraphBuilder, x: str, kk: str, index: str) -> str:
-    """One resize pass on float64 ``x`` of shape ``(inputs, R)``: ``(outputs, R)`` integer sums.
+def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str) -> str:
+    """One resize pass on float64 ``x`` of shape ``(inputs, R)``: the ``(count, R)`` integer sums.
 
-    Gathers each output's ``K`` input rows (whole contiguous rows of ``R``
-    values) and sums them weighted by ``kk``: a batched ``(1, K) x (K, R)``
-    product per output, exact because every product and partial sum is an
-    integer below 2**53.
+    Gathers each block's span of input rows (whole contiguous rows of ``R``
+    values) and multiplies it by the block's coefficients: a batched
+    ``(block, L) x (L, R)`` product, exact because every product and partial
+    sum is an integer below 2**53.
     """
-    windows = g.op("Gather", x, index, axis=0)  # (outputs, K, R)
-    sums = g.op("MatMul", g.op("Unsqueeze", kk, g.const([1], np.int64)), windows)  # (outputs, 1, R)
-    return g.op("Squeeze", sums, g.const([1], np.int64))
+    c = g.const
+    spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
+    sums = g.op("MatMul", kk, spans)  # (blocks, block, R)
+    return g.op("Slice", g.op("Flatten", sums, axis=2), c([0], np.int64), count, c([0], np.int64))
 
 
 def fixed_point_round(g: GraphBuilder, ss: str, *, rounding: str = "Floor") -> str:
