@@ -173,7 +173,7 @@ def _build(
                        perm=[2, 0, 1])  # (N * 3, oh, ow)
         out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
         if fault == "one_pass":
-            out = sub.op("Min", sub.op("Max", sub.op("Round", sub.op("Mul", out, c(2.0 ** -44))), c(0.0)), c(255.0))
+            out = sub.op("Clip", sub.op("Round", out), c(0.0), c(255.0))
         branches[order] = sub.subgraph(out, order)
     shrink_h = g.op("Sub", height, new_h)
     shrink_w = g.op("Sub", width, new_w)

@@ -194,9 +194,9 @@ def resize_coefficients(
     # the weight sum in tap order, as the C loop adds (the zeros before and after the window change nothing)
     total = g.op("Slice", g.op("CumSum", w, c(2, i64)), c([-1], i64), c([2**62], i64), c([2], i64))
     k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
+    # (int)(k * 2**22 + 0.5) for k >= 0, (int)(k * 2**22 - 0.5) below (truncated toward zero), times 2**-22
     t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
-    r = g.where(g.op("Less", k, c(0.0)), g.op("Sub", t, c(0.5)), g.op("Add", t, c(0.5)))
-    kk = g.where(g.op("Less", r, c(0.0)), g.op("Ceil", r), g.op("Floor", r))  # (int) truncates toward zero
+    kk = g.op("Mul", g.op("Floor", g.op("Add", g.op("Abs", t), c(0.5))), g.op("Mul", g.op("Sign", t), c(2.0 ** -PRECISION_BITS)))
     index = g.i64(g.op("Squeeze", g.op("Min", i, g.op("Sub", in_f, c([1.0]))), c([1], i64)))
     return kk, index
 
@@ -215,9 +215,7 @@ def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str) -> str:
     return g.op("Slice", g.op("Flatten", sums, axis=2), c([0], np.int64), count, c([0], np.int64))
 
 
-def fixed_point_round(g: GraphBuilder, ss: str, *, rounding: str = "Floor") -> str:
-    """Pillow's ``clip8((2**21 + ss) >> 22)`` on float64 integer sums ``ss``."""
+def fixed_point_round(g: GraphBuilder, s: str, *, rounding: str = "Floor") -> str:
+    """Pillow's ``clip8((2**21 + ss) >> 22)``, given ``s = ss * 2**-22`` (exact: a power of two) in float64."""
     c = g.const
-    ss = g.op("Add", ss, c(float(1 << (PRECISION_BITS - 1))))
-    shifted = g.op(rounding, g.op("Mul", ss, c(2.0 ** -PRECISION_BITS)))
-    return g.op("Min", g.op("Max", shifted, c(0.0)), c(255.0))
+    return g.op("Clip", g.op(rounding, g.op("Add", s, c(0.5))), c(0.0), c(255.0))
