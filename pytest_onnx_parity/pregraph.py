@@ -157,7 +157,7 @@ def _build(
         planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
         if order == "vertical_first":
             x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
-            x = rounded(apply_pass(sub, sub.f64(sub.op("Reshape", x, c([0, -1], i64))), kv, rows, n_rows), sub)
+            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kv, rows, n_rows, cast=True), sub)
             x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_rows, planes, c([-1], i64), axis=0)),
                        perm=[2, 0, 1])  # (w, oh, N * 3)
             x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kh, cols, n_cols), sub)
@@ -165,7 +165,7 @@ def _build(
                        perm=[2, 1, 0])  # (N * 3, oh, ow)
         else:
             x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
-            x = rounded(apply_pass(sub, sub.f64(sub.op("Reshape", x, c([0, -1], i64))), kh, cols, n_cols), sub)
+            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kh, cols, n_cols, cast=True), sub)
             x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_cols, planes, c([-1], i64), axis=0)),
                        perm=[2, 0, 1])  # (h, ow, N * 3)
             x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kv, rows, n_rows), sub)

@@ -201,7 +201,7 @@ def resize_coefficients(
     return kk, index
 
 
-def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str) -> str:
+def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast: bool = False) -> str:
     """One resize pass on float64 ``x`` of shape ``(inputs, R)``: the ``(count, R)`` integer sums.
 
     Gathers each block's span of input rows (whole contiguous rows of ``R``
@@ -211,6 +211,8 @@ def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str) -> str:
     """
     c = g.const
     spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
+    if cast:  # uint8 pixels: gather the bytes, then widen only what is read
+        spans = g.f64(spans)
     sums = g.op("MatMul", kk, spans)  # (blocks, block, R)
     return g.op("Slice", g.op("Flatten", sums, axis=2), c([0], np.int64), count, c([0], np.int64))
 
