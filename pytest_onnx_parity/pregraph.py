@@ -144,36 +144,36 @@ def _build(
     if layout == "NHWC":
         rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
 
-    def rounded(x: str, sub: GraphBuilder) -> str:
+    def rounded(x: str, sub: GraphBuilder) -> str:  # uint8, or float64 without rounding for that planted fault
         return fixed_point_round(sub, x, rounding=rounding) if fault != "one_pass" else x
 
-    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest).
-    # Pillow 13 resizes vertically first when the height shrinks by more than twice what the width shrinks
-    # (measured; its Resample.c picks the order). Both orders are branches of an If.
+    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
+    # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
+    # twice what the width shrinks (measured; its Resample.c picks the order). Both orders are If branches.
     branches = {}
     for order in ("vertical_first", "horizontal_first"):
         sub = g.sub()
         dims = sub.op("Shape", rgb)
         planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
+        first, second = (kv, rows, n_rows), (kh, cols, n_cols)
         if order == "vertical_first":
             x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
-            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kv, rows, n_rows, cast=True), sub)
-            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_rows, planes, c([-1], i64), axis=0)),
-                       perm=[2, 0, 1])  # (w, oh, N * 3)
-            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kh, cols, n_cols), sub)
-            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_cols, n_rows, planes, axis=0)),
-                       perm=[2, 1, 0])  # (N * 3, oh, ow)
         else:
+            first, second = second, first
             x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
-            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kh, cols, n_cols, cast=True), sub)
-            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_cols, planes, c([-1], i64), axis=0)),
-                       perm=[2, 0, 1])  # (h, ow, N * 3)
-            x = rounded(apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), kv, rows, n_rows), sub)
-            x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", n_rows, n_cols, planes, axis=0)),
-                       perm=[2, 0, 1])  # (N * 3, oh, ow)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first, cast=True)
+        x = rounded(x, sub)  # (a, N * 3 * B)
+        x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
+                   perm=[2, 0, 1])  # (B, a, N * 3)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=fault != "one_pass")
+        x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
+        if fault == "one_pass":  # both passes' 2**-22 scales, one rounding at the end
+            x = sub.op("Clip", sub.op("Round", x), c(0.0), c(255.0))
+            x = sub.op("Cast", x, to=TensorProto.UINT8)
+        else:
+            x = rounded(x, sub)
+        x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
         out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
-        if fault == "one_pass":
-            out = sub.op("Clip", sub.op("Round", out), c(0.0), c(255.0))
         branches[order] = sub.subgraph(out, order)
     shrink_h = g.op("Sub", height, new_h)
     shrink_w = g.op("Sub", width, new_w)
@@ -185,14 +185,15 @@ def _build(
                  else_branch=branches["horizontal_first"])
 
     pads = g.op("Concat", c([0, 0], i64), top, left, c([0, 0], i64), bottom, right, axis=0)
+    image = g.op("Cast", image, to=TensorProto.FLOAT)
     fill = t.fill
     if any(fill):
-        fill_c = c(np.asarray(fill, np.float64).reshape(1, 3, 1, 1))
-        image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0)), fill_c)
+        fill_c = c(np.asarray(fill, np.float32).reshape(1, 3, 1, 1), np.float32)
+        image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0, np.float32)), fill_c)
     else:
-        image = g.op("Pad", image, pads, c(0.0))
+        image = g.op("Pad", image, pads, c(0.0, np.float32))
     # ToTensor and Normalize in float32, as preprocess's lookup table computes them
-    scaled = g.op("Div", g.op("Cast", image, to=TensorProto.FLOAT), c(255.0, np.float32))
+    scaled = g.op("Div", image, c(255.0, np.float32))
     mean = c(np.asarray(t.mean, np.float32).reshape(1, 3, 1, 1), np.float32)
     std = c(np.asarray(t.std, np.float32).reshape(1, 3, 1, 1), np.float32)
     g.op("Div", g.op("Sub", scaled, mean), std, out=output_name)

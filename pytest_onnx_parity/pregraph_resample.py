@@ -89,7 +89,7 @@ class GraphBuilder:
 
         final = self.op("Identity", output, out=self.name(name + "_out"))
         return helper.make_graph(self.nodes, self.prefix + name, [],
-                                 [helper.make_tensor_value_info(final, TensorProto.DOUBLE, None)])
+                                 [helper.make_tensor_value_info(final, TensorProto.UINT8, None)])
 
     # float64 / int64 shorthands
     def f64(self, x: str) -> str:
@@ -213,11 +213,14 @@ def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast
     spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
     if cast:  # uint8 pixels: gather the bytes, then widen only what is read
         spans = g.f64(spans)
+
     sums = g.op("MatMul", kk, spans)  # (blocks, block, R)
     return g.op("Slice", g.op("Flatten", sums, axis=2), c([0], np.int64), count, c([0], np.int64))
 
 
 def fixed_point_round(g: GraphBuilder, s: str, *, rounding: str = "Floor") -> str:
-    """Pillow's ``clip8((2**21 + ss) >> 22)``, given ``s = ss * 2**-22`` (exact: a power of two) in float64."""
+    """Pillow's ``clip8((2**21 + ss) >> 22)``, given ``s = ss * 2**-22`` (exact: a power of two): uint8."""
+    from onnx import TensorProto
+
     c = g.const
-    return g.op("Clip", g.op(rounding, g.op("Add", s, c(0.5))), c(0.0), c(255.0))
+    return g.op("Cast", g.op("Clip", g.op(rounding, g.op("Add", s, c(0.5))), c(0.0), c(255.0)), to=TensorProto.UINT8)
