@@ -149,7 +149,7 @@ def _filter_nodes(g: GraphBuilder, interpolation: str, x: str, *, cubic_a: float
 
 
 #: Outputs per block of the block-banded product (see :func:`resize_coefficients`).
-BLOCK = 16
+BLOCK = 8
 
 
 def resize_coefficients(
