@@ -89,7 +89,8 @@ def _build(
 ) -> "onnx.ModelProto":
     """The graph of ``t``. ``fault`` plants a known error, for tests that must be able to fail:
     ``"cubic_a"`` (a = -0.75), ``"round"`` (round instead of Pillow's floor shift),
-    ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first)."""
+    ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first),
+    ``"span"`` (each block of outputs reads one input too few)."""
     from onnx import TensorProto, helper
 
     if layout not in LAYOUTS:
@@ -129,7 +130,8 @@ def _build(
         count = g.op("Min", new, c([target], i64))
         short = g.op("Neg", g.op("Min", d, c([0], i64)))  # target - new where the image is smaller
         before = g.op("Div", short, c([2], i64))
-        kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count), cubic_a=cubic_a)
+        kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count),
+                                        cubic_a=cubic_a, short_span=fault == "span")
         kept[axis] = (kk, index, count, before, g.op("Sub", short, before))
 
     kv, rows, n_rows, top, bottom = kept["h"]

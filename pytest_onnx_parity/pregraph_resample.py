@@ -154,7 +154,7 @@ BLOCK = 8
 
 def resize_coefficients(
     g: GraphBuilder, interpolation: str, in_size: str, out_size: str, start: str, stop: str, *, cubic_a: float = -0.5,
-    block: int = BLOCK,
+    block: int = BLOCK, short_span: bool = False,
 ) -> tuple[str, str]:
     """Pillow's fixed-point coefficients of outputs ``start..stop`` of a resize from ``in_size`` to ``out_size``.
 
@@ -165,7 +165,8 @@ def resize_coefficients(
     float64 ``(blocks, block, L)`` integer coefficients (exact zeros outside
     each output's window), ``index`` int64 ``(blocks, L)`` the inputs each
     block reads (clamped to the image where the span runs past it; their
-    coefficients are zero).
+    coefficients are zero). ``short_span`` plants a fault for tests: every
+    block reads one input fewer (the widest window loses its last tap).
     """
     c = g.const
     i64 = np.int64
@@ -187,6 +188,8 @@ def resize_coefficients(
     first = g.op("Slice", xmin, c([0], i64), c([1], i64), c([1], i64))  # (blocks, 1, 1): windows rise with x
     last = g.op("Slice", xmax, c([-1], i64), c([block], i64), c([1], i64))
     span = g.op("Reshape", g.op("ReduceMax", g.i64(g.op("Sub", last, first))), c([], i64))  # L, a scalar
+    if short_span:
+        span = g.op("Sub", span, c(1, i64))
     i = g.op("Add", first, g.f64(g.op("Range", c(0, i64), span, c(1, i64))))  # (blocks, 1, L)
     arg = g.op("Mul", g.op("Add", g.op("Sub", i, center), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
     w = _filter_nodes(g, interpolation, arg, cubic_a=cubic_a)
