@@ -17,16 +17,22 @@ the two sizes and the filter:
 * each output: ``clip8((2**21 + sum(pixel * kk)) >> 22)``.
 
 This module computes those coefficients inside the graph, from the dynamic
-image size, with the same float64 operations in the same order, and applies
-them as float64 matrix products: the products and sums are integers below
-2**53, so they are exact in any summation order, and ``floor(ss / 2**22)``
-clipped to 0..255 is Pillow's ``clip8``. The weight sum uses ``CumSum``, which
-adds in tap order as the C loop does (taps outside the window are exact zeros).
+image size, with the same float64 operations in the same order (the weight sum
+uses ``CumSum``, which adds in tap order as the C loop does; taps outside the
+window are exact zeros), and keeps them as ``kk * 2**-22`` (exact: a power of
+two). A pass is block-banded: the outputs go in blocks of :data:`BLOCK`
+consecutive ones; a block reads one span of consecutive input rows (whole
+rows of the tensor ``(axis, everything else)``, gathered as uint8, then
+widened to float64) and multiplies it by its ``(BLOCK, span)`` coefficient
+matrix in one batched float64 product. Every product ``pixel * kk`` and every
+partial sum is an integer times 2**-22 below 2**31 in magnitude, so the
+product is exact in any summation order, and ``floor(s + 0.5)`` clipped to
+0..255 is Pillow's ``clip8``. The work is O(outputs x span) per row, not
+O(outputs x inputs) as a dense matrix would cost.
 
-Only the output rows and columns that survive the centre crop are computed
-(the coefficient matrices are built for those outputs only, and only the
-input rows and columns they touch are read): exact, because the passes are
-separable.
+Only the output rows and columns that survive the centre crop are computed,
+and only the input rows and columns they touch are read: exact, because the
+passes are separable.
 
 ``nearest`` is not a convolution in Pillow (it is an affine transform with an
 accumulated coordinate) and is not built here; timm's pretrained configs use
@@ -162,7 +168,7 @@ def resize_coefficients(
     ``block`` consecutive ones (the last block repeats output ``stop - 1``);
     block ``b`` reads the ``L`` consecutive inputs from the first tap of its
     first output, ``L`` the widest such span. Returns ``(kk, index)``: ``kk``
-    float64 ``(blocks, block, L)`` integer coefficients (exact zeros outside
+    float64 ``(blocks, block, L)`` integer coefficients times 2**-22 (exact zeros outside
     each output's window), ``index`` int64 ``(blocks, L)`` the inputs each
     block reads (clamped to the image where the span runs past it; their
     coefficients are zero). ``short_span`` plants a fault for tests: every
@@ -205,12 +211,13 @@ def resize_coefficients(
 
 
 def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast: bool = False) -> str:
-    """One resize pass on float64 ``x`` of shape ``(inputs, R)``: the ``(count, R)`` integer sums.
+    """One resize pass on ``x`` of shape ``(inputs, R)``: the ``(count, R)`` sums ``ss * 2**-22``, float64.
 
     Gathers each block's span of input rows (whole contiguous rows of ``R``
-    values) and multiplies it by the block's coefficients: a batched
-    ``(block, L) x (L, R)`` product, exact because every product and partial
-    sum is an integer below 2**53.
+    values; ``cast`` widens uint8 ``x`` after the gather) and multiplies it by
+    the block's coefficients: a batched ``(block, L) x (L, R)`` float64
+    product, exact because every product and partial sum is an integer times
+    2**-22 below 2**31.
     """
     c = g.const
     spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
