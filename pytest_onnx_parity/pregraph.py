@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 import numpy as np
 
 from .errors import ImageError, SpecError
-from .pregraph_resample import FILTERS, GraphBuilder, apply_pass, fixed_point_round, resize_coefficients
+from .pregraph_resample import FILTERS, GraphBuilder, apply_pass, resize_coefficients
 from .preprocessing import ConfigLike, EvalTransform, ImageLike
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,12 +146,10 @@ def _build(
     if layout == "NHWC":
         rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
 
-    def rounded(x: str, sub: GraphBuilder) -> str:  # uint8, or float64 without rounding for that planted fault
-        return fixed_point_round(sub, x, rounding=rounding) if fault != "one_pass" else x
-
     # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
     # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
     # twice what the width shrinks (measured; its Resample.c picks the order). Both orders are If branches.
+    one_pass = fault == "one_pass"
     branches = {}
     for order in ("vertical_first", "horizontal_first"):
         sub = g.sub()
@@ -163,17 +161,12 @@ def _build(
         else:
             first, second = second, first
             x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
-        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first, cast=True)
-        x = rounded(x, sub)  # (a, N * 3 * B)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first,
+                       rounding=None if one_pass else rounding)  # (a, N * 3 * B)
         x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
                    perm=[2, 0, 1])  # (B, a, N * 3)
-        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=fault != "one_pass")
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
         x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
-        if fault == "one_pass":  # both passes' 2**-22 scales, one rounding at the end
-            x = sub.op("Clip", sub.op("Round", x), c(0.0), c(255.0))
-            x = sub.op("Cast", x, to=TensorProto.UINT8)
-        else:
-            x = rounded(x, sub)
         x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
         out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
         branches[order] = sub.subgraph(out, order)

@@ -210,22 +210,27 @@ def resize_coefficients(
     return kk, index
 
 
-def apply_pass(g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast: bool = False) -> str:
-    """One resize pass on ``x`` of shape ``(inputs, R)``: the ``(count, R)`` sums ``ss * 2**-22``, float64.
+def apply_pass(
+    g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast: bool = True, rounding: str | None = "Floor",
+) -> str:
+    """One resize pass on ``x`` of shape ``(inputs, R)``: its ``(count, R)`` outputs.
 
     Gathers each block's span of input rows (whole contiguous rows of ``R``
     values; ``cast`` widens uint8 ``x`` after the gather) and multiplies it by
     the block's coefficients: a batched ``(block, L) x (L, R)`` float64
     product, exact because every product and partial sum is an integer times
-    2**-22 below 2**31.
+    2**-22 below 2**31. The sums ``ss * 2**-22`` are rounded to uint8 as
+    Pillow does (:func:`fixed_point_round`), or left as they are with
+    ``rounding=None``.
     """
     c = g.const
     spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
     if cast:  # uint8 pixels: gather the bytes, then widen only what is read
         spans = g.f64(spans)
-
-    sums = g.op("MatMul", kk, spans)  # (blocks, block, R)
-    return g.op("Slice", g.op("Flatten", sums, axis=2), c([0], np.int64), count, c([0], np.int64))
+    sums = g.op("Flatten", g.op("MatMul", kk, spans), axis=2)  # (blocks * block, R)
+    if rounding is not None:
+        sums = fixed_point_round(g, sums, rounding=rounding)  # before the slice: it copies bytes, not doubles
+    return g.op("Slice", sums, c([0], np.int64), count, c([0], np.int64))
 
 
 def fixed_point_round(g: GraphBuilder, s: str, *, rounding: str = "Floor") -> str:
