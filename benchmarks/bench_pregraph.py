@@ -74,8 +74,8 @@ def main() -> None:
         sess = session(preprocessing_graph(cfg))
         for images, what in ((photos, "photos"), ([large], f"{large.shape[1]}x{large.shape[0]}")):
             repeat = args.repeat if images is photos else max(3, args.repeat // 5)
-            graph_s = best_of(lambda: [sess.run(None, {"pixels": a[None]}) for a in images], repeat)
-            pillow_s = best_of(lambda: preprocess(images, cfg), repeat)
+            graph_s = best_of(lambda s=sess, im=images: [s.run(None, {"pixels": a[None]}) for a in im], repeat)
+            pillow_s = best_of(lambda im=images, cf=cfg: preprocess(im, cf), repeat)
             rows.append(f"| {label} | {what} | {pillow_s / len(images) * 1e3:.2f} ms | "
                         f"{graph_s / len(images) * 1e3:.2f} ms | {graph_s / pillow_s:.2f}x |")
     load_after = os.getloadavg()[0]
@@ -97,19 +97,19 @@ def main() -> None:
         mismatched += int((pixels != expected).sum())
         total += expected.size
     block = "\n".join([
-        f"Measured by `benchmarks/bench_pregraph.py` on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs (a shared machine: load average {load_before:.1f} before, {load_after:.1f} after), "
-        f"ONNX Runtime {ort_version()} with its default graph optimisation on one thread, best of {args.repeat} "
-        f"per image over the {len(photos)} bundled photos (288x288 to 640x427) fed one by one, and best of "
-        f"{max(3, args.repeat // 5)} on the largest photo enlarged:",
+        (f"Measured by `benchmarks/bench_pregraph.py` on {platform.processor() or platform.machine()}, "
+         f"{os.cpu_count()} CPUs (a shared machine: load average {load_before:.1f} before, {load_after:.1f} after), "
+         f"ONNX Runtime {ort_version()} with its default graph optimisation on one thread, best of {args.repeat} "
+         f"per image over the {len(photos)} bundled photos (288x288 to 640x427) fed one by one, and best of "
+         f"{max(3, args.repeat // 5)} on the largest photo enlarged:"),
         "",
         "| config | images | Pillow `preprocess` | preprocessing graph | graph / Pillow |",
         "| --- | --- | --- | --- | --- |",
         *rows,
         "",
-        f"Exactness over all {n_cfg} distinct pretrained data configs of timm on the bundled photos: "
-        f"largest normalised difference **{worst:.3g}**; uint8 pixels before normalisation that differ: "
-        f"**{mismatched} of {total}** ({len(seen)} distinct geometries).",
+        (f"Exactness over all {n_cfg} distinct pretrained data configs of timm on the bundled photos: "
+         f"largest normalised difference **{worst:.3g}**; uint8 pixels before normalisation that differ: "
+         f"**{mismatched} of {total}** ({len(seen)} distinct geometries)."),
     ])
     write_block(DOC, "bench-pregraph", block)
     print(block)

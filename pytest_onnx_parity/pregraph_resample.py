@@ -25,8 +25,9 @@ consecutive ones; a block reads one span of consecutive input rows (whole
 rows of the tensor ``(axis, everything else)``, gathered as uint8, then
 widened to float64) and multiplies it by its ``(BLOCK, span)`` coefficient
 matrix in one batched float64 product. Every product ``pixel * kk`` and every
-partial sum is an integer times 2**-22 below 2**31 in magnitude, so the
-product is exact in any summation order, and ``floor(s + 0.5)`` clipped to
+partial sum is an integer times 2**-22, that integer at most
+``255 * span * 2**23`` (far below 2**53), so the product is exact in any
+summation order, and ``floor(s + 0.5)`` clipped to
 0..255 is Pillow's ``clip8``. The work is O(outputs x span) per row, not
 O(outputs x inputs) as a dense matrix would cost.
 
@@ -205,7 +206,8 @@ def resize_coefficients(
     k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
     # (int)(k * 2**22 + 0.5) for k >= 0, (int)(k * 2**22 - 0.5) below (truncated toward zero), times 2**-22
     t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
-    kk = g.op("Mul", g.op("Floor", g.op("Add", g.op("Abs", t), c(0.5))), g.op("Mul", g.op("Sign", t), c(2.0 ** -PRECISION_BITS)))
+    scaled_sign = g.op("Mul", g.op("Sign", t), c(2.0 ** -PRECISION_BITS))
+    kk = g.op("Mul", g.op("Floor", g.op("Add", g.op("Abs", t), c(0.5))), scaled_sign)
     index = g.i64(g.op("Squeeze", g.op("Min", i, g.op("Sub", in_f, c([1.0]))), c([1], i64)))
     return kk, index
 
@@ -218,8 +220,9 @@ def apply_pass(
     Gathers each block's span of input rows (whole contiguous rows of ``R``
     values; ``cast`` widens uint8 ``x`` after the gather) and multiplies it by
     the block's coefficients: a batched ``(block, L) x (L, R)`` float64
-    product, exact because every product and partial sum is an integer times
-    2**-22 below 2**31. The sums ``ss * 2**-22`` are rounded to uint8 as
+    product, exact in any order because every product and partial sum is an
+    integer times 2**-22 whose integer part stays far below 2**53
+    (``255 * L * 2**23``). The sums ``ss * 2**-22`` are rounded to uint8 as
     Pillow does (:func:`fixed_point_round`), or left as they are with
     ``rounding=None``.
     """
