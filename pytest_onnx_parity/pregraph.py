@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 import numpy as np
 
 from .errors import ImageError, SpecError
-from .pregraph_resample import FILTERS, GraphBuilder, fixed_point_round, resize_coefficients
+from .pregraph_resample import FILTERS, GraphBuilder, apply_pass, resize_coefficients
 from .preprocessing import ConfigLike, EvalTransform, ImageLike
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +89,8 @@ def _build(
 ) -> "onnx.ModelProto":
     """The graph of ``t``. ``fault`` plants a known error, for tests that must be able to fail:
     ``"cubic_a"`` (a = -0.75), ``"round"`` (round instead of Pillow's floor shift),
-    ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first)."""
+    ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first),
+    ``"span"`` (each block of outputs reads one input too few)."""
     from onnx import TensorProto, helper
 
     if layout not in LAYOUTS:
@@ -129,32 +130,45 @@ def _build(
         count = g.op("Min", new, c([target], i64))
         short = g.op("Neg", g.op("Min", d, c([0], i64)))  # target - new where the image is smaller
         before = g.op("Div", short, c([2], i64))
-        kk, lo, hi = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count), cubic_a=cubic_a)
-        kept[axis] = (kk, lo, hi, before, g.op("Sub", short, before))
+        kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count),
+                                        cubic_a=cubic_a, short_span=fault == "span")
+        kept[axis] = (kk, index, count, before, g.op("Sub", short, before))
 
-    kv, ylo, yhi, top, bottom = kept["h"]
-    kh, xlo, xhi, left, right = kept["w"]
-    rgb = g.op("Slice", input_name, g.op("Concat", c([0], i64), ylo, xlo, axis=0),
-               g.op("Concat", c([3], i64), yhi, xhi, axis=0), c([c_axis, h_axis, w_axis], i64))
+    kv, rows, n_rows, top, bottom = kept["h"]
+    kh, cols, n_cols, left, right = kept["w"]
+    # read only the rows and columns the kept outputs touch (indices rise with the output)
+    first_row, first_col = (g.op("Reshape", g.op("ReduceMin", ix), c([1], i64)) for ix in (rows, cols))
+    last_row, last_col = (g.op("Reshape", g.op("ReduceMax", ix), c([1], i64)) for ix in (rows, cols))
+    rows, cols = g.op("Sub", rows, first_row), g.op("Sub", cols, first_col)
+    rgb = g.op("Slice", input_name, g.op("Concat", c([0], i64), first_row, first_col, axis=0),
+               g.op("Concat", c([3], i64), g.op("Add", last_row, c([1], i64)), g.op("Add", last_col, c([1], i64)),
+                    axis=0), c([c_axis, h_axis, w_axis], i64))
     if layout == "NHWC":
-        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8, cheap
-    pixels = g.f64(rgb)  # (N, 3, rows read, columns read)
-    kh_t = g.op("Transpose", kh, perm=[1, 0])
+        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
 
-    def rounded(x: str, sub: GraphBuilder) -> str:
-        return fixed_point_round(sub, x, rounding=rounding) if fault != "one_pass" else x
-
-    # Pillow 13 resizes vertically first when the height shrinks by more than twice what the width shrinks
-    # (measured; its Resample.c picks the order). Both orders are branches of an If.
+    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
+    # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
+    # twice what the width shrinks (measured; its Resample.c picks the order). Both orders are If branches.
+    one_pass = fault == "one_pass"
     branches = {}
     for order in ("vertical_first", "horizontal_first"):
         sub = g.sub()
+        dims = sub.op("Shape", rgb)
+        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
+        first, second = (kv, rows, n_rows), (kh, cols, n_cols)
         if order == "vertical_first":
-            out = rounded(sub.op("MatMul", rounded(sub.op("MatMul", kv, pixels), sub), kh_t), sub)
+            x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
         else:
-            out = rounded(sub.op("MatMul", kv, rounded(sub.op("MatMul", pixels, kh_t), sub)), sub)
-        if fault == "one_pass":
-            out = sub.op("Min", sub.op("Max", sub.op("Round", sub.op("Mul", out, c(2.0 ** -44))), c(0.0)), c(255.0))
+            first, second = second, first
+            x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first,
+                       rounding=None if one_pass else rounding)  # (a, N * 3 * B)
+        x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
+                   perm=[2, 0, 1])  # (B, a, N * 3)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
+        x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
+        x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
+        out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
         branches[order] = sub.subgraph(out, order)
     shrink_h = g.op("Sub", height, new_h)
     shrink_w = g.op("Sub", width, new_w)
@@ -166,14 +180,15 @@ def _build(
                  else_branch=branches["horizontal_first"])
 
     pads = g.op("Concat", c([0, 0], i64), top, left, c([0, 0], i64), bottom, right, axis=0)
+    image = g.op("Cast", image, to=TensorProto.FLOAT)
     fill = t.fill
     if any(fill):
-        fill_c = c(np.asarray(fill, np.float64).reshape(1, 3, 1, 1))
-        image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0)), fill_c)
+        fill_c = c(np.asarray(fill, np.float32).reshape(1, 3, 1, 1), np.float32)
+        image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0, np.float32)), fill_c)
     else:
-        image = g.op("Pad", image, pads, c(0.0))
+        image = g.op("Pad", image, pads, c(0.0, np.float32))
     # ToTensor and Normalize in float32, as preprocess's lookup table computes them
-    scaled = g.op("Div", g.op("Cast", image, to=TensorProto.FLOAT), c(255.0, np.float32))
+    scaled = g.op("Div", image, c(255.0, np.float32))
     mean = c(np.asarray(t.mean, np.float32).reshape(1, 3, 1, 1), np.float32)
     std = c(np.asarray(t.std, np.float32).reshape(1, 3, 1, 1), np.float32)
     g.op("Div", g.op("Sub", scaled, mean), std, out=output_name)

@@ -17,16 +17,23 @@ the two sizes and the filter:
 * each output: ``clip8((2**21 + sum(pixel * kk)) >> 22)``.
 
 This module computes those coefficients inside the graph, from the dynamic
-image size, with the same float64 operations in the same order, and applies
-them as float64 matrix products: the products and sums are integers below
-2**53, so they are exact in any summation order, and ``floor(ss / 2**22)``
-clipped to 0..255 is Pillow's ``clip8``. The weight sum uses ``CumSum``, which
-adds in tap order as the C loop does (taps outside the window are exact zeros).
+image size, with the same float64 operations in the same order (the weight sum
+uses ``CumSum``, which adds in tap order as the C loop does; taps outside the
+window are exact zeros), and keeps them as ``kk * 2**-22`` (exact: a power of
+two). A pass is block-banded: the outputs go in blocks of :data:`BLOCK`
+consecutive ones; a block reads one span of consecutive input rows (whole
+rows of the tensor ``(axis, everything else)``, gathered as uint8, then
+widened to float64) and multiplies it by its ``(BLOCK, span)`` coefficient
+matrix in one batched float64 product. Every product ``pixel * kk`` and every
+partial sum is an integer times 2**-22, that integer at most
+``255 * span * 2**23`` (far below 2**53), so the product is exact in any
+summation order, and ``floor(s + 0.5)`` clipped to
+0..255 is Pillow's ``clip8``. The work is O(outputs x span) per row, not
+O(outputs x inputs) as a dense matrix would cost.
 
-Only the output rows and columns that survive the centre crop are computed
-(the coefficient matrices are built for those outputs only, and only the
-input rows and columns they touch are read): exact, because the passes are
-separable.
+Only the output rows and columns that survive the centre crop are computed,
+and only the input rows and columns they touch are read: exact, because the
+passes are separable.
 
 ``nearest`` is not a convolution in Pillow (it is an affine transform with an
 accumulated coordinate) and is not built here; timm's pretrained configs use
@@ -40,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FILTERS", "GraphBuilder", "fixed_point_round", "resize_coefficients"]
+__all__ = ["FILTERS", "GraphBuilder", "apply_pass", "fixed_point_round", "resize_coefficients"]
 
 #: Pillow's filter supports, by timm's interpolation name.
 FILTERS: dict[str, float] = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
@@ -89,7 +96,7 @@ class GraphBuilder:
 
         final = self.op("Identity", output, out=self.name(name + "_out"))
         return helper.make_graph(self.nodes, self.prefix + name, [],
-                                 [helper.make_tensor_value_info(final, TensorProto.DOUBLE, None)])
+                                 [helper.make_tensor_value_info(final, TensorProto.UINT8, None)])
 
     # float64 / int64 shorthands
     def f64(self, x: str) -> str:
@@ -148,49 +155,90 @@ def _filter_nodes(g: GraphBuilder, interpolation: str, x: str, *, cubic_a: float
     raise ValueError(f"no Pillow convolution filter for interpolation {interpolation!r}")
 
 
+#: Outputs per block of the block-banded product (see :func:`resize_coefficients`).
+BLOCK = 8
+
+
 def resize_coefficients(
     g: GraphBuilder, interpolation: str, in_size: str, out_size: str, start: str, stop: str, *, cubic_a: float = -0.5,
-) -> tuple[str, str, str]:
+    block: int = BLOCK, short_span: bool = False,
+) -> tuple[str, str]:
     """Pillow's fixed-point coefficients of outputs ``start..stop`` of a resize from ``in_size`` to ``out_size``.
 
-    All four are int64 tensors of shape ``[1]``. Returns ``(kk, lo, hi)``: ``kk``
-    float64 of shape ``(stop - start, hi - lo)`` holding integer coefficients
-    (zeros outside each window), and ``lo``, ``hi`` (int64 ``[1]``): the input
-    range those outputs read.
+    All four are int64 tensors of shape ``[1]``. The outputs go in blocks of
+    ``block`` consecutive ones (the last block repeats output ``stop - 1``);
+    block ``b`` reads the ``L`` consecutive inputs from the first tap of its
+    first output, ``L`` the widest such span. Returns ``(kk, index)``: ``kk``
+    float64 ``(blocks, block, L)`` integer coefficients times 2**-22 (exact zeros outside
+    each output's window), ``index`` int64 ``(blocks, L)`` the inputs each
+    block reads (clamped to the image where the span runs past it; their
+    coefficients are zero). ``short_span`` plants a fault for tests: every
+    block reads one input fewer (the widest window loses its last tap).
     """
     c = g.const
+    i64 = np.int64
     support_of = FILTERS[interpolation]
     in_f, out_f = g.f64(in_size), g.f64(out_size)
     scale = g.op("Div", in_f, out_f)  # (double)(in1 - in0) / outSize
     filterscale = g.op("Max", scale, c([1.0]))
     support = g.op("Mul", c(support_of), filterscale)
     ss = g.op("Div", c(1.0), filterscale)
-    xx = g.f64(g.op("Range", g.op("Squeeze", start), g.op("Squeeze", stop), c(1, np.int64)))
+    count = g.op("Sub", stop, start)
+    blocks = g.op("Div", g.op("Add", count, c([block - 1], i64)), c([block], i64))
+    xx = g.op("Range", c(0, i64), g.op("Squeeze", g.op("Mul", blocks, c([block], i64))), c(1, i64))
+    xx = g.f64(g.op("Add", g.op("Min", xx, g.op("Sub", count, c([1], i64))), start))
     center = g.op("Mul", g.op("Add", xx, c(0.5)), scale)  # in0 + (xx + 0.5) * scale, in0 = 0
     xmin = g.op("Max", g.op("Floor", g.op("Add", g.op("Sub", center, support), c(0.5))), c(0.0))
     xmax = g.op("Min", g.op("Floor", g.op("Add", g.op("Add", center, support), c(0.5))), in_f)
-    # the input range read by these outputs: windows move monotonically
-    lo = g.i64(g.op("Slice", xmin, c([0], np.int64), c([1], np.int64)))
-    hi = g.i64(g.op("Slice", xmax, c([-1], np.int64), c([2**62], np.int64)))
-    i = g.f64(g.op("Range", g.op("Squeeze", lo), g.op("Squeeze", hi), c(1, np.int64)))
-    col = [1]
-    center2 = g.op("Unsqueeze", center, c(col, np.int64))
-    arg = g.op("Mul", g.op("Add", g.op("Sub", i, center2), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
+    grid = g.op("Concat", blocks, c([block, 1], i64), axis=0)
+    center, xmin, xmax = (g.op("Reshape", v, grid) for v in (center, xmin, xmax))  # (blocks, block, 1)
+    first = g.op("Slice", xmin, c([0], i64), c([1], i64), c([1], i64))  # (blocks, 1, 1): windows rise with x
+    last = g.op("Slice", xmax, c([-1], i64), c([block], i64), c([1], i64))
+    span = g.op("Reshape", g.op("ReduceMax", g.i64(g.op("Sub", last, first))), c([], i64))  # L, a scalar
+    if short_span:
+        span = g.op("Sub", span, c(1, i64))
+    i = g.op("Add", first, g.f64(g.op("Range", c(0, i64), span, c(1, i64))))  # (blocks, 1, L)
+    arg = g.op("Mul", g.op("Add", g.op("Sub", i, center), c(0.5)), ss)  # (x + xmin - center + 0.5) * ss
     w = _filter_nodes(g, interpolation, arg, cubic_a=cubic_a)
-    inside = g.op("And", g.op("GreaterOrEqual", i, g.op("Unsqueeze", xmin, c(col, np.int64))),
-                  g.op("Less", i, g.op("Unsqueeze", xmax, c(col, np.int64))))
-    w = g.where(inside, w, c(0.0))
-    total = g.op("Slice", g.op("CumSum", w, c(1, np.int64)), c([-1], np.int64), c([2**62], np.int64), c([1], np.int64))
+    w = g.where(g.op("And", g.op("GreaterOrEqual", i, xmin), g.op("Less", i, xmax)), w, c(0.0))
+    # the weight sum in tap order, as the C loop adds (the zeros before and after the window change nothing)
+    total = g.op("Slice", g.op("CumSum", w, c(2, i64)), c([-1], i64), c([2**62], i64), c([2], i64))
     k = g.where(g.op("Equal", total, c(0.0)), w, g.op("Div", w, total))
+    # (int)(k * 2**22 + 0.5) for k >= 0, (int)(k * 2**22 - 0.5) below (truncated toward zero), times 2**-22
     t = g.op("Mul", k, c(float(1 << PRECISION_BITS)))
-    r = g.where(g.op("Less", k, c(0.0)), g.op("Sub", t, c(0.5)), g.op("Add", t, c(0.5)))
-    kk = g.where(g.op("Less", r, c(0.0)), g.op("Ceil", r), g.op("Floor", r))  # (int) truncates toward zero
-    return kk, lo, hi
+    scaled_sign = g.op("Mul", g.op("Sign", t), c(2.0 ** -PRECISION_BITS))
+    kk = g.op("Mul", g.op("Floor", g.op("Add", g.op("Abs", t), c(0.5))), scaled_sign)
+    index = g.i64(g.op("Squeeze", g.op("Min", i, g.op("Sub", in_f, c([1.0]))), c([1], i64)))
+    return kk, index
 
 
-def fixed_point_round(g: GraphBuilder, ss: str, *, rounding: str = "Floor") -> str:
-    """Pillow's ``clip8((2**21 + ss) >> 22)`` on float64 integer sums ``ss``."""
+def apply_pass(
+    g: GraphBuilder, x: str, kk: str, index: str, count: str, *, cast: bool = True, rounding: str | None = "Floor",
+) -> str:
+    """One resize pass on ``x`` of shape ``(inputs, R)``: its ``(count, R)`` outputs.
+
+    Gathers each block's span of input rows (whole contiguous rows of ``R``
+    values; ``cast`` widens uint8 ``x`` after the gather) and multiplies it by
+    the block's coefficients: a batched ``(block, L) x (L, R)`` float64
+    product, exact in any order because every product and partial sum is an
+    integer times 2**-22 whose integer part stays far below 2**53
+    (``255 * L * 2**23``). The sums ``ss * 2**-22`` are rounded to uint8 as
+    Pillow does (:func:`fixed_point_round`), or left as they are with
+    ``rounding=None``.
+    """
     c = g.const
-    ss = g.op("Add", ss, c(float(1 << (PRECISION_BITS - 1))))
-    shifted = g.op(rounding, g.op("Mul", ss, c(2.0 ** -PRECISION_BITS)))
-    return g.op("Min", g.op("Max", shifted, c(0.0)), c(255.0))
+    spans = g.op("Gather", x, index, axis=0)  # (blocks, L, R)
+    if cast:  # uint8 pixels: gather the bytes, then widen only what is read
+        spans = g.f64(spans)
+    sums = g.op("Flatten", g.op("MatMul", kk, spans), axis=2)  # (blocks * block, R)
+    if rounding is not None:
+        sums = fixed_point_round(g, sums, rounding=rounding)  # before the slice: it copies bytes, not doubles
+    return g.op("Slice", sums, c([0], np.int64), count, c([0], np.int64))
+
+
+def fixed_point_round(g: GraphBuilder, s: str, *, rounding: str = "Floor") -> str:
+    """Pillow's ``clip8((2**21 + ss) >> 22)``, given ``s = ss * 2**-22`` (exact: a power of two): uint8."""
+    from onnx import TensorProto
+
+    c = g.const
+    return g.op("Cast", g.op("Clip", g.op(rounding, g.op("Add", s, c(0.5))), c(0.0), c(255.0)), to=TensorProto.UINT8)

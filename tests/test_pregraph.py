@@ -115,6 +115,7 @@ def test_test_time_config():
     ("round", VIT),
     ("one_pass", VIT),
     ("order", dict(VIT, input_size=(3, 160, 256), crop_pct=1.0, crop_mode="squash")),  # astronaut: vertical first
+    ("span", VIT),
 ])
 def test_planted_faults_are_caught(photos, fault, cfg):
     faulty = _build(EvalTransform.from_config(cfg), fault=fault)
@@ -132,6 +133,19 @@ def test_generated_sizes_match_preprocess(image, cfg):
         return  # timm fails on it too: test_bad_inputs checks the error
     got = graph_output(preprocessing_graph(cfg), [image])
     assert float(np.abs(got - preprocess(image, cfg)).max()) <= TOL, (image.shape, cfg)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos"])
+def test_batches_and_large_downscales(interpolation):
+    # several images in one batch (N > 1), 4 channels, both pass orders, and windows of hundreds of taps
+    # (a 1600-pixel edge down to 16: blocks of outputs read spans far wider than the photos' ones)
+    rng = np.random.default_rng(7)
+    cfg = dict(VIT, interpolation=interpolation, input_size=(3, 24, 16), crop_pct=1.0, crop_mode="squash")
+    for shape in ((3, 1200, 1600, 4), (2, 1600, 90, 3), (2, 20, 30, 3)):
+        batch = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = session(preprocessing_graph(cfg)).run(None, {"pixels": batch})[0]
+        expected = preprocess([image[:, :, :3] for image in batch], cfg)
+        assert float(np.abs(got - expected).max()) <= TOL, (interpolation, shape)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 500), (500, 1), (3, 7), (7, 3), (2, 2), (999, 17)])

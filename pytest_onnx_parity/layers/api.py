@@ -107,16 +107,20 @@ def assert_layers_close(
 ) -> LayerComparison:
     """Raise :class:`ParityFailure` naming the first diverging module; return the comparison.
 
-    Raises :class:`OnnxParityError` when no layer could be compared (never a silent pass).
+    Raises :class:`OnnxParityError` when too little could be compared to pass (never a silent
+    pass; the rule is :func:`~pytest_onnx_parity.layers.verdict.coverage_problem`).
     """
+    from .verdict import coverage_problem
+
     __tracebackhide__ = True
     comparison = compare_layers(
         model, onnx, inputs, atol=atol, rtol=rtol, memory_budget=memory_budget, growth=growth
     )
-    if not comparison.layers:
-        raise OnnxParityError(comparison.message())
     if not comparison.passed:
         raise ParityFailure(failure_message(comparison))
+    thin = coverage_problem(len(comparison.layers), comparison.uncompared, comparison.note)
+    if thin:
+        raise OnnxParityError(f"{comparison.message()}: {thin}" if not comparison.layers else thin)
     return comparison
 
 
