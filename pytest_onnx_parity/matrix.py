@@ -22,7 +22,6 @@ than one value. Nothing here imports torch, onnx or onnxruntime at import time.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .errors import OnnxParityError
 from .options import ORT_OPT_LEVELS
+from .tolerances import PRECISION_PROFILES
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing")
-PRECISIONS = ("fp32", "fp16", "int8")  # precision.PRECISIONS; here too so that parsing options imports nothing heavy
+PRECISIONS = tuple(PRECISION_PROFILES)  # the precisions with a tolerance profile (tolerances.py, imports nothing heavy)
 DEFAULT_PROVIDER = "CPUExecutionProvider"
 PREPROCESSING = ("external", "embedded")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096

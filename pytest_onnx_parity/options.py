@@ -52,7 +52,7 @@ class ParityOptions:
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
-        from .precision import PRECISIONS
+        from .tolerances import PRECISION_PROFILES as PRECISIONS
 
         if opts.precision not in PRECISIONS:
             raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")

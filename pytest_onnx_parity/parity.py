@@ -331,7 +331,7 @@ class ParityRun:
         from .compare import compare_logits
         from .conditioning import first_nonfinite_module
 
-        o, r = self.options, self.result
+        r = self.result
         assert self.model is not None
         atol, rtol = self._tolerance(expected)
         cmp = compare_logits(expected, actual, atol=atol, rtol=rtol)
@@ -410,7 +410,6 @@ class ParityRun:
     def _check_batch(self, x: np.ndarray, batched: np.ndarray) -> None:
         from .compare import compare_logits
 
-        o = self.options
         if not np.isfinite(batched).all():
             self.result.checks.append(CheckResult("batch_consistency", "skipped",
                                                   "not judged: the ONNX outputs hold NaN or Inf (see logits)"))

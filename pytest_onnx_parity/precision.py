@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import OnnxFileError, OnnxParityError
+from .tolerances import PRECISION_PROFILES, PrecisionProfile, precision_profile  # tolerance rules live in tolerances.py
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -51,7 +52,7 @@ __all__ = [
 
 PRECISION_KEY = "onnx_parity.precision"
 PRECISION_OPTIONS_KEY = "onnx_parity.precision_options"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = tuple(PRECISION_PROFILES)  # one list: the profiles of tolerances.py
 
 #: Ops :func:`to_fp16` keeps in float32 by default, besides ONNX Runtime's own block list:
 #: where float16 overflows (a sum of squares over 65504: LayerNorm of activations above ~256)
@@ -67,8 +68,6 @@ class PrecisionError(OnnxParityError, ValueError):
     """An unknown precision, a file that cannot be converted, or a conversion that needs more input."""
 
 
-# The profiles are tolerance rules: they live in tolerances.py with the others.
-from .tolerances import PRECISION_PROFILES, PrecisionProfile, precision_profile  # noqa: E402
 
 
 def logits_tolerance(precision: str, expected: "np.ndarray") -> tuple[float, float]:
