@@ -340,7 +340,8 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
     e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
     a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
     labels = np.asarray([y for _, y in labelled]) if labelled else None
-    v = int8_verdict(e, a, labels, random_weights=random_weights)
+    given = {"min_top1_agreement": options.int8_min_agreement, "max_accuracy_drop": options.int8_max_accuracy_drop}
+    v = int8_verdict(e, a, labels, random_weights=random_weights, **{k: x for k, x in given.items() if x is not None})
     return CheckResult("real_images", v.status, v.message, dict(v.figures))
 
 

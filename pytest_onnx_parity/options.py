@@ -33,6 +33,8 @@ class ParityOptions:
     layer_memory: int | None = None
     test_time: bool = False
     max_accuracy_drop: float = 0.1
+    int8_min_agreement: float | None = None  # None: the int8 profile's (tolerances.PRECISION_PROFILES)
+    int8_max_accuracy_drop: float | None = None
     output: str | None = None  # the logits output of a file with several (None: chosen by shape)
     # the deployment matrix (matrix.py): one value of each axis per run
     precision: str = "fp32"

@@ -51,6 +51,13 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _fraction(v: str) -> float:
+    x = _nonneg_float(v)
+    if x > 1:
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85")
+    return x
+
+
 def _nonneg_float(v: str) -> float:
     try:
         x = float(str(v).strip())
@@ -178,6 +185,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", _path, None, metavar="DIR"),
     Option("max-accuracy-drop", "On a labelled image folder, fail when ONNX top-1 is worse than torch by more than this many "
            "percentage points (default: 0.1)", _nonneg_float, 0.1, metavar="PP"),
+    Option("int8-min-agreement", "int8 files: least top-1 agreement with torch on the real images, a fraction "
+           "(default: the int8 profile's 0.85, docs/precision.md)", _fraction, None, metavar="F"),
+    Option("int8-max-accuracy-drop", "int8 files on a labelled folder: most top-1 accuracy lost against torch, in percentage "
+           "points (default: the int8 profile's 10, docs/precision.md)", _nonneg_float, None, metavar="PP"),
     Option("test-time", "Use the models' test-time input size and crop (test_input_size, test_crop_pct) where they have them",
            _bool, False, "bool"),
     Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", _shard, None, metavar="K/N"),
@@ -212,6 +223,8 @@ class Settings:
     layer_memory: int | None = None
     plots: str | None = None
     max_accuracy_drop: float = 0.1
+    int8_min_agreement: float | None = None
+    int8_max_accuracy_drop: float | None = None
     test_time: bool = False
     shard: tuple[int, int] | None = None
     artifacts: str | None = None
@@ -231,7 +244,8 @@ class Settings:
         opts = dict(exporter=self.exporter[0], opset=self.opset[0] if self.opset else None, weights=None, seed=self.seed, atol=self.atol,
                     rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
                     layers=self.layers, layer_memory=self.layer_memory, test_time=self.test_time,
-                    max_accuracy_drop=self.max_accuracy_drop, output=self.output, precision=self.precision[0],
+                    max_accuracy_drop=self.max_accuracy_drop, int8_min_agreement=self.int8_min_agreement,
+                    int8_max_accuracy_drop=self.int8_max_accuracy_drop, output=self.output, precision=self.precision[0],
                     ort_opt=self.ort_opt[0], provider=self.providers[0],
                     image_size=self.image_size[0] if self.image_size else None)
         opts.update(overrides)

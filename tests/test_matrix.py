@@ -229,3 +229,15 @@ def test_embedded_file_with_wrong_preprocessing_fails(tmp_path: Path, export_cac
     assert bad.status == "failed" and statuses["logits"] == "failed" and statuses["real_images"] == "failed"
     assert statuses["layers"] == "passed"
     assert np.isfinite(bad.max_abs_diff) and bad.max_abs_diff > 1e-3
+
+
+def test_int8_thresholds_are_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--onnx-parity", "--onnx-parity-int8-min-agreement", "1.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--onnx-parity-int8-min-agreement: bad value '1.5'" in result.stderr.str()
+    from pytest_onnx_parity.options import ParityOptions
+    from pytest_onnx_parity.settings import Settings
+
+    opts = ParityOptions.from_kwargs(**Settings(int8_min_agreement=0.5, int8_max_accuracy_drop=3.0).parity_options())
+    assert (opts.int8_min_agreement, opts.int8_max_accuracy_drop) == (0.5, 3.0)
+    assert ParityOptions().int8_min_agreement is None  # None: the int8 profile's default
