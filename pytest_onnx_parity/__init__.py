@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     ExportError,
     ImageError,
+    InconclusiveResult,
     MissingMetadataError,
     OnnxFileError,
     OnnxParityError,
@@ -41,6 +42,11 @@ _LAZY = {
     "LayerResult": "layers",
     "check_parity": "parity",
     "stamp_onnx": "shipped",
+    "preprocessing_graph": "pregraph",
+    "embed_preprocessing": "pregraph",
+    "run_embedded": "pregraph",
+    "compare_weights": "weightcheck",
+    "WeightsComparison": "weightcheck",
     "ParityResult": "results",
     "CheckResult": "results",
 }
@@ -57,6 +63,7 @@ __all__ = sorted(
         "OnnxFileError",
         "ImageError",
         "ParityFailure",
+        "InconclusiveResult",
         *_LAZY,
     ]
 )
@@ -84,7 +91,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
     from .models import load_model
     from .parity import check_parity
+    from .pregraph import embed_preprocessing, preprocessing_graph, run_embedded
     from .shipped import stamp_onnx
+    from .weightcheck import WeightsComparison, compare_weights
     from .results import CheckResult, ParityResult
     from .preprocessing import preprocess
     from .specs import ModelSpec, parse_spec

@@ -29,7 +29,8 @@ _NOT_FOR_CHECK = ("models", "shard", "report")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnx-parity",
-        description="Merge pytest-onnx-parity JSON reports and render the compatibility table.",
+        description="Check or stamp an ONNX file made elsewhere; merge pytest-onnx-parity JSON reports and render "
+                    "the compatibility table.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{check,stamp,merge,render}")
     sub.required = True

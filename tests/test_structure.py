@@ -330,3 +330,16 @@ def test_fixture_store_keys_a_given_module_by_the_module_not_its_id() -> None:
     kb = store.model_key({"model": b, "seed": 0})
     assert ka != kb and ka[1] is a
     assert store.model_key({"model": "resnet18", "seed": 0}) == ("spec", "resnet18", "random", 0)
+
+
+# -- the public contract ---------------------------------------------------------------------------------
+
+SPEC_NAMES = ["load_model", "export_onnx", "OnnxExport", "read_data_config", "preprocess", "assert_logits_close",
+              "assert_topk_agreement", "compare_layers", "assert_layers_close", "check_parity", "stamp_onnx",
+              "resolve_data_config", "preprocessing_graph", "OnnxParityError", "MissingMetadataError"]
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_public_name_of_the_spec_imports_from_the_package(name: str) -> None:
+    assert getattr(pytest_onnx_parity, name) is not None
+    assert name in pytest_onnx_parity.__all__
