@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Zoo sweep: the ONNX parity gate over the smallest variant of every timm family.
+"""Zoo sweep: the ONNX parity gate over the smallest variant of every timm family, with both exporters.
 
 Not part of the test suite. It picks the models, runs the gate on them with
-pytest-xdist in shards (as a CI matrix would), merges the shard reports, renders
-the compatibility table and writes the figures into the ``zoo-sweep`` block of
-``docs/compatibility.md`` (benchmarks/docblock.py; the text around the block is kept).
+pytest-xdist in shards (as a CI matrix would), once per exporter (dynamo, then
+TorchScript, each with its own folder and export cache), merges the shard reports,
+classifies every model that did not pass into one cause class
+(benchmarks/zoo_causes.py) and writes one ``zoo-sweep`` block of
+``docs/compatibility.md`` with both exporters (benchmarks/zoo_doc.py, written
+through benchmarks/docblock.py; the text around the block is kept).
 
 Selection rule (documented in the output too)
 ---------------------------------------------
@@ -24,14 +27,24 @@ Selection rule (documented in the output too)
 
 Usage::
 
-    python benchmarks/zoo_sweep.py --out /tmp/zoo            # select, run, merge, render, write the doc
+    python benchmarks/zoo_sweep.py --out /tmp/zoo --exporters both   # select, run both, merge, classify, write the doc
+    python benchmarks/zoo_sweep.py --out /tmp/zoo --exporters torchscript   # one exporter; the doc shows every
+                                                                            # exporter with reports in /tmp/zoo
     python benchmarks/zoo_sweep.py --out /tmp/zoo --select-only
-    python benchmarks/zoo_sweep.py --out /tmp/zoo --render-only   # after a partial run: write what there is
+    python benchmarks/zoo_sweep.py --out /tmp/zoo --exporters both --render-only   # write the doc from saved reports
+
+Folder layout: ``OUT/params.json`` and ``OUT/selection.json`` (shared), ``OUT/code-<sha>``
+(the snapshot), and per exporter ``OUT/EXPORTER/`` with its shard reports, logs, reruns,
+``timings.json``, export ``cache/``, merged ``all.json`` and ``table.md``/``table.html``.
+
+Failed checks are not diagnosed here: the package arbitrates every failed comparison
+against torch in float64 itself and records the evidence in the check's details
+(``details["float64"]``, ``details["torch_self_sensitivity"]``), which the document quotes.
 
 The gate runs from a snapshot of the package at a git commit (``--code HEAD`` by
 default, extracted with ``git archive`` into ``OUT/code-<sha>``), so work that
 others commit or leave uncommitted while the sweep runs does not change it
-halfway; the commit is written into the document.
+halfway; the commit is written into the document. Both exporters run the same snapshot.
 
 A run resumes: shards whose report exists are not run again. A shard whose
 process dies or runs past ``--shard-timeout`` loses its report (the gate writes
@@ -45,7 +58,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -54,10 +66,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docblock import write_block
+from zoo_causes import classify_report
+from zoo_doc import write_doc
 
 REPO = Path(__file__).resolve().parents[1]
-TITLE = "# Compatibility of the timm zoo with ONNX export and ONNX Runtime"
+EXPORTERS = ("dynamo", "torchscript")
 CODE: dict[str, str] = {}  # commit and folder of the package snapshot the gate runs from
 
 PORT_PREFIXES = {"tf", "tv", "gluon", "legacy", "ig", "ssl", "swsl", "fb", "hf", "timm", "dm"}
@@ -135,13 +148,18 @@ def select(out: Path, max_params: float, max_side: int) -> dict[str, Any]:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def shard_of(out: Path, models: list[str], k: int, n: int) -> list[str]:
+def shard_of(out: Path, models: list[str], k: int, n: int, exporter: str) -> list[str]:
     """The models of shard K/N as the snapshot's gate picks them (asked in a subprocess running the snapshot)."""
-    code = ("import json, sys\nfrom types import SimpleNamespace as S\nfrom pytest_onnx_parity.gate import shard_specs\n"
-            "models, k, n = json.load(sys.stdin)\n"
-            "print(json.dumps([s.text for s in shard_specs([S(text=m) for m in models], (k, n))]))")
-    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps([models, k, n]), capture_output=True, text=True,
-                          cwd=out / "run", env=_env(), check=True)
+    code = ("import json, sys\nfrom types import SimpleNamespace as S\n"
+            "models, k, n, exporter = json.load(sys.stdin)\n"
+            "try:\n    from pytest_onnx_parity.matrix import shard_pairs\n"
+            "    pairs = shard_pairs([(S(text=m), S(exporter=exporter, opset=None)) for m in models], (k, n))\n"
+            "    print(json.dumps([p[0].text for p in pairs]))\n"
+            "except ImportError:  # a snapshot from before the matrix\n"
+            "    from pytest_onnx_parity.gate import shard_specs\n"
+            "    print(json.dumps([s.text for s in shard_specs([S(text=m) for m in models], (k, n))]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps([models, k, n, exporter]), capture_output=True,
+                          text=True, cwd=out / "run", env=_env(), check=True)
     return json.loads(proc.stdout)
 
 
@@ -221,7 +239,7 @@ def run_sweep(args: argparse.Namespace, out: Path, models: list[str]) -> None:
         if args.max_minutes and _spent(timings) > args.max_minutes * 60:
             print(f"time budget of {args.max_minutes} min spent: stopping before shard {k}/{n}", flush=True)
             break
-        mine = shard_of(out, models, k, n)
+        mine = shard_of(out, models, k, n, args.exporter)
         print(f"[{_now()}] shard {k}/{n}: {len(mine)} models", flush=True)
         cmd = gate_command(args, out, report, shard=(k, n), workers=args.workers, junit=out / f"shard-{k}-of-{n}.xml")
         rc, wall = run_logged(cmd, run_dir, out / f"shard-{k}-of-{n}.log", args.shard_timeout)
@@ -287,123 +305,18 @@ def _load() -> str:
         return "?"
 
 
-# -- diagnosing failures against a float64 reference -------------------------------------------------
-
-
-def diagnose_one(name: str, exporter: str, cache_dir: str) -> dict[str, Any]:
-    """Torch float32, torch float64 and ONNX Runtime on the gate's inputs (the seeded random batch and
-    the bundled photos through timm's transform): is ONNX Runtime farther from the float64 reference
-    than float32 torch itself is?"""
-    import numpy as np
-    import torch
-
-    from pytest_onnx_parity import export_onnx, load_model
-    from pytest_onnx_parity.dataconfig import resolve_data_config
-    from pytest_onnx_parity.export import make_session
-    from pytest_onnx_parity.images import bundled_image_paths
-    from pytest_onnx_parity.forward import ort_forward, random_batch
-    from pytest_onnx_parity.preprocessing import open_image
-    from pytest_onnx_parity.realcheck import timm_eval_transform
-
-    model = load_model(name)
-    exp = export_onnx(model, exporter=exporter, cache_dir=cache_dir)
-    sess = make_session(exp.path)
-    tf = timm_eval_transform(model)
-    inputs = {"random": random_batch(resolve_data_config(model), 4, 0),
-              "real": np.stack([tf(open_image(p)).numpy() for p in bundled_image_paths()])}
-    import copy
-
-    m64 = copy.deepcopy(model).double()  # the very same weights, in float64
-    out: dict[str, Any] = {"cache_hit": exp.cache_hit}
-    for kind, x in inputs.items():
-        with torch.no_grad():
-            t32 = model(torch.from_numpy(x))
-            t64 = m64(torch.from_numpy(x).double())
-        t32 = (t32[0] if isinstance(t32, (tuple, list)) else t32).numpy().astype(np.float64)
-        t64 = (t64[0] if isinstance(t64, (tuple, list)) else t64).numpy()
-        o = ort_forward(sess, x).astype(np.float64)
-        fin = np.isfinite(t64)
-        out[kind] = {
-            "rms": float(np.sqrt(np.mean(t64[fin] ** 2))) if fin.any() else None,
-            "torch32_vs_64": float(np.abs(t32 - t64).max()), "onnx_vs_64": float(np.abs(o - t64).max()),
-            "finite": {"torch64": bool(fin.all()), "torch32": bool(np.isfinite(t32).all()), "onnx": bool(np.isfinite(o).all())},
-        }
-    return out
-
-
-def verdict(entry: dict[str, Any], diag: dict[str, Any]) -> str:
-    """One line: ill-conditioned (ONNX Runtime no farther from float64 than float32 torch) or a real mismatch."""
-    if "error" in diag:
-        return f"no diagnosis: {diag['error']}"
-    bad = {c["name"] for c in entry.get("checks", []) if c.get("status") in ("failed", "error")}
-    kinds = (["random"] if bad & {"logits", "topk", "batch_consistency"} else []) + (["real"] if "real_images" in bad else [])
-    parts, mismatch = [], False
-    for kind in kinds or ["random", "real"]:
-        d = diag[kind]
-        where = "random batch" if kind == "random" else "real photos"
-        if not all(d["finite"].values()):
-            parts.append(f"{where}: non-finite logits (torch64 {d['finite']['torch64']}, torch32 {d['finite']['torch32']}, "
-                         f"ONNX {d['finite']['onnx']}) at logit RMS {d['rms'] or float('nan'):.3g}")
-            continue
-        ill = d["onnx_vs_64"] <= 2 * d["torch32_vs_64"]
-        mismatch = mismatch or not ill
-        parts.append(f"{where}: float32 torch is {d['torch32_vs_64']:.3g} from float64 torch, ONNX Runtime "
-                     f"{d['onnx_vs_64']:.3g} (logit RMS {d['rms']:.3g})")
-    head = "real mismatch" if mismatch else "ill-conditioned under these random weights (not an export fault)"
-    return f"{head}: " + "; ".join(parts)
-
-
-def diagnose(args: argparse.Namespace, out: Path, merged: dict[str, Any]) -> dict[str, Any]:
-    path = out / "diagnosis.json"
-    diag = json.loads(path.read_text()) if path.is_file() else {}
-    todo = [e["model"] for e in merged["models"]
-            if e["status"] != "passed" and e.get("checks") and e["model"] not in diag]
-    for m in todo:
-        print(f"[{_now()}] diagnosing {m}", flush=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--code", CODE["sha"],
-               "--exporter", args.exporter, "--diagnose-one", m]
-        log = out / "diagnosis.log"
-        env = _env()
-        try:
-            proc = subprocess.run(cmd, cwd=out / "run", capture_output=True, text=True, env=env, timeout=args.model_timeout)
-            with open(log, "a") as fh:
-                fh.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DIAGNOSIS ")]
-            diag[m] = json.loads(line[-1][len("DIAGNOSIS "):]) if line else {
-                "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-        except subprocess.TimeoutExpired:
-            diag[m] = {"error": f"timed out after {args.model_timeout:.0f}s"}
-        path.write_text(json.dumps(diag, indent=1))
-    return diag
-
-
-def other_exporter(args: argparse.Namespace, out: Path, merged: dict[str, Any]) -> dict[str, Any]:
-    """Rerun the models whose export failed with the other exporter: is there a workaround?"""
-    other = "torchscript" if args.exporter == "dynamo" else "dynamo"
-    failed = sorted(e["model"] for e in merged["models"]
-                    if e["status"] == "error" and whose(str(e.get("error"))) == "torch.onnx exporter")
-    report = out / f"other-exporter-{other}.json"
-    if not failed:
-        return {}
-    if not report.is_file():
-        alt = argparse.Namespace(**{**vars(args), "exporter": other})
-        cmd = gate_command(alt, out, report, shard=None, workers=1, junit=None)
-        cmd.append(f"--onnx-parity-models={','.join(failed)}")
-        print(f"[{_now()}] rerunning {len(failed)} export errors with --onnx-parity-exporter {other}", flush=True)
-        run_logged(cmd, out / "run", out / f"other-exporter-{other}.log", args.shard_timeout)
-    if not report.is_file():
-        return {}
-    return {"exporter": other, "models": {e["model"]: e for e in json.loads(report.read_text())["models"]}}
-
-
 # -- merging and writing the document -------------------------------------------------------------------------------
 
 
 def merge_all(out: Path, models: list[str]) -> dict[str, Any]:
+    """Merge the shard and rerun reports in ``out`` (one exporter's folder) into ``out/all.json`` and tables."""
     from pytest_onnx_parity.report import merge_reports, render_html, render_markdown, write_json
 
     paths = sorted(out.glob("shard-*-of-*.json"), key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)])
     paths += sorted((out / "reruns").glob("*.json")) if (out / "reruns").is_dir() else []
+    if not paths:
+        print(f"  no reports in {out} yet", flush=True)
+        return {"schema": 1, "environment": {}, "models": []}
     merged = merge_reports(paths)
     env = next((p for p in paths if json.loads(p.read_text()).get("environment")), None)
     if env is not None and not merged.get("environment"):
@@ -416,232 +329,82 @@ def merge_all(out: Path, models: list[str]) -> dict[str, Any]:
     return merged
 
 
-def whose(text: str) -> str:
-    """Whose limitation a reason names, from its wording (a documented, simple rule)."""
-    if "recorded by zoo_sweep.py" in text:
-        return "sweep limit"
-    if "exporter failed" in text:
-        return "torch.onnx exporter"
-    if "ONNX Runtime cannot load" in text or "ONNX Runtime failed to run" in text:
-        return "ONNX Runtime"
-    if "timm could not build" in text:
-        return "timm"
-    if "inconclusive" in text:
-        return "ill-conditioned random weights"
-    return "see the reason"
-
-
-# messages of our own argument checks: reaching one of them from the gate is a bug of ours
-OURS = ("tolerances must be non-negative numbers",)
-
-
-def whose_group(group: dict[str, Any], diag: dict[str, Any], entries: dict[str, Any]) -> str:
-    base = whose(group["example"])
-    if base != "see the reason":
-        return base
-    ours = any(p in group["example"] for p in OURS)
-    ill = all(m in diag and verdict(entries[m], diag[m]).startswith("ill-conditioned") for m in group["models"])
-    if ours:
-        return "pytest-onnx-parity bug" + (", on ill-conditioned random weights" if ill else "")
-    return "ill-conditioned random weights (float64 check below)" if ill else base
-
-
-def write_doc(args: argparse.Namespace, out: Path, sel: dict[str, Any], merged: dict[str, Any], doc: Path,
-              diag: dict[str, Any] | None = None, alt: dict[str, Any] | None = None) -> None:
-    from pytest_onnx_parity.report import counts, group_reasons, render_markdown
-
-    diag = diag or {}
-
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {"shards": {}, "reruns": {}}
-    models = [c["model"] for c in sel["chosen"]]
-    got = {e["model"] for e in merged["models"]}
-    c = counts(merged)
-    wall = _spent(timings)
-    n_shards_run = len(timings["shards"])
-    lines = [
-        "Written by `benchmarks/zoo_sweep.py` from the merged gate reports of a real run; nothing here is estimated. ",
-        "Re-create it with `python benchmarks/zoo_sweep.py --out DIR` (see the script's docstring).",
-        "",
-        "## How the models were picked",
-        "",
-        sel["rule"].replace("\n    ", "\n"),
-        "",
-        f"From {sel['candidates']} timm architectures (timm {sel['timm']}) in {sel['families']} families: "
-        f"{len(sel['chosen'])} chosen, {len(sel['left_out'])} left out (listed at the end).",
-        "",
-        "## How they were checked",
-        "",
-        f"- `pytest -n {args.workers} --onnx-parity --onnx-parity-exporter {args.exporter} --onnx-parity-layers {args.layers}` "
-        f"with the models in an ini file, split into {args.shards} shards with `--onnx-parity-shard K/{args.shards}` run one "
-        "after the other, reports merged with `python -m pytest_onnx_parity merge`.",
-        "- Random weights (`=random`, seed 0, made non-degenerate), data config from each model's pretrained config; "
-        "checks: data config in the file, logits and top-k on a random batch, batch consistency, the bundled real photos.",
-        f"- `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}` (one torch thread per xdist worker).",
-        f"- Per-layer comparison: `--onnx-parity-layers {args.layers}`"
-        + (" (left out: the per-layer module was being reworked while the sweep ran, and it adds a second pass per "
-           "model on 2 cores; the `first divergence` column is therefore empty)." if args.layers == "never" else "."),
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other work while the sweep "
-        f"ran (load averages per shard: {', '.join(s.get('load', '?').split()[0] for s in timings['shards'].values()) or '?'}), "
-        f"Python {platform.python_version()}.",
-        f"- Environment: {', '.join(f'{k} {v}' for k, v in (merged.get('environment') or {}).items())}.",
-        f"- Code: pytest-onnx-parity at commit `{CODE.get('sha', '?')[:12]}` ({CODE.get('subject', '?')}).",
-        "",
-        "## Figures",
-        "",
-    ]
-    if len(got) < len(models):
-        lines += [f"> **Partial run**: {len(got)} of the {len(models)} chosen models have results "
-                  f"({n_shards_run} of {args.shards} shards run). The figures below cover only those.", ""]
-    lines += [
-        "| models checked | passed | failed | errors | gate wall time | throughput |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {c['total']} | {c['passed']} | {c['failed']} | {c['error']} | {wall / 60:.1f} min | "
-        f"{(c['total'] / (wall / 60)) if wall else 0:.1f} models/min |",
-        "",
-        f"Wall time is the sum over the gate runs (each shard with `-n {args.workers}`, plus single reruns), "
-        "start-up included; throughput is models checked per minute of it.",
-        "",
-    ]
-    exports = sorted((e for e in merged["models"] if (e.get("timings") or {}).get("export_s")),
-                     key=lambda e: -e["timings"]["export_s"])
-    if exports:
-        lines += ["### Slowest exports", "", "| model | export s | total s | status |", "| --- | ---: | ---: | --- |"]
-        for e in exports[:15]:
-            t = e["timings"]
-            lines.append(f"| `{e['model']}` | {t['export_s']:.1f} | {t.get('total_s', 0):.1f} | {e['status']} |")
-        total_export = sum(e["timings"]["export_s"] for e in exports)
-        lines += ["", f"Median export: {_median([e['timings']['export_s'] for e in exports]):.1f} s; "
-                  f"all exports together: {total_export / 60:.1f} min of worker time.", ""]
-    groups = group_reasons(merged)
-    entries = {e["model"]: e for e in merged["models"]}
-    if groups:
-        lines += ["### Errors and failures grouped by cause", "",
-                  "`whose` is read off the reason's wording: the exporter's own exception, ONNX Runtime refusing or "
-                  "failing to run the file, timm, the gate's inconclusive verdict on ill-conditioned weights, or a "
-                  "limit of this sweep (timeout, crash).", "",
-                  "| status | models | whose | cause | models |", "| --- | ---: | --- | --- | --- |"]
-        for g in groups:
-            names = ", ".join(f"`{m}`" for m in g["models"][:12]) + (" …" if len(g["models"]) > 12 else "")
-            lines.append(f"| {g['status']} | {len(g['models'])} | {whose_group(g, diag, entries)} | {_cell(g['reason'])} | {names} |")
-        lines.append("")
-    if alt:
-        lines += [f"### Export errors: does `--onnx-parity-exporter {alt['exporter']}` work?", "",
-                  f"The models whose `{args.exporter}` export failed, checked again with the other exporter "
-                  "(same gate, same checks):", "",
-                  "| model | status | max abs diff | reason |", "| --- | --- | ---: | --- |"]
-        for m, e in sorted(alt["models"].items()):
-            mad = e.get("max_abs_diff")
-            why = "" if e["status"] == "passed" else _cell(str(e.get("error") or "failed checks: " + ", ".join(
-                c["name"] for c in e.get("checks", []) if c.get("status") in ("failed", "error")))[:200])
-            lines.append(f"| `{m}` | {e['status']} | {mad:.2e} | {why} |" if isinstance(mad, float)
-                         else f"| `{m}` | {e['status']} | - | {why} |")
-        lines.append("")
-    failed = [e for e in merged["models"] if e["status"] != "passed" and e.get("checks")]
-    if failed:
-        lines += ["### Failed checks against a float64 reference", "",
-                  "For each model whose checks failed, torch in float32, the same torch model in float64 and ONNX "
-                  "Runtime were run on the gate's inputs (`benchmarks/zoo_sweep.py --diagnose-one MODEL`). When ONNX "
-                  "Runtime is no farther from float64 than float32 torch itself (within 2x), the difference is float "
-                  "rounding amplified by an ill-conditioned network, not an export fault.", "",
-                  "| model | failed checks | diagnosis |", "| --- | --- | --- |"]
-        for e in failed:
-            bad = ", ".join(f"{c['name']} ({c['status']})" for c in e["checks"] if c.get("status") in ("failed", "error"))
-            d = diag.get(e["model"])
-            lines.append(f"| `{e['model']}` | {bad} | {_cell(verdict(e, d)) if d else 'not diagnosed'} |")
-        n_ill = sum(1 for e in failed if e["model"] in diag and verdict(e, diag[e["model"]]).startswith("ill-conditioned"))
-        n_real = sum(1 for e in failed if e["model"] in diag and verdict(e, diag[e["model"]]).startswith("real mismatch"))
-        lines += ["", f"{n_ill} of {len(failed)} are ill-conditioned under these random weights, {n_real} are real "
-                  f"mismatches, {len(failed) - n_ill - n_real} could not be diagnosed.", ""]
-        only_real = [e["model"] for e in failed if e["model"] in diag
-                     and {c["name"] for c in e["checks"] if c.get("status") in ("failed", "error")} == {"real_images"}
-                     and verdict(e, diag[e["model"]]).startswith("ill-conditioned")]
-        ours = [e["model"] for e in merged["models"] if any(p in str(e.get("error") or "") for p in OURS)]
-        if only_real or ours:
-            lines += ["### Problems of ours this sweep shows", ""]
-            if only_real:
-                lines.append(f"- {len(only_real)} model(s) fail only the real-image check although ONNX Runtime is as close "
-                             "to float64 as float32 torch is: that check has no inconclusive verdict for ill-conditioned "
-                             "models, as the logits check has: " + ", ".join(f"`{m}`" for m in only_real) + ".")
-            if ours:
-                lines.append("- The real-image check stops with an internal error when float32 torch itself overflows to "
-                             "inf/nan (its tolerance is computed from the logits' RMS, which is then nan): "
-                             + ", ".join(f"`{m}`" for m in ours) + ".")
-            lines.append("")
-    lines += ["## The table", "", render_markdown(merged, title="Compatibility table", heading_level=3).split("\n", 2)[2], ""]
-    if sel["left_out"]:
-        lines += ["## Families left out", "", "| family | smallest | why |", "| --- | --- | --- |"]
-        lines += [f"| {r['family']} | `{r['model']}` | {r['why']} |" for r in sel["left_out"]]
-        lines.append("")
-    lines += ["## The chosen models", "", "| family | model | parameters | input | variants in family |",
-              "| --- | --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['family']} | `{r['model']}` | {r['params'] / 1e6:.2f}M | {r['input_side']} | {r['variants']} |"
-              for r in sel["chosen"]]
-    write_block(doc, "zoo-sweep", "\n".join(lines), title=TITLE)
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[len(s) // 2] if s else 0.0
+def _exporters(text: str) -> list[str]:
+    names = ["dynamo", "torchscript"] if text.strip() == "both" else [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in EXPORTERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown exporter(s) {bad or text!r}: use dynamo, torchscript, "
+                                         "a comma-separated list of them, or both")
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("zoo-sweep"), help="Working folder (reports, logs, export cache)")
+    p.add_argument("--out", type=Path, default=Path("zoo-sweep"),
+                   help="Working folder: selection and code snapshot, and per exporter OUT/EXPORTER (reports, logs, cache)")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "compatibility.md", help="Where to write the document")
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per shard (-n)")
-    p.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"))
+    p.add_argument("--exporters", "--exporter", dest="exporters", type=_exporters, default=["dynamo", "torchscript"],
+                   help="dynamo, torchscript, both, or a comma-separated list (default: both, run one after the other)")
     p.add_argument("--layers", default="never", choices=("always", "on-failure", "never"))
     p.add_argument("--max-params", type=float, default=100e6)
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--limit", type=int, default=0, help="Check only the first N chosen models (a trial run)")
+    p.add_argument("--only", default="", metavar="NAMES",
+                   help="Check only these chosen models (comma-separated; a trial run or a rerun of a few)")
     p.add_argument("--shard-timeout", type=float, default=45 * 60)
     p.add_argument("--model-timeout", type=float, default=15 * 60)
-    p.add_argument("--no-diagnose", dest="diagnose", action="store_false",
-                   help="Skip the float64 diagnosis of failed models")
-    p.add_argument("--max-minutes", type=float, default=0, help="Start no new shard after this much gate time")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="Per exporter: start no new shard after this much gate time")
     p.add_argument("--code", default=None,
                    help="git revision of the package to run (default: the one the folder started with, else HEAD)")
     p.add_argument("--select-only", action="store_true")
-    p.add_argument("--diagnose-one", metavar="MODEL", help=argparse.SUPPRESS)
-    p.add_argument("--render-only", action="store_true", help="Merge what exists and write the document")
+    p.add_argument("--render-only", action="store_true",
+                   help="Merge the saved reports of the exporters and write the document; run nothing")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     snapshot(out, args.code)
-    # the gate and the diagnosis run the snapshot; merging and rendering use this checkout's report.py
-    sys.path.insert(0, CODE["folder"] if args.diagnose_one else str(REPO))
-    if args.diagnose_one:
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        try:
-            res = diagnose_one(args.diagnose_one, args.exporter, str(out / "cache"))
-        except Exception as exc:  # recorded as the diagnosis
-            res = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
-        print("DIAGNOSIS " + json.dumps(res), flush=True)
-        return 0
+    sys.path.insert(0, str(REPO))  # the gate runs the snapshot; merging and rendering use this checkout's report.py
     print(f"running pytest-onnx-parity {CODE['sha'][:12]} from {CODE['folder']}", flush=True)
     sel = select(out, args.max_params, args.max_side)
     models = [c["model"] for c in sel["chosen"]]
     if args.limit:
         models = models[: args.limit]
+    if args.only:
+        only = [m.strip() for m in args.only.split(",") if m.strip()]
+        unknown = [m for m in only if m not in models]
+        if unknown:
+            p.error(f"--only: {unknown} are not among the chosen models (see --select-only)")
+        models = only
     print(f"{len(models)} models chosen from {sel['families']} families; {len(sel['left_out'])} families left out", flush=True)
     if args.select_only:
         print("\n".join(models))
         return 0
-    if not args.render_only:
-        run_sweep(args, out, models)
-    merged = merge_all(out, models)
-    diag = diagnose(args, out, merged) if args.diagnose else {}
-    alt = other_exporter(args, out, merged) if args.diagnose else {}
-    write_doc(args, out, sel, merged, args.doc.resolve(), diag, alt)
-    c = merged and {k: v for k, v in __import__("pytest_onnx_parity.report", fromlist=["counts"]).counts(merged).items()}
-    print(f"[{_now()}] {c}; wrote {out / 'all.json'}, {out / 'table.html'} and {args.doc}", flush=True)
+    for exporter in args.exporters:
+        if not args.render_only:
+            ex_out = out / exporter
+            ex_out.mkdir(exist_ok=True)
+            print(f"[{_now()}] exporter {exporter}: {ex_out}", flush=True)
+            run_sweep(argparse.Namespace(**{**vars(args), "exporter": exporter}), ex_out, models)
+    # the document shows every exporter with reports in OUT, so two commands (one per exporter) write one document
+    runs: dict[str, dict[str, Any]] = {}
+    for exporter in EXPORTERS:
+        ex_out = out / exporter
+        if exporter not in args.exporters and not list(ex_out.glob("shard-*-of-*.json")):
+            continue
+        ex_out.mkdir(exist_ok=True)
+        merged = merge_all(ex_out, models)
+        timings_path = ex_out / "timings.json"
+        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {"shards": {}, "reruns": {}}
+        runs[exporter] = {"merged": merged, "timings": timings}
+        classes = {k: len(v) for k, v in classify_report(merged).items() if v}
+        print(f"[{_now()}] {exporter}: {len(merged['models'])} models, {_spent(timings) / 60:.1f} min; "
+              f"not passed by class: {classes or 'none'}", flush=True)
+    write_doc(args.doc.resolve(), sel, runs, {"workers": args.workers, "shards": args.shards, "layers": args.layers},
+              CODE)
+    print(f"[{_now()}] wrote {args.doc} (reports in {', '.join(str(out / x) for x in runs)})", flush=True)
     return 0
 
 
