@@ -38,9 +38,18 @@ def _clip(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
+def exporter_reason(err: str) -> str:
+    """The exporter's reason, short: its outer message's first sentence and, for a chain ``A <- B <- C``, the root cause."""
+    parts = [p.strip() for p in err.split(" <- ") if p.strip()]
+    if not parts:
+        return err
+    first = re.split(r"(?<=[a-z)\]'`])\. (?=[A-Z])", parts[0])[0]
+    return _clip(first if len(parts) == 1 else f"{_clip(first, 200)} … {parts[-1]}", 500)
+
+
 def float64_evidence(check: dict[str, Any]) -> str:
     """The float64 arbitration and torch's own sensitivity a check recorded, as one sentence ("" if none)."""
-    d = check.get("details") or {}
+    d = check.get("details") or check  # the report flattens a check's details into the check itself
     parts = []
     f64 = d.get("float64")
     if isinstance(f64, dict) and f64.get("delta") is not None:
@@ -66,7 +75,7 @@ def classify(entry: dict[str, Any]) -> tuple[str, str]:
     if "recorded by zoo_sweep.py" in err:
         return "defect of ours", f"sweep: {err}"
     if re.search(r"\b(?:dynamo|torchscript) exporter failed", err):
-        return "exporter limitation", _clip(err, 600)
+        return "exporter limitation", exporter_reason(err)
     if _RUNTIME.search(err):
         return "runtime limitation", _clip(err)
     if "timm could not build" in err:
