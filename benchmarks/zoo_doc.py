@@ -15,6 +15,17 @@ from zoo_causes import CLASSES, classify, classify_report
 
 TITLE = "# Compatibility of the timm zoo with ONNX export and ONNX Runtime"
 STATUSES = ("passed", "failed", "error", "skipped")
+INTROS = {
+    "exporter limitation": "Grouped by the exporter's reason; the last column says how the other exporter fared on "
+                           "the same models (its cause class when it did not pass).",
+    "ill-conditioned weights": "The evidence is the package's own float64 arbitration, as recorded in each check's "
+                               "report (`float64`: where, ONNX Runtime's departure from torch float32, torch float32's "
+                               "error against float64 and the package's verdict `blames_export`; "
+                               "`torch_self_sensitivity`: how far torch moves for a 1e-6 input change).",
+    "defect of ours": "Each line is a check that failed or stopped, with the float64 evidence when the check recorded "
+                      "one (`blames export: yes` means ONNX Runtime is farther from float64 than float32 torch is, "
+                      "beyond the package's arbitration factor).",
+}
 
 
 def machine() -> dict[str, Any]:
@@ -136,6 +147,8 @@ def render(sel: dict[str, Any], runs: dict[str, dict[str, Any]], opts: dict[str,
         if not rows:
             continue
         lines += [f"### {cls[0].upper() + cls[1:]} ({', '.join(f'{x}: {len(classes[x][cls])}' for x in exps)})", ""]
+        if cls in INTROS:
+            lines += [INTROS[cls], ""]
         if cls == "exporter limitation":
             lines += _exporter_rows(rows, exps, entries)
         else:
@@ -188,7 +201,7 @@ def _exporter_rows(rows: list[tuple[str, str, str]], exps: list[str], entries: d
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for x, m, ev in rows:
         groups.setdefault((x, reason_key(ev, m)), []).append((m, ev))
-    out = ["| exporter | models | the exporter's reason (one quoted in full) | models | with the other exporter |",
+    out = ["| exporter | models | the exporter's reason (outer message … root cause) | models | with the other exporter |",
            "| --- | ---: | --- | --- | --- |"]
     for (x, _key), ms in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])):
         others = []
