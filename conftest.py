@@ -10,6 +10,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Import torch's exporters once, up front.
+
+    In-process pytester runs drop the modules first imported inside them, and torch's export
+    machinery registers global state on import (twice is an error), so whichever test file runs
+    first must not be the one that first imports it.
+    """
+    import torch.export._trace  # noqa: F401
+    import torch.onnx._internal.exporter._core  # noqa: F401
+
+
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An export cache shared by every test of the session (pytester runs included)."""
