@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .files import EXTERNAL_DATA_THRESHOLD, save_onnx
 from .results import CheckResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +35,6 @@ __all__ = ["PixelFeed", "TensorFeed", "check_real_images_embedded", "extract_mod
 
 #: Random images are this much larger than the model's input, so the graph's resize and crop run.
 EXTRA_PIXELS = (37, 53)
-EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def write_embedded(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]") -> None:
@@ -45,13 +45,7 @@ def write_embedded(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]")
 
     proto = onnx.load(str(src), load_external_data=True)
     out = embed_preprocessing(proto, layout="NHWC")
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if out.ByteSize() > EXTERNAL_DATA_BYTES:
-        onnx.save_model(out, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{dst.name}.data", size_threshold=1024)
-    else:
-        onnx.save_model(out, str(dst))
+    save_onnx(out, dst, external=out.ByteSize() > EXTERNAL_DATA_THRESHOLD)
 
 
 def extract_model_part(path: "str | os.PathLike[str]", dst: "str | os.PathLike[str]") -> Path:
@@ -122,29 +116,29 @@ def feed_for(embedded: bool) -> TensorFeed:
 def check_real_images_embedded(model: "torch.nn.Module", session: "onnxruntime.InferenceSession",
                                options: "ParityOptions") -> CheckResult:
     """Photos of different sizes through one session against torch on timm's transform of the same photos."""
-    from PIL import Image
-
     from .compare import compare_logits, compare_topk
     from .forward import torch_forward
-    from .images import bundled_image_paths, find_images
+    from .images import bundled_image_paths, find_images, load_images
     from .pregraph import run_embedded
     from .realcheck import e2e_tolerance, timm_eval_transform
 
     paths: Sequence[Path] = find_images(options.images) if options.images else bundled_image_paths()
+    images = load_images(paths)  # decoded as timm's loader does; every unreadable file named in one ImageError
+    if not images:
+        return CheckResult("real_images", "skipped", "no images to compare")
     tf = timm_eval_transform(model, options.test_time)
-    images = []
-    for p in paths:
-        with Image.open(p) as im:
-            images.append(im.convert("RGB"))
     x = np.stack([tf(im).numpy() for im in images])
     e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
     a = np.asarray(run_embedded(session, images), dtype=np.float32)
     sizes = sorted({im.size for im in images})
     atol, rtol, _ = e2e_tolerance(e, options)
     logits_cmp = compare_logits(e, a, atol=atol, rtol=rtol)
+    if logits_cmp.expected_nonfinite:
+        return CheckResult("real_images", "error", "inconclusive: torch's own logits on the real images hold NaN or Inf, "
+                           "so no comparison with them can pass or fail the export.\n" + logits_cmp.message())
     topk_cmp = compare_topk(e, a, k=min(options.topk, e.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
     n = len(images)
-    agree = float((e.argmax(-1) == a.argmax(-1)).mean()) if n else 1.0
+    agree = float((e.argmax(-1) == a.argmax(-1)).mean())
     details = {"images": n, "distinct_sizes": len(sizes), "source": str(options.images or "bundled sample photos"),
                "max_abs_diff": logits_cmp.max_abs_diff, "top1_agreement": agree, "atol": atol, "rtol": rtol,
                "preprocessing": "embedded"}

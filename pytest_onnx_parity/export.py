@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, normalize_data_config, read_data_config, read_provenance
 from .errors import ExportError, OnnxFileError
-from .files import copy_onnx, move_onnx
+from .files import EXTERNAL_DATA_THRESHOLD, copy_onnx, move_onnx, save_onnx
 from .options import ORT_OPT_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +35,6 @@ EXPORTERS = ("dynamo", "torchscript")
 EXPORT_BATCH = 2
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of parameters; protobuf's limit is 2 GiB
 
 
 @dataclass
@@ -367,7 +366,5 @@ def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], 
     del proto.metadata_props[:]
     for k, v in sorted(props.items()):
         proto.metadata_props.add(key=k, value=v)
-    tmp = path.with_name(f".{path.name}.meta-tmp")
-    onnx.save_model(proto, str(tmp))
-    os.replace(tmp, path)
+    save_onnx(proto, path)  # weights in external data stay where they are
     return opset

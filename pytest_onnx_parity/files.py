@@ -10,8 +10,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+#: Bytes of weights above which an ONNX file keeps them in an external-data file (protobuf's limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
 def safe_name(text: str, limit: int = 120) -> str:
@@ -79,3 +86,28 @@ def copy_onnx(src: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, target)
+
+
+def save_onnx(proto: "onnx.ModelProto", dst: "str | os.PathLike[str]", *, external: bool = False) -> Path:
+    """Write ``proto`` to ``dst`` through a temporary file and ``os.replace``.
+
+    ``external=True`` puts the weights into ``<dst name>.data`` beside it (for models near
+    protobuf's 2 GiB limit, see :data:`EXTERNAL_DATA_THRESHOLD`); otherwise the proto is written
+    as it is, so references to external data already beside ``dst`` stay valid.
+    """
+    import onnx
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        if external:
+            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=f"{dst.name}.data", size_threshold=1024)
+        else:
+            onnx.save_model(proto, str(tmp))
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst

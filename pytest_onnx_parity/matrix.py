@@ -384,24 +384,3 @@ def variant_export(base: "OnnxExport", options: "ParityOptions", *, workdir: str
         out = derive_export(out, {"preprocessing": "embedded", "layout": "NHWC"}, write_embedded,
                             cache_dir=options.cache_dir, use_cache=options.use_cache, workdir=workdir)
     return out, model_part
-
-
-def precision_tolerance(precision: str, expected: Any) -> tuple[float, float] | None:
-    """``(atol, rtol)`` of the logits of a ``precision`` file from its profile (None for fp32: the defaults)."""
-    if precision == "fp32":
-        return None
-    from .precision import logits_tolerance
-
-    return logits_tolerance(precision, expected)
-
-
-def layer_tolerance(precision: str) -> dict[str, float]:
-    """Keyword arguments for compare_layers on a ``precision`` file (empty: the float32 defaults)."""
-    if precision == "fp32":
-        return {}
-    from .tolerances import precision_profile
-
-    prof = precision_profile(precision)
-    if prof.layer_atol is None or prof.layer_rtol is None:
-        return {}
-    return {"atol": prof.layer_atol, "rtol": prof.layer_rtol}

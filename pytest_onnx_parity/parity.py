@@ -35,6 +35,7 @@ from .conditioning import torch_sensitivity
 from .forward import ort_forward, random_batch, torch_forward
 from .options import LAYER_MODES, ParityOptions
 from .results import CheckResult, ParityResult
+from .tolerances import logit_rms
 
 __all__ = ["LAYER_MODES", "CheckResult", "ParityOptions", "ParityResult", "ParityRun", "check_parity",
            "ort_forward", "random_batch", "torch_forward"]
@@ -273,10 +274,13 @@ class ParityRun:
 
     def _tolerance(self, expected: np.ndarray) -> tuple[float | None, float | None]:
         """The logits tolerance: given, or the precision's profile (fp16), or None for the float32 defaults."""
-        from .matrix import precision_tolerance
+        from .tolerances import precision_logits_tolerance
 
-        pair = precision_tolerance(self.options.precision, expected) if self.options.atol is None else None
-        return pair if pair is not None else (self.options.atol, self.options.rtol)
+        if self.options.atol is not None or self.options.precision != "fp16":
+            # given; or None: compare_logits' float32 defaults (fp32; and int8, whose logits are never compared
+            # with torch's, but whose batch check compares the file with itself)
+            return self.options.atol, self.options.rtol
+        return precision_logits_tolerance(self.options.precision, expected)
 
     def _point_at_weights(self) -> None:
         """When the weights check failed, the behaviour checks' failures say so first (not "loosen a tolerance")."""
@@ -336,8 +340,8 @@ class ParityRun:
         atol, rtol = self._tolerance(expected)
         cmp = compare_logits(expected, actual, atol=atol, rtol=rtol)
         r.max_abs_diff = cmp.max_abs_diff
-        finite = expected[np.isfinite(expected)].astype(np.float64)
-        scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
+        finite = expected[np.isfinite(expected)]
+        scale = logit_rms(expected)
         details = {**cmp.to_dict(), "logit_rms": scale, "batch": int(expected.shape[0])}
         title = "Logits on a random batch are not close!"
         if cmp.expected_nonfinite:
@@ -439,9 +443,9 @@ class ParityRun:
         kwargs: dict[str, Any] = {}
         if o.layer_memory is not None:
             kwargs["memory_budget"] = o.layer_memory
-        from .matrix import layer_tolerance
+        from .tolerances import precision_layer_tolerance
 
-        kwargs.update(layer_tolerance(o.precision) if o.atol is None else {})
+        kwargs.update(precision_layer_tolerance(o.precision) if o.atol is None else {})
         cmp = compare_layers(self.model, self.model_part or self.export.path, x[:1], **kwargs)
         r.layer_comparison = cmp
         details = cmp.to_dict()

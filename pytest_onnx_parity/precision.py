@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import OnnxFileError, OnnxParityError
-from .tolerances import PRECISION_PROFILES, PrecisionProfile, precision_profile  # tolerance rules live in tolerances.py
+from .files import external_files, save_onnx
+from .tolerances import PRECISION_PROFILES, PrecisionProfile, logit_rms, precision_profile  # tolerance rules live in tolerances.py
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -113,36 +114,13 @@ def _require_float32(proto: "onnx.ModelProto", src: Path, target: str) -> None:
 def save_variant(proto: "onnx.ModelProto", dst: "str | os.PathLike[str]", source_props: Mapping[str, str],
                  precision: str, options: Mapping[str, Any], *, external: bool = False) -> Path:
     """Write ``proto`` to ``dst`` atomically with ``source_props`` plus the precision entries."""
-    import onnx
-
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     props = dict(source_props)
     props[PRECISION_KEY] = precision
     props[PRECISION_OPTIONS_KEY] = json.dumps(dict(options), sort_keys=True, default=str)
     del proto.metadata_props[:]
     for k, v in sorted(props.items()):
         proto.metadata_props.add(key=k, value=v)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    data_name = f"{dst.name}.data"
-    try:
-        if external:
-            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(proto, str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return dst
-
-
-def _has_external_data(path: Path) -> bool:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    return save_onnx(proto, dst, external=external)
 
 
 def to_fp16(
@@ -179,7 +157,7 @@ def to_fp16(
     options = {"converter": "onnxruntime.transformers.float16", "keep_io_types": keep_io_types,
                "keep_fp32_ops": keep, "onnxruntime": _version("onnxruntime"),
                "convert_s": round(time.perf_counter() - t0, 3)}
-    return save_variant(converted, dst_onnx, props, "fp16", options, external=_has_external_data(src))
+    return save_variant(converted, dst_onnx, props, "fp16", options, external=bool(external_files(src)))
 
 
 def _refresh_value_info(proto: "onnx.ModelProto") -> None:
@@ -305,5 +283,5 @@ def rel_error(expected: "np.ndarray", actual: "np.ndarray") -> float:
     e, a = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
     if not np.isfinite(a).all():
         return math.inf
-    rms = float(np.sqrt(np.mean(e**2)))
+    rms = logit_rms(e)
     return float(np.abs(a - e).max()) / rms if rms > 0 else math.inf

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .precision import PRECISION_PROFILES, PrecisionError, _load_source, _require_float32, save_variant
+from .precision import PrecisionError, _load_source, _require_float32, save_variant
+from .tolerances import PRECISION_PROFILES, logit_rms
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -228,7 +229,7 @@ def int8_verdict(
     n = e.shape[0]
     pe, pa = e.argmax(1), a.argmax(1)
     agree = float((pe == pa).mean())
-    rms = float(np.sqrt(np.mean(e**2)))
+    rms = logit_rms(e)
     figures: dict[str, Any] = {**thresholds, "images": n, "top1_agreement": agree,
                                "max_abs_diff_rel": float(np.abs(a - e).max()) / rms if rms > 0 else float("inf"),
                                "disagreements": [int(i) for i in np.flatnonzero(pe != pa)][:20]}

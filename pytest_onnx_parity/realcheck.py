@@ -25,7 +25,7 @@ from .errors import OnnxParityError
 from .conditioning import float64_arbitration, torch_sensitivity
 from .forward import ort_forward, torch_forward
 from .results import CheckResult
-from .tolerances import ARBITRATION_FACTOR
+from .tolerances import ARBITRATION_FACTOR, E2E_ATOL_FACTOR, E2E_RTOL, logit_rms
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -33,11 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .options import ParityOptions
 
-# End-to-end logits tolerance: preprocess matches timm's transform to ~1e-6 in
-# normalised units (float32 rounding); 2e-3 of the logit RMS leaves room for that
-# while a wrong mean/std/crop/interpolation moves logits by 5% to 100% of their RMS.
-E2E_ATOL_FACTOR = 2e-3
-E2E_RTOL = 2e-3
 BATCH = 16
 PROGRESS_EVERY_S = 10.0
 
@@ -59,15 +54,14 @@ def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
 def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float, float, str]:
     """``(atol, rtol, source)`` of the end-to-end logits: given, or the end-to-end default widened to the
     precision's own profile for fp16 files (source empty when given)."""
-    from .precision import logits_tolerance
+    from .tolerances import precision_logits_tolerance
 
     if options.atol is not None:
         return options.atol, options.rtol, ""  # type: ignore[return-value]
-    finite = expected[np.isfinite(expected)].astype(np.float64)  # float32 torch itself may overflow
-    scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
+    scale = logit_rms(expected)  # of the finite values: float32 torch itself may overflow
     atol, rtol = E2E_ATOL_FACTOR * scale, E2E_RTOL
     source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
-    pair = logits_tolerance(options.precision, expected) if options.precision == "fp16" else None
+    pair = precision_logits_tolerance(options.precision, expected) if options.precision == "fp16" else None
     if pair is not None and pair[0] > atol:
         atol, rtol = pair[0], max(rtol, pair[1])
         source = f"{options.precision} profile (precision.py), logit RMS {scale:.3g}"

@@ -229,6 +229,12 @@ def test_embedded_file_with_wrong_preprocessing_fails(tmp_path: Path, export_cac
     assert bad.status == "failed" and statuses["logits"] == "failed" and statuses["real_images"] == "failed"
     assert statuses["layers"] == "passed"
     assert np.isfinite(bad.max_abs_diff) and bad.max_abs_diff > 1e-3
+    # an unreadable photo in the folder: the embedded real-image check names it, no raw decoder error
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    broken = check_parity(model, onnx=good.path, layers="never", images=str(folder)).check("real_images")
+    assert broken.status == "error" and "broken.jpg" in broken.message and "Traceback" not in broken.message
 
 
 def test_int8_thresholds_are_options(pytester: pytest.Pytester) -> None:

@@ -114,6 +114,17 @@ def test_int8_verdict_with_random_weights_is_skipped(vit, tmp_path: Path) -> Non
     assert v.status == "skipped" and "random weights" in v.message and not v.passed
 
 
+def test_an_int8_file_checks_its_batch_consistency_against_itself(vit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """int8 has no element-wise tolerance against torch, but its batch check compares the file with itself."""
+    from pytest_onnx_parity import check_parity
+
+    model, src, _, _, _ = vit
+    q = to_int8(src, tmp_path / "q.onnx", calibration_images(src))
+    result = check_parity(model, onnx=q, layers="never")
+    assert result.check("batch_consistency").status == "passed", result.check("batch_consistency").message
+    assert result.check("logits").status == "skipped" and "int8" in result.check("logits").message
+
+
 def test_int8_verdict_fails_on_disagreement_and_accuracy_drop() -> None:
     rng = np.random.default_rng(0)
     e = rng.standard_normal((8, 10))
