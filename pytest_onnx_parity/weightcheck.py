@@ -8,11 +8,13 @@ huge logit differences, and loosening tolerances would be the wrong advice.
 
 How it matches. Exporters rename weights (TorchScript: ``onnx::Conv_123``) and
 change their form, legitimately. The torch side therefore offers, for each weight,
-the forms an exporter may write: the tensor itself (in any shape with the same
-number of elements: reshaped layer scales, squeezed tokens), its transpose (a
-Linear exported as ``MatMul`` with W^T), the 1x1 kernel as a transposed matrix,
-and a convolution folded with the BatchNorm that follows it
-(``w*gamma/sqrt(var+eps)`` and ``(b-mean)*gamma/sqrt(var+eps)+beta``). File tensors
+the forms an exporter may write (:mod:`.weightforms`): the tensor itself (in any
+shape with the same number of elements: reshaped layer scales, squeezed tokens), its
+transpose (a Linear exported as ``MatMul`` with W^T), the 1x1 kernel as a transposed
+matrix, the weight a module computes at run time (a standardised kernel, a fused qkv
+bias), and a convolution folded with the BatchNorm that normalises its output
+(``w*gamma/sqrt(var+eps)`` and ``(b-mean)*gamma/sqrt(var+eps)+beta``), paired by
+one traced forward pass. File tensors
 are indexed by element count; within a bucket a 16-element signature prefilters
 the pairs before the full ``allclose``, so matching is close to linear in the
 number of weights. A weight that matched nothing is then *located*: the
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import OnnxParityError
+from .weightforms import Form, trace_weights, tracked_weights, weight_forms
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -53,7 +56,6 @@ FIX_SOME = ("Looser tolerances would not help: these layers differ in the file i
 DEFAULT_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-4, 1e-5), "float16": (2e-3, 1e-4),
                       "bfloat16": (1e-2, 1e-3)}
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
-_FOLDABLE_CONV = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 
 
 def _scope_tools() -> tuple[Any, Any]:
@@ -88,6 +90,8 @@ class WeightsComparison:
     file_tensors: int = 0
     rtol: float = 0.0
     atol: float = 0.0
+    pairing: str = ""
+    """How BatchNorms were paired with convolutions: ``traced`` (one forward) or ``module order`` (its fallback)."""
 
     @property
     def passed(self) -> bool:
@@ -115,104 +119,8 @@ class WeightsComparison:
             "fraction_differing": num(self.fraction_differing), "coverage": num(self.coverage),
             "total_elements": self.total_elements, "matched_elements": self.matched_elements,
             "differing_elements": self.differing_elements, "exporter": self.exporter,
-            "file_tensors": self.file_tensors, "rtol": self.rtol, "atol": self.atol,
+            "file_tensors": self.file_tensors, "rtol": self.rtol, "atol": self.atol, "pairing": self.pairing,
         }
-
-
-# --------------------------------------------------------------------------- forms
-
-
-@dataclass
-class _Form:
-    """One way an exporter may write (some of) the model's weights."""
-
-    kind: str  # raw | transposed | folded
-    array: "np.ndarray"  # as computed (any shape)
-    covers: tuple[str, ...]
-    transpose: bool = False
-
-    @property
-    def numel(self) -> int:
-        return int(self.array.size)
-
-    def at(self, idx: "np.ndarray") -> "np.ndarray":
-        import numpy as np
-
-        if not self.transpose:
-            return self.array.reshape(-1)[idx]
-        rows, cols = self.array.shape
-        r, c = np.unravel_index(idx, (cols, rows))
-        return self.array[c, r]
-
-    def flat(self) -> "np.ndarray":
-        import numpy as np
-
-        return np.ascontiguousarray(self.array.T if self.transpose else self.array).reshape(-1)
-
-
-def _tracked(model: "torch.nn.Module") -> dict[str, "np.ndarray"]:
-    """Float parameters and BatchNorm running statistics with two elements or more."""
-    out = {}
-    for name, p in model.named_parameters():
-        if p.is_floating_point() and p.numel() > 1:
-            out[name] = p.detach().cpu().float().numpy()
-    for name, b in model.named_buffers():
-        if b.is_floating_point() and b.numel() > 1 and name.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
-            out[name] = b.detach().cpu().float().numpy()
-    return out
-
-
-def _fold_pairs(model: "torch.nn.Module") -> dict[str, str]:
-    """BatchNorm module -> the convolution (or Linear) just before it with as many output channels."""
-    import torch
-
-    pairs: dict[str, str] = {}
-    last: tuple[str, int] | None = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            if last is not None and last[1] == mod.num_features and mod.track_running_stats:
-                pairs[name] = last[0]
-            last = None
-        elif type(mod).__name__ in _FOLDABLE_CONV or isinstance(mod, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
-            out = getattr(mod, "out_channels", getattr(mod, "out_features", None))
-            last = (name, int(out)) if out else None
-    return pairs
-
-
-def _forms(model: "torch.nn.Module", tracked: dict[str, "np.ndarray"], pairs: dict[str, str]) -> list[_Form]:
-    import numpy as np
-
-    forms: list[_Form] = []
-    for name, arr in tracked.items():
-        forms.append(_Form("raw", arr, (name,)))
-        if arr.ndim == 2 and arr.shape[0] > 1 and arr.shape[1] > 1:
-            forms.append(_Form("transposed", arr, (name,), transpose=True))
-        elif arr.ndim == 4 and arr.shape[2:] == (1, 1) and min(arr.shape[:2]) > 1:
-            forms.append(_Form("transposed", arr.reshape(arr.shape[:2]), (name,), transpose=True))
-    modules = dict(model.named_modules())
-    for bn_name, conv_name in pairs.items():
-        bn, conv = modules[bn_name], modules[conv_name]
-        w = tracked.get(f"{conv_name}.weight")
-        if w is None or bn.running_var is None:
-            continue
-        var = bn.running_var.detach().double().cpu().numpy()
-        mean = bn.running_mean.detach().double().cpu().numpy()
-        gamma = bn.weight.detach().double().cpu().numpy() if bn.weight is not None else np.ones_like(var)
-        beta = bn.bias.detach().double().cpu().numpy() if bn.bias is not None else np.zeros_like(var)
-        with np.errstate(invalid="ignore", divide="ignore"):  # a broken norm gives NaN: compared, never equal
-            scale = gamma / np.sqrt(var + bn.eps)
-        folded_w = w * scale.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
-        bias = getattr(conv, "bias", None)
-        b = bias.detach().double().cpu().numpy() if bias is not None else np.zeros_like(var)
-        folded_b = ((b - mean) * scale + beta).astype(np.float32)
-        w_covers = (f"{conv_name}.weight", f"{bn_name}.weight", f"{bn_name}.running_var")
-        b_covers = tuple(n for n in (f"{conv_name}.bias", f"{bn_name}.bias", f"{bn_name}.running_mean",
-                                     f"{bn_name}.running_var", f"{bn_name}.weight") if n in tracked)
-        forms.append(_Form("folded", folded_w, tuple(n for n in w_covers if n in tracked)))
-        forms.append(_Form("folded", folded_b, b_covers))
-        if folded_w.ndim == 2 or (folded_w.ndim == 4 and folded_w.shape[2:] == (1, 1)):
-            forms.append(_Form("folded", folded_w.reshape(folded_w.shape[:2]), forms[-2].covers, transpose=True))
-    return forms
 
 
 # --------------------------------------------------------------------------- file side
@@ -251,14 +159,14 @@ def _close(a: "np.ndarray", b: "np.ndarray", rtol: float, atol: float) -> bool:
     return bool(np.all(_near(a, b, np.float32(rtol), np.float32(atol))))
 
 
-def _match(forms: list[_Form], files: dict[str, "np.ndarray"], rtol: float, atol: float) -> tuple[dict[str, str], set[str]]:
+def _match(forms: list[Form], files: dict[str, "np.ndarray"], rtol: float, atol: float) -> tuple[dict[str, str], set[str]]:
     """Weight name -> the file tensor one of its forms equals; and the file tensors matched."""
     import numpy as np
 
     buckets: dict[int, list[str]] = {}
     for name, arr in files.items():
         buckets.setdefault(int(arr.size), []).append(name)
-    by_size: dict[int, list[_Form]] = {}
+    by_size: dict[int, list[Form]] = {}
     for f in forms:
         if f.numel in buckets:
             by_size.setdefault(f.numel, []).append(f)
@@ -347,7 +255,7 @@ def _locate(tracked: dict[str, "np.ndarray"], matched: dict[str, str], used: set
     return located
 
 
-def _difference(name: str, target: "np.ndarray", forms: list[_Form]) -> tuple[float, float] | None:
+def _difference(name: str, target: "np.ndarray", forms: list[Form]) -> tuple[float, float] | None:
     """(max abs diff, relative) between the file tensor and the closest same-sized form covering ``name``."""
     import numpy as np
 
@@ -392,7 +300,7 @@ def compare_weights(
         raise WeightsCheckError(f"model must be a torch.nn.Module or a model spec string, got {type(model).__name__}")
     proto = load_onnx_proto(onnx_file, weights=True)
     files = _file_tensors(proto)
-    tracked = _tracked(model)
+    tracked = tracked_weights(model)
     total_el = sum(a.size for a in tracked.values())
     dtypes = sorted({_dtype_name(a) for a in files.values()})
     dtype = "float16" if "float16" in dtypes else "bfloat16" if "bfloat16" in dtypes else "float32"
@@ -404,8 +312,9 @@ def compare_weights(
     if not files:
         return WeightsComparison(
             "skipped", "the ONNX file holds no floating-point weights (a quantized file?): weights not compared", **base)
-    pairs = _fold_pairs(model)
-    forms = _forms(model, tracked, pairs)
+    trace = trace_weights(model)
+    pairs = trace.pairs
+    forms = weight_forms(tracked, model, trace)
     matched, used = _match(forms, files, rtol, atol)
     modules = {n for n, _ in model.named_modules()}
     slots, exporter = _slots(proto, files, model)
@@ -422,7 +331,8 @@ def compare_weights(
         differing=differing, located={n: located[n] for n in differing_names},
         unlocated=[n for n in tracked if n not in matched and n not in differing_names],
         matched_elements=sum(tracked[n].size for n in matched),
-        differing_elements=sum(tracked[n].size for n in differing_names), exporter=exporter, **base)
+        differing_elements=sum(tracked[n].size for n in differing_names), exporter=exporter,
+        pairing=trace.pairing + (f" ({trace.reason})" if trace.reason else ""), **base)
     result.status, result.message = _verdict(result, dtype)
     return result
 

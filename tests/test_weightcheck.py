@@ -192,3 +192,82 @@ def test_bad_arguments_raise_clear_errors(export_cache: str, tmp_path: Path) -> 
         compare_weights(42, path)  # type: ignore[arg-type]
     with pytest.raises(OnnxParityError, match="not found"):
         compare_weights(model("test_resnet"), tmp_path / "missing.onnx")
+
+
+def _computed_weights_model() -> Any:
+    """Three forms module order and raw weights cannot explain, as timm writes them:
+    a ScaledStdConv2d (nfnet: kernel standardised and scaled by a gain at run time),
+    convolutions and norms kept in two lists (Res2Net's ``convs``/``bns``: in module order
+    ``bns.0`` follows ``convs.1``), and a qkv bias concatenated from q and v biases."""
+    import torch
+    from timm.layers import ScaledStdConv2d
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = ScaledStdConv2d(3, 8, 3, padding=1)
+            self.convs = torch.nn.ModuleList([torch.nn.Conv2d(4, 4, 3, padding=1, bias=False) for _ in range(2)])
+            self.bns = torch.nn.ModuleList([torch.nn.BatchNorm2d(4) for _ in range(2)])
+            self.qkv = torch.nn.Linear(8, 24, bias=False)
+            self.q_bias = torch.nn.Parameter(torch.randn(8))
+            self.v_bias = torch.nn.Parameter(torch.randn(8))
+            self.head = torch.nn.Linear(8, 10)
+            self.pretrained_cfg = {"input_size": (3, 16, 16)}
+
+        def forward(self, x: Any) -> Any:
+            a, b = self.stem(x).split(4, dim=1)
+            a = self.bns[0](self.convs[0](a))
+            b = self.bns[1](self.convs[1](b + a))
+            t = torch.cat([a, b], 1).flatten(2).transpose(1, 2)
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+            q = torch.nn.functional.linear(t, self.qkv.weight, bias)[..., :8]
+            return self.head(q.mean(1))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.stem.gain.uniform_(0.5, 2.0)
+        for bn in net.bns:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_computed_weights_and_norms_kept_in_lists_pass_and_a_fault_in_them_fails(exporter: str, tmp_path: Path) -> None:
+    import copy
+
+    import torch
+
+    net = _computed_weights_model()
+    path = P.export_onnx(net, tmp_path / "net.onnx", exporter=exporter, use_cache=False).path
+    r = compare_weights(net, path)
+    assert r.status == "passed", r.message
+    assert r.pairing == "traced" and r.coverage == 1.0 and r.compared == r.total
+    for weight in ("convs.1.weight", "stem.gain"):  # folded with bns.1; folded into the standardised kernel
+        changed = copy.deepcopy(net)
+        with torch.no_grad():
+            changed.get_parameter(weight).mul_(1.05)
+        bad = compare_weights(changed, path)
+        assert bad.status == "failed", bad.message
+        module = weight.rsplit(".", 1)[0]  # a changed gain shows in the one kernel it was folded into
+        assert {d[0].rsplit(".", 1)[0] for d in bad.differing} == {module}, bad.message
+    # module order (the fallback when no forward can run) pairs bns.0 with convs.1: it would cry wolf
+    from pytest_onnx_parity.weightforms import _order_pairs
+
+    assert _order_pairs(net) == {"bns.0": "convs.1"}
+
+
+def test_a_model_that_cannot_run_falls_back_to_module_order_and_says_so(export_cache: str) -> None:
+    m = P.load_model("test_resnet")
+    path = exported("test_resnet", "torchscript", export_cache)
+    m.train()
+    try:
+        r = compare_weights(m, path)
+    finally:
+        m.eval()
+    assert r.pairing == "module order (the model is in training mode)"
+    assert r.to_dict()["pairing"] == r.pairing
+    assert r.status == "passed", r.message  # plain conv -> bn blocks pair right in module order

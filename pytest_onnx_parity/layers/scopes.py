@@ -230,8 +230,8 @@ class GraphScopes:
             if child == part or child.endswith("." + part):
                 return child
             depth_first.extend(self._children.get(child, ()))
-        for child in depth_first:  # a level the exporter left out of the name
-            if child.endswith("." + part):
+        for child in depth_first:  # a level the exporter left out of the name ("/convs.1/Conv" under the root)
+            if child == part or child.endswith("." + part):
                 return child
         return None
 
