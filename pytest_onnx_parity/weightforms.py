@@ -71,7 +71,6 @@ class _Operand:
 
     array: "np.ndarray"
     covers: tuple[str, ...]
-    computed: bool  # not a parameter of the model as is
 
 
 @dataclass
@@ -97,6 +96,11 @@ class WeightTrace:
     computed: list[_Operand] = field(default_factory=list)
     folds: list[_Fold] = field(default_factory=list)
     reason: str = ""
+
+
+def _f64(t: Any) -> "np.ndarray | None":
+    """A tensor's values in float64 (norm statistics are folded in float64), or None."""
+    return t.detach().cpu().double().numpy() if t is not None and hasattr(t, "detach") else None
 
 
 def tracked_weights(model: "torch.nn.Module") -> dict[str, "np.ndarray"]:
@@ -171,7 +175,7 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
     def operand(t: Any) -> _Operand | None:
         if not isinstance(t, torch.Tensor) or id(t) not in const:
             return None  # not a weight (a kernel computed from the input)
-        return _Operand(t.detach().cpu().float().numpy(), const[id(t)][1], computed=id(t) not in names)
+        return _Operand(t.detach().cpu().float().numpy(), const[id(t)][1])
 
     def propagate(func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -184,7 +188,7 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
                 const[id(o)] = (o, covers)
                 if covers and not view and o.is_floating_point() and o.numel() > 1 and id(o) not in recorded:
                     recorded.add(id(o))
-                    trace.computed.append(_Operand(o.detach().cpu().float().numpy(), covers, computed=True))
+                    trace.computed.append(_Operand(o.detach().cpu().float().numpy(), covers))
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
@@ -208,13 +212,12 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
         if params.get("training") or mean is None or var is None or id(x) not in conv_out or bn in trace.pairs:
             return
         conv, _, wo, bo = conv_out[id(x)]
-        as_np = (lambda t: t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else None)
         covers = {role: names[id(t)] for role, t in (("running_mean", mean), ("running_var", var),
                                                      ("weight", params.get("weight")), ("bias", params.get("bias")))
                   if isinstance(t, torch.Tensor) and id(t) in names}
         trace.pairs[bn] = conv
-        trace.folds.append(_Fold(conv, bn, wo, bo, as_np(mean), as_np(var), as_np(params.get("weight")),
-                                 as_np(params.get("bias")), float(params.get("eps", 1e-5)), covers))
+        trace.folds.append(_Fold(conv, bn, wo, bo, _f64(mean), _f64(var), _f64(params.get("weight")),
+                                 _f64(params.get("bias")), float(params.get("eps", 1e-5)), covers))
 
     def enter(name: str) -> Any:
         return lambda module, args: stack.append(name)  # returns None: the input is kept
@@ -269,17 +272,16 @@ def _order_folds(model: "torch.nn.Module", tracked: dict[str, "np.ndarray"], pai
     """Folds from module-order pairs (the fallback when the forward could not be traced)."""
     modules = dict(model.named_modules())
     folds = []
-    as_np = (lambda t: t.detach().double().cpu().numpy() if t is not None else None)
     for bn_name, conv_name in pairs.items():
         bn, conv = modules[bn_name], modules[conv_name]
         w = tracked.get(f"{conv_name}.weight")
         if w is None or bn.running_var is None:
             continue
         bias = getattr(conv, "bias", None)
-        b = _Operand(as_np(bias).astype("float32"), (f"{conv_name}.bias",), False) if bias is not None else None
+        b = _Operand(_f64(bias).astype("float32"), (f"{conv_name}.bias",)) if bias is not None else None
         covers = {role: f"{bn_name}.{role}" for role in ("weight", "bias", "running_mean", "running_var")}
-        folds.append(_Fold(conv_name, bn_name, _Operand(w, (f"{conv_name}.weight",), False), b,
-                           as_np(bn.running_mean), as_np(bn.running_var), as_np(bn.weight), as_np(bn.bias),
+        folds.append(_Fold(conv_name, bn_name, _Operand(w, (f"{conv_name}.weight",)), b,
+                           _f64(bn.running_mean), _f64(bn.running_var), _f64(bn.weight), _f64(bn.bias),
                            float(bn.eps), covers))
     return folds
 
