@@ -282,7 +282,10 @@ def real_images_check(run: Any) -> Any:
 
         return check_real_images_embedded(run.model, run.session(), o)
     if o.precision == "int8":
-        return check_int8_real(run.model, run.export.path, run.session(), o, run.result.weights == "random")
+        check = check_int8_real(run.model, run.export.path, run.session(), o, run.result.weights == "random")
+        if check.details.get("top1_agreement") is not None:  # the entry's top1_agreement: the int8 verdict's
+            run.result.top1_agreement = check.details["top1_agreement"]
+        return check
     from .realcheck import check_real_images
 
     return check_real_images(run.model, run.export.path, run.session(), o, run.progress)
@@ -323,12 +326,17 @@ def variant_dict(options: "ParityOptions", model: "torch.nn.Module | None" = Non
 
 def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.InferenceSession",
                     options: "ParityOptions", random_weights: bool) -> Any:
-    """The int8 verdict (precision profile, quantize.int8_verdict) on real images, as the real_images check."""
+    """The int8 verdict (precision profile, quantize.int8_verdict) on real images, as the real_images check.
+
+    At a variant's optimisation level other than ``disabled`` the file also runs with ONNX Runtime's
+    optimisations disabled on the same images: int8 kernels (fused or not, and by the CPU's instruction
+    set) round differently, so the details and the message say whether the classes depend on the level
+    (quantize.compare_opt_levels); the verdict itself is the variant's level's."""
     import numpy as np
 
     from .forward import ort_forward, torch_forward
     from .images import labelled_folder, real_batch
-    from .quantize import int8_verdict
+    from .quantize import compare_opt_levels, int8_verdict
     from .results import CheckResult
 
     labelled = labelled_folder(options.images) if options.images else None
@@ -336,20 +344,44 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
     from .dataconfig import read_data_config, sized_config
 
     config = sized_config(read_data_config(path, test_time=options.test_time), options.image_size)
-    x, _ = real_batch(config, source)
+    x, paths = real_batch(config, source)
     e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
     a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
     labels = np.asarray([y for _, y in labelled]) if labelled else None
     given = {"min_top1_agreement": options.int8_min_agreement, "max_accuracy_drop": options.int8_max_accuracy_drop}
-    v = int8_verdict(e, a, labels, random_weights=random_weights, **{k: x for k, x in given.items() if x is not None})
-    return CheckResult("real_images", v.status, v.message, dict(v.figures))
+    kw = {k: x for k, x in given.items() if x is not None}
+    v = int8_verdict(e, a, labels, random_weights=random_weights, **kw)
+    details, message = dict(v.figures), v.message
+    details["opt_level"] = options.ort_opt
+    if v.status != "skipped" and options.ort_opt != "disabled":
+        from .export import make_session
+
+        plain = make_session(path, ort_opt="disabled", provider=options.provider)
+        a0 = np.concatenate([ort_forward(plain, x[i:i + 16]) for i in range(0, len(x), 16)])
+        v0 = int8_verdict(e, a0, labels, **kw)
+        figures, sentence = compare_opt_levels(e, a, a0, opt_level=options.ort_opt, names=[Path(p).name for p in paths])
+        details.update(figures, verdict_disabled=v0.status)
+        message = message.rstrip(".") + ". " + sentence + "."
+        if v0.status != v.status:
+            message += f" With optimisations disabled the verdict would be {v0.status}."
+    return CheckResult("real_images", v.status, message, details)
 
 
 # -- files of a variant -----------------------------------------------------------------------------------
 
 
-def convert_precision(src: Path, dst: Path, precision: str, *, images: str | None = None) -> None:
-    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py."""
+def int8_format(reduce_range: bool) -> str:
+    """The int8 settings of the package's own int8 files, as a cache-key value: U8S8 (uint8 activations, int8
+    weights), with 7-bit weights (``reduce_range``) on CPUs where ONNX Runtime recommends it (cpu.py)."""
+    return "U8S8-reduce_range" if reduce_range else "U8S8"
+
+
+def convert_precision(src: Path, dst: Path, precision: str, *, images: str | None = None,
+                      reduce_range: bool | None = None) -> None:
+    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py.
+
+    ``reduce_range`` (int8): 7-bit weights; ``None`` follows ONNX Runtime's advice for this CPU
+    (:func:`pytest_onnx_parity.cpu.int8_reduce_range`)."""
     if precision == "fp16":
         from .precision import to_fp16
 
@@ -357,7 +389,7 @@ def convert_precision(src: Path, dst: Path, precision: str, *, images: str | Non
     elif precision == "int8":
         from .quantize import calibration_images, to_int8
 
-        to_int8(src, dst, calibration_images(src, images), mode="static", per_channel=True)
+        to_int8(src, dst, calibration_images(src, images), mode="static", per_channel=True, reduce_range=reduce_range)
     else:
         raise VariantSkip(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
@@ -367,15 +399,23 @@ def variant_export(base: "OnnxExport", options: "ParityOptions", *, workdir: str
     and the path of its model part (the file before embedding: what the per-layer check reads).
 
     Derived files are cached beside ``base`` under keys of their own (see ``export.derive_export``);
-    without the cache they go into ``workdir``.
+    without the cache they go into ``workdir``. An int8 file's key holds its int8 format (reduce_range or
+    not, chosen by this CPU's instruction set), so a cache shared between CPUs never hands one CPU's file
+    to the other.
     """
     from .export import derive_export
 
     out = base
     if options.precision != "fp32":
         prec = options.precision
-        out = derive_export(out, {"precision": prec, "calibration": options.images if prec == "int8" else None},
-                            lambda s, d: convert_precision(s, d, prec, images=options.images),
+        fields: dict[str, Any] = {"precision": prec, "calibration": options.images if prec == "int8" else None}
+        rr: bool | None = None
+        if prec == "int8":
+            from .quantize import int8_reduce_range_choice
+
+            rr = int8_reduce_range_choice()
+            fields["int8_format"] = int8_format(rr)
+        out = derive_export(out, fields, lambda s, d: convert_precision(s, d, prec, images=options.images, reduce_range=rr),
                             cache_dir=options.cache_dir, use_cache=options.use_cache, workdir=workdir)
     model_part = out.path
     if options.embed_preprocessing:

@@ -5,7 +5,9 @@ with ``onnxruntime.quantization``:
 
 * ``mode="static"`` (CNNs): QDQ format, uint8 activations, int8 weights (per output
   channel by default), MinMax calibration on real images (:func:`calibration_images`:
-  the bundled photos or a folder, preprocessed by the file's own data config). The
+  the bundled photos or a folder, preprocessed by the file's own data config). On
+  x86-64 without VNNI the weights are 7-bit (``reduce_range=True``), as ONNX Runtime's
+  quantization documentation recommends for U8S8 there (:mod:`pytest_onnx_parity.cpu`). The
   file goes through ``quant_pre_process`` (symbolic shape inference and ONNX Runtime's
   graph optimisations, e.g. Conv+BatchNorm folding) first; when that fails the file
   is quantized as it is and the options record why.
@@ -32,7 +34,8 @@ from .tolerances import PRECISION_PROFILES, logit_rms
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["INT8_MODES", "Int8Verdict", "calibration_images", "int8_verdict", "to_int8"]
+__all__ = ["INT8_MODES", "Int8Verdict", "calibration_images", "compare_opt_levels", "int8_reduce_range_choice",
+           "int8_verdict", "to_int8"]
 
 INT8_MODES = ("static", "dynamic")
 _INT8 = PRECISION_PROFILES["int8"]
@@ -82,6 +85,8 @@ def to_int8(
     mode: str = "static",
     per_channel: bool = True,
     preprocess: bool = True,
+    reduce_range: bool | None = None,
+    activations: str = "uint8",
 ) -> Path:
     """Quantize a float32 ONNX file to int8; return ``dst_onnx``.
 
@@ -91,11 +96,18 @@ def to_int8(
     weights per output channel. The source's metadata is kept; ``onnx_parity.precision``
     is ``"int8"`` and ``onnx_parity.precision_options`` records mode, per_channel, the
     number of calibration images and whether ``quant_pre_process`` ran.
+
+    ``reduce_range``: quantize weights to 7 bits; ``None`` (default) follows ONNX Runtime's
+    advice for this CPU (:func:`pytest_onnx_parity.cpu.int8_reduce_range`: ``True`` on x86-64
+    without VNNI, where U8S8 kernels can saturate); the options record the choice, why, and
+    the CPU. ``activations``: ``"uint8"`` (U8S8, the default) or ``"int8"`` (S8S8), static mode.
     """
     import tempfile
 
     if mode not in INT8_MODES:
         raise PrecisionError(f"unknown int8 mode {mode!r}: choose one of {', '.join(INT8_MODES)}")
+    if activations not in ("uint8", "int8"):
+        raise PrecisionError(f"unknown int8 activation type {activations!r}: choose uint8 (U8S8) or int8 (S8S8)")
     src = Path(src_onnx)
     proto = _load_source(src)
     _require_float32(proto, src, "int8")
@@ -109,13 +121,19 @@ def to_int8(
             "calibration_images(onnx_file, 'path/to/folder'), or use mode='dynamic'")
     t0 = time.perf_counter()
     options: dict[str, Any] = {"mode": mode, "per_channel": per_channel, "calibration_images": len(batches)}
+    reduce_range, options["reduce_range_reason"] = _reduce_range(reduce_range)
+    options["reduce_range"] = reduce_range
+    from .cpu import cpu_info
+
+    options["cpu"] = cpu_info()  # int8 kernels (and so this file's figures) depend on the instruction set
     with tempfile.TemporaryDirectory(prefix="onnx-parity-int8-") as tmp:
         model_in = str(src)
         if preprocess:
             model_in, options["pre_process"] = _pre_process(src, Path(tmp) / "pre.onnx")
         out = Path(tmp) / "int8.onnx"
         try:
-            _quantize(model_in, out, batches, mode=mode, per_channel=per_channel)
+            _quantize(model_in, out, batches, mode=mode, per_channel=per_channel, reduce_range=reduce_range,
+                      activations=activations)
         except PrecisionError:
             raise
         except Exception as exc:
@@ -125,7 +143,8 @@ def to_int8(
 
         quantized = onnx.load(str(out), load_external_data=True)
         options.update({"quantizer": "onnxruntime.quantization", "format": "QDQ" if mode == "static" else "dynamic",
-                        "activations": "uint8" if mode == "static" else "uint8 (dynamic)", "weights": "int8",
+                        "activations": activations if mode == "static" else "uint8 (dynamic)",
+                        "weights": "int8 (7-bit range)" if reduce_range else "int8",
                         "convert_s": round(time.perf_counter() - t0, 3)})
         from .precision import _version
 
@@ -148,14 +167,39 @@ def _pre_process(src: Path, dst: Path) -> tuple[str, str]:
         return str(src), f"skipped: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: str, per_channel: bool) -> None:
+def int8_reduce_range_choice(reduce_range: bool | None = None) -> bool:
+    """The ``reduce_range`` a :func:`to_int8` call with this argument uses on this CPU."""
+    return _reduce_range(reduce_range)[0]
+
+
+def _reduce_range(given: bool | None) -> tuple[bool, str]:
+    """``(reduce_range, why)``: as given, or ONNX Runtime's advice for this CPU."""
+    from .cpu import cpu_flags_text, cpu_info, has_vnni, int8_reduce_range, is_x86
+
+    info = cpu_info()
+    cpu = f"{info.get('model') or 'unknown CPU'} ({info.get('machine')}; flags: {cpu_flags_text(info)})"
+    advice = int8_reduce_range(info)
+    if advice:
+        why = "x86-64 without VNNI: ONNX Runtime recommends reduce_range for U8S8 there (VPMADDUBSW saturation)"
+    elif is_x86(info) and has_vnni(info):
+        why = "x86-64 with VNNI: U8S8 does not saturate, full 8-bit weights"
+    else:
+        why = "not x86-64: U8S8 does not saturate, full 8-bit weights"
+    if given is None:
+        return advice, f"auto: {why}; CPU {cpu}"
+    agrees = "as" if bool(given) == advice else "against"
+    return bool(given), f"given, {agrees} ONNX Runtime's advice for this CPU ({why}); CPU {cpu}"
+
+
+def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: str, per_channel: bool,
+              reduce_range: bool = False, activations: str = "uint8") -> None:
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
     if mode == "dynamic":
         quantize_dynamic(model_in, str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+                         op_types_to_quantize=["MatMul", "Gemm"], reduce_range=reduce_range)
         return
     input_name = onnx.load(model_in, load_external_data=False).graph.input[0].name
 
@@ -168,10 +212,52 @@ def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: st
             return None if b is None else {input_name: b}
 
     quantize_static(model_in, str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8)
 
 
 # --------------------------------------------------------------------------- verdict
+
+
+def compare_opt_levels(torch_logits: Any, logits: Any, logits_disabled: Any, *, opt_level: str,
+                       names: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
+    """Whether an int8 file's top-1 classes depend on ONNX Runtime's optimisation level.
+
+    ``logits``: the file at ``opt_level``; ``logits_disabled``: the same file and images with
+    optimisations disabled; ``torch_logits``: the torch model. Returns ``(figures, sentence)``:
+    ``opt_level``, ``top1_agreement_disabled`` (with torch, at ``disabled``),
+    ``top1_same_across_opt_levels`` (share of images whose class is the same at both levels),
+    ``opt_level_dependent`` and ``opt_level_changes`` (each image that changes class: index,
+    name, class at both levels and torch's), and a sentence for the check's message.
+    """
+    import numpy as np
+
+    from .compare import to_numpy
+
+    e, a, a0 = (to_numpy(v).astype(np.float64) for v in (torch_logits, logits, logits_disabled))
+    if not e.shape == a.shape == a0.shape or e.ndim != 2:
+        raise PrecisionError(f"logits must be (images, classes) of one shape, got {e.shape}, {a.shape} and {a0.shape}")
+    pt, p, p0 = e.argmax(1), a.argmax(1), a0.argmax(1)
+    n = e.shape[0]
+    changed = [int(i) for i in np.flatnonzero(p != p0)]
+    changes = [{"image": i, **({"name": str(names[i])} if names is not None and i < len(names) else {}),
+                opt_level: int(p[i]), "disabled": int(p0[i]), "torch": int(pt[i])} for i in changed[:20]]
+    figures: dict[str, Any] = {
+        "opt_level": opt_level, "top1_agreement_disabled": float((p0 == pt).mean()) if n else None,
+        "top1_same_across_opt_levels": float((p == p0).mean()) if n else None,
+        "opt_level_dependent": bool(changed), "opt_level_changes": changes}
+    agree, agree0 = float((p == pt).mean()) if n else 0.0, figures["top1_agreement_disabled"] or 0.0
+    if not changed:
+        return figures, (f"ONNX Runtime optimisation level {opt_level} and disabled give the same top-1 class on all "
+                         f"{n} images")
+    shown = "; ".join(f"image {c['image']}{' ' + c['name'] if 'name' in c else ''}: class {c[opt_level]} at {opt_level}, "
+                      f"{c['disabled']} at disabled, torch {c['torch']}" for c in changes[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return figures, (f"This result depends on ONNX Runtime's optimisation level: {len(changed)} of {n} images change "
+                     f"class between {opt_level} and disabled ({shown}{more}); top-1 agreement with torch {agree:.1%} at "
+                     f"{opt_level}, {agree0:.1%} at disabled. int8 kernels differ by optimisation level and by the CPU's "
+                     "instruction set (the report's environment records it); judge int8 files on a labelled folder of a "
+                     "few hundred images, where one image moves the figure by well under a percent")
 
 
 @dataclass

@@ -81,15 +81,52 @@ def test_real_topk_swap_fails(logits: np.ndarray) -> None:
     assert "sample 0" in str(info.value)
 
 
-def test_near_tie_swap_is_reported_not_failed(logits: np.ndarray) -> None:
+def _swap_5th_and_6th(logits: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sample 0's top six classes at 10, 9, 8, 7, 6 and 6 - gap (torch); ONNX puts the 6th above the 5th by the
+    same gap. Every value is a small dyadic number, exact in float32 and float64, and far above the other
+    logits (standard normal), so no rounding and no sort's tie-breaking decides: only compare_topk's rule."""
     e = logits.copy()
-    order = np.argsort(-e[0])
-    e[0, order[5]] = e[0, order[4]] - 1e-7  # 5th and 6th class tie within float noise
+    top6 = np.argsort(-e[0], kind="stable")[:6]
+    e[0, top6] = np.float32([10.0, 9.0, 8.0, 7.0, 6.0, 6.0 - gap])
     a = e.copy()
-    a[0, order[5]] += 2e-7  # ONNX puts them the other way round
-    result = assert_topk_agreement(e, a)
-    assert len(result.near_ties) == 1 and result.near_ties[0]["sample"] == 0
+    a[0, top6[5]] = np.float32(6.0 + gap)
+    assert float(e[0, top6[4]] - e[0, top6[5]]) == gap and float(a[0, top6[5]] - e[0, top6[5]]) == 2 * gap
+    return e, a
+
+
+# compare_topk's rule: a swap is a near tie when the torch logits of the swapped classes differ by at most
+# 2 x (atol + rtol x |largest|) ("each side may move by one tolerance"). With atol 2**-8 and rtol 0 that is 2**-7.
+ATOL = 2.0 ** -8
+TIE_TOLERANCE = 2 * ATOL
+
+
+def test_near_tie_swap_is_reported_not_failed(logits: np.ndarray) -> None:
+    gap = TIE_TOLERANCE / 4  # 2**-9: well inside the rule's tolerance
+    e, a = _swap_5th_and_6th(logits, gap)
+    result = assert_topk_agreement(e, a, atol=ATOL, rtol=0.0)
+    assert len(result.near_ties) == 1 and result.near_ties[0]["sample"] == 0 and not result.disagreements
+    tie = result.near_ties[0]
+    assert tie["gap"] == gap and tie["tolerance"] == TIE_TOLERANCE and len(tie["classes"]) == 2
     assert result.topk_agreement == 0.75  # reported as a swap, not hidden
+    assert result.top1_agreement == 1.0 and result.passed
+
+
+def test_a_swap_beyond_the_tie_tolerance_is_a_real_disagreement(logits: np.ndarray) -> None:
+    gap = 2 * TIE_TOLERANCE  # 2**-6: twice the rule's tolerance
+    e, a = _swap_5th_and_6th(logits, gap)
+    result = compare_topk(e, a, atol=ATOL, rtol=0.0)
+    assert not result.passed and not result.near_ties and len(result.disagreements) == 1
+    d = result.disagreements[0]
+    assert d["sample"] == 0 and d["gap"] == gap and d["tolerance"] == TIE_TOLERANCE
+    with pytest.raises(ParityFailure, match="Top-5 classes disagree"):
+        assert_topk_agreement(e, a, atol=ATOL, rtol=0.0)
+    # the rule's boundary is inclusive: a gap of exactly the tolerance is still a near tie
+    e, a = _swap_5th_and_6th(logits, TIE_TOLERANCE)
+    assert len(compare_topk(e, a, atol=ATOL, rtol=0.0).near_ties) == 1
+    # with the default tolerance (2 x (5e-4 x logit RMS + 1e-4 x |logit|), about 2.2e-3 here) the same 2**-6 swap fails
+    e, a = _swap_5th_and_6th(logits, gap)
+    default = compare_topk(e, a)
+    assert default.disagreements and default.disagreements[0]["tolerance"] < gap
 
 
 def test_min_agreement_allows_a_share(logits: np.ndarray) -> None:

@@ -125,6 +125,30 @@ def test_an_int8_file_checks_its_batch_consistency_against_itself(vit, tmp_path:
     assert result.check("logits").status == "skipped" and "int8" in result.check("logits").message
 
 
+def test_int8_files_follow_the_cpu_and_are_cached_per_setting(vit, export_cache: str,  # type: ignore[no-untyped-def]
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package's int8 files use ONNX Runtime's advice for the CPU (reduce_range on x86-64 without VNNI), say so
+    in their options, and are cached under keys holding that setting: a cache shared by two CPUs keeps both."""
+    from pytest_onnx_parity import cpu
+    from pytest_onnx_parity.matrix import variant_export
+    from pytest_onnx_parity.options import ParityOptions
+
+    base = export_onnx(vit[0], exporter="dynamo", cache_dir=export_cache)
+    opts = ParityOptions(precision="int8", cache_dir=export_cache)
+    files = {}
+    for model, flags, reduce_range in (("AMD EPYC 7B13", {"sse4_1", "avx", "avx2", "fma"}, True),
+                                       ("Intel Xeon 8375C", {"avx2", "avx512f", "avx512_vnni"}, False)):
+        monkeypatch.setattr(cpu, "probe_cpu", lambda m=model, f=flags: (m, "x86_64", frozenset(f)))
+        out, _ = variant_export(base, opts, workdir=None)
+        options = json.loads(read_metadata(out.path)[PRECISION_OPTIONS_KEY])
+        assert options["reduce_range"] is reduce_range and options["cpu"]["model"] == model, options
+        assert options["weights"] == ("int8 (7-bit range)" if reduce_range else "int8")
+        assert ("x86-64 without VNNI" in options["reduce_range_reason"]) is reduce_range
+        files[reduce_range] = out.path
+    assert files[True] != files[False] and "reduce_range" in files[True].parent.name
+    assert variant_export(base, opts, workdir=None)[0].path == files[False]  # each CPU finds its own file again
+
+
 def test_int8_verdict_fails_on_disagreement_and_accuracy_drop() -> None:
     rng = np.random.default_rng(0)
     e = rng.standard_normal((8, 10))
@@ -148,25 +172,107 @@ def lite0(tmp_path_factory: pytest.TempPathFactory, export_cache: str):  # type:
     return model, export_onnx(model, exporter="dynamo", cache_dir=export_cache).path
 
 
+LITE0_LABELS = {"chelsea.jpg": 282, "coffee.jpg": 967, "rocket.jpg": 657}  # tiger cat, espresso, missile
+
+
 def test_int8_static_on_real_lite0_weights_gives_agreement_and_accuracy(lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What holds on any x86 CPU. Top-1 agreement on these photos moves with ONNX Runtime's int8 kernels (by CPU
+    instruction set and optimisation level): 3/3 at ``all`` and 2/3 at ``disabled`` on an AVX-512/VNNI Xeon, 1/3 on
+    an AVX2-only EPYC (issue 16), because chelsea (282 vs 285) and rocket (657 vs 744) are near ties for torch
+    itself (0.06 and 0.37 logits). So the agreement is checked for consistency, not held to 3/3; what is held, with
+    the margins benchmarks/int8_cpu.py measured on the Xeon in three int8 formats at two levels (docs/precision.md,
+    "int8 and the CPU"):
+    * int8's top-1 lies within torch's top-5 on every photo: its best logit outside torch's top-5 is >= 1.68 below
+      its best inside, while the formats and levels move that margin by at most 0.42;
+    * the espresso (torch's margin 4.12 logits) keeps its class: agreement >= 1/3;
+    * a gross fault (``blocks.1.0.conv_pwl`` x3) puts int8's top-1 outside torch's top-5 on 3 of 4 photos, 3.0-4.6
+      logits from returning, and agrees on 0 of 3: it fails on any CPU.
+    """
     import onnx
 
+    from pytest_onnx_parity.cpu import int8_reduce_range
     from pytest_onnx_parity.images import bundled_image_paths
 
     model, src = lite0
     x = calibration_images(src)
-    labels = {"chelsea.jpg": 282, "coffee.jpg": 967, "rocket.jpg": 657}
-    keep = [i for i, p in enumerate(bundled_image_paths()) if p.name in labels]
-    y = [labels[bundled_image_paths()[i].name] for i in keep]
+    names = [p.name for p in bundled_image_paths()]
+    keep = [i for i, n in enumerate(names) if n in LITE0_LABELS]
+    y = np.asarray([LITE0_LABELS[names[i]] for i in keep])
     e = torch_forward(model, x)
+    torch_top5 = np.argsort(-e, axis=1)[:, :5]
+    assert (e[keep].argmax(1) == y).all()  # torch float32 itself names all three
     q = to_int8(src, tmp_path / "lite0-int8.onnx", x)
-    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(q)).graph.node)
-    v = int8_verdict(e[keep], ort_forward(make_session(q), x)[keep], y)
-    assert v.status == "passed", v.message
-    assert v.figures["images"] == 3 and v.figures["top1_agreement"] == 1.0 and v.figures["accuracy_drop_pp"] == 0.0
-    # a planted fault in the float32 file, quantized the same way, fails the verdict
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(q)).graph.node}
+    options = json.loads(read_metadata(q)[PRECISION_OPTIONS_KEY])
+    assert options["format"] == "QDQ" and options["activations"] == "uint8" and options["per_channel"] is True
+    assert options["reduce_range"] is int8_reduce_range() and options["cpu"]["machine"]  # ORT's advice for this CPU
+    for level in ("disabled", "all"):
+        a = ort_forward(make_session(q, ort_opt=level), x)
+        v = int8_verdict(e[keep], a[keep], y)
+        p = a[keep].argmax(1)
+        f = v.figures  # the figures are what they say
+        assert f["images"] == 3 and f["top1_agreement"] == float((p == y).mean())
+        assert f["torch_top1"] == 100.0 and f["int8_top1"] == 100.0 * float((p == y).mean())
+        assert f["accuracy_drop_pp"] == f["torch_top1"] - f["int8_top1"]
+        assert v.status == ("passed" if f["top1_agreement"] >= 0.85 and f["accuracy_drop_pp"] <= 10 else "failed"), v.message
+        outside = {names[i]: int(a[i].argmax()) for i in range(len(x)) if int(a[i].argmax()) not in torch_top5[i]}
+        assert not outside, f"at {level}: int8 top-1 outside torch's top-5 {outside}"
+        assert int(a[names.index("coffee.jpg")].argmax()) == 967 and f["top1_agreement"] >= 1 / 3
+    # a planted fault in the float32 file, quantized the same way, fails on any CPU
     bad32 = tmp_path / "fault.onnx"
-    onnx.save(scale_layer_weights(model, src, "blocks.1.0.conv_pwl", 1.5), str(bad32))
+    onnx.save(scale_layer_weights(model, src, "blocks.1.0.conv_pwl", 3.0), str(bad32))
     qb = to_int8(bad32, tmp_path / "fault-int8.onnx", x)
-    bad = int8_verdict(e[keep], ort_forward(make_session(qb), x)[keep], y)
-    assert bad.status == "failed", bad.message
+    ab = ort_forward(make_session(qb), x)
+    bad = int8_verdict(e[keep], ab[keep], y)
+    assert bad.status == "failed" and bad.figures["top1_agreement"] <= 1 / 3, bad.message
+    outside = [names[i] for i in range(len(x)) if int(ab[i].argmax()) not in torch_top5[i]]
+    assert len(outside) >= 2, f"the x3 fault kept int8's top-1 within torch's top-5 on {len(x) - len(outside)} photos"
+
+
+def test_compare_opt_levels_names_the_images_that_change_class() -> None:
+    from pytest_onnx_parity.quantize import compare_opt_levels
+
+    e = np.eye(4, 10) * 5.0  # torch: image i is class i
+    a, a0 = e.copy(), e.copy()
+    a0[1, 1], a0[1, 7] = 0.0, 6.0  # image 1 is class 7 with optimisations disabled
+    figures, sentence = compare_opt_levels(e, a, a0, opt_level="all", names=["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    assert figures["opt_level"] == "all" and figures["opt_level_dependent"] is True
+    assert figures["top1_agreement_disabled"] == 0.75 and figures["top1_same_across_opt_levels"] == 0.75
+    assert figures["opt_level_changes"] == [{"image": 1, "name": "b.jpg", "all": 1, "disabled": 7, "torch": 1}]
+    assert "depends on ONNX Runtime's optimisation level: 1 of 4 images" in sentence
+    assert "image 1 b.jpg: class 1 at all, 7 at disabled, torch 1" in sentence and "100.0% at all, 75.0% at disabled" in sentence
+    same, text = compare_opt_levels(e, a, a, opt_level="basic")
+    assert same["opt_level_dependent"] is False and same["opt_level_changes"] == [] and "same top-1 class on all 4" in text
+    with pytest.raises(PrecisionError, match="one shape"):
+        compare_opt_levels(e, a, a0[:2], opt_level="all")
+
+
+def test_int8_check_compares_opt_levels_and_fills_top1_agreement(lite0, export_cache: str) -> None:  # type: ignore[no-untyped-def]
+    """The gate's int8 check (matrix.check_int8_real) also runs the file with optimisations disabled, says whether
+    the classes depend on the level, and the entry's top1_agreement is the verdict's (it was null)."""
+    from pytest_onnx_parity import check_parity
+    from pytest_onnx_parity.cpu import int8_reduce_range
+    from pytest_onnx_parity.images import real_batch
+
+    model, _ = lite0
+    result = check_parity(model, precision="int8", ort_opt="all", layers="never", cache_dir=export_cache)
+    real = result.check("real_images")
+    assert real is not None and real.status in ("passed", "failed"), result.failure_message()
+    d = real.details
+    assert result.top1_agreement is not None and result.top1_agreement == d["top1_agreement"]
+    assert result.to_dict()["top1_agreement"] == d["top1_agreement"]
+    assert d["opt_level"] == "all" and d["verdict_disabled"] in ("passed", "failed")
+    # the figures are those of the file at both levels, recomputed here
+    q = Path(result.onnx_path)
+    assert json.loads(read_metadata(q)[PRECISION_OPTIONS_KEY])["reduce_range"] is int8_reduce_range()
+    x, paths = real_batch(str(q))
+    e = torch_forward(model, x).argmax(1)
+    p_all, p_off = (ort_forward(make_session(q, ort_opt=lvl), x).argmax(1) for lvl in ("all", "disabled"))
+    assert d["top1_agreement"] == float((p_all == e).mean()) and d["top1_agreement_disabled"] == float((p_off == e).mean())
+    changed = [int(i) for i in np.flatnonzero(p_all != p_off)]
+    assert [c["image"] for c in d["opt_level_changes"]] == changed and d["opt_level_dependent"] is bool(changed)
+    assert all(c["name"] == paths[c["image"]].name and c["all"] != c["disabled"] for c in d["opt_level_changes"])
+    if changed:
+        assert "This result depends on ONNX Runtime's optimisation level" in real.message
+    else:
+        assert "give the same top-1 class on all" in real.message
