@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError, WeightsError
-from .specs import ModelSpec, check_model_name, parse_spec
+from .specs import ModelSpec, check_checkpoint, check_model_name, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -86,8 +86,15 @@ def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
 
 
 def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
-    try:
-        return timm.create_model(spec.name, pretrained=True, **kwargs)
+    from .hub import HubUnreachable, load_pretrained
+
+    try:  # the local cache first; an unreachable hub fails in seconds with one message (hub.py)
+        return load_pretrained(lambda: timm.create_model(spec.name, pretrained=True, **kwargs), spec.name)
+    except HubUnreachable as exc:
+        raise WeightsError(
+            f"could not fetch pretrained weights for {spec.name!r}: {exc}. Offline, use {spec.name}=random, or "
+            f"download the weights once and pass a local file: {spec.name}=/path/to/model.safetensors "
+            "(HF_HUB_OFFLINE=1 skips the hub probe)") from None
     except Exception as exc:  # network errors come in many types (OSError, httpx, hf_hub)
         raise WeightsError(
             f"could not fetch pretrained weights for {spec.name!r} ({type(exc).__name__}: {_first_line(exc)}). "
@@ -98,11 +105,7 @@ def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.M
 
 def _create_from_file(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
     path = Path(os.path.expanduser(spec.weights))
-    if not path.is_file():
-        raise WeightsError(
-            f"checkpoint file not found: {path} (from spec {spec.text!r}). "
-            f"Pass an existing .safetensors/.pth/.bin file, or use {spec.name}=random"
-        )
+    check_checkpoint(spec)  # the same words as the gate's and the command line's up-front check
     try:
         return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path), **kwargs)
     except Exception as exc:

@@ -56,6 +56,11 @@ class ParityRun:
         self.onnx_arg = onnx
         self.progress = progress or (lambda msg: None)
         label = model if isinstance(model, str) else str(model) if type(model).__name__ == "ModelSpec" else _model_label(model)
+        if onnx is not None and not hasattr(onnx, "graph") and not str(label).lower().endswith(".onnx"):
+            # the label of a file made elsewhere is SPEC@FILE, FILE as given: what the gate and onnx-parity check say
+            import os
+
+            label = f"{label}@{os.fspath(onnx)}"
         self.result = ParityResult(model=str(label), exporter=None if onnx is not None else self.options.exporter)
         self.model: "torch.nn.Module | None" = None
         self.export: "OnnxExport | None" = None
@@ -116,10 +121,15 @@ class ParityRun:
             self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
         else:
             self.export = self._take_file(onnx_arg)
-        r.exporter = self.export.exporter or r.exporter
+        if onnx_arg is None:
+            r.exporter = self.export.exporter or r.exporter
+        else:  # made elsewhere: what the file says, never the exporter option (which made nothing here)
+            r.exporter = _given_file_exporter(self.export)
+            if r.variant is not None:
+                r.variant["exporter"] = r.exporter
         r.opset = self.export.opset or _file_opset(self.export.path)
         r.cache_hit = self.export.cache_hit
-        r.onnx_path = str(self.export.path)
+        r.onnx_path = str(self.export.path if onnx_arg is None else self.export.path.resolve())  # as the shell and gate
         r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0
         r.timings["prepare_s"] = time.perf_counter() - t
 
@@ -485,6 +495,19 @@ def _model_label(model: Any) -> str:
     from .models import model_name
 
     return model_name(model)
+
+
+def _given_file_exporter(export: OnnxExport) -> str | None:
+    """The exporter that made a given file: its provenance metadata (plugin exports), else what its graph
+    shows (dynamo's scope metadata, TorchScript's ``/module/path`` node names), else None (unknown)."""
+    from .dataconfig import load_onnx_proto
+    from .layers.scopes import detect_exporter
+
+    said = export.provenance.get("exporter")
+    if said in ("dynamo", "torchscript"):
+        return str(said)
+    seen = detect_exporter(list(load_onnx_proto(export.path).graph.node))
+    return None if seen == "unknown" else seen
 
 
 def _file_opset(path: Path) -> int | None:

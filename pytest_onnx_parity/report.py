@@ -186,6 +186,36 @@ def reason(entry: Mapping[str, Any]) -> str:
     return f"failed checks: {names}"
 
 
+#: how much of each check's message, and of a whole reason, :func:`full_reason` keeps
+CHECK_MESSAGE_LIMIT = 1500
+FULL_REASON_LIMIT = 6000
+
+
+def full_reason(entry: Mapping[str, Any]) -> str:
+    """Why an entry did not pass, with the messages that name the fix: the error, or each failing
+    check's own message (weights first, as the checks run), each cut at :data:`CHECK_MESSAGE_LIMIT`."""
+    if entry.get("status") in ("error", "skipped"):
+        return _cut(reason(entry), FULL_REASON_LIMIT)
+    bad = [c for c in entry.get("checks") or [] if c.get("status") in ("failed", "error")]
+    if not bad:
+        return reason(entry)
+    parts = [reason(entry)]
+    for c in bad:
+        message = _ANSI.sub("", str(c.get("message") or "")).strip() or "(no message)"
+        parts.append(f"--- {c.get('name')} ({c.get('status')}) ---\n{_cut(message, CHECK_MESSAGE_LIMIT)}")
+    return _cut("\n\n".join(parts), FULL_REASON_LIMIT)
+
+
+def _cut(text: str, n: int) -> str:
+    """``text`` up to ``n`` characters, cut at a line end where one is near, saying how much was left out."""
+    if len(text) <= n:
+        return text
+    head = text[:n]
+    if head.rfind("\n") > n // 2:
+        head = head[:head.rfind("\n")]
+    return f"{head.rstrip()}\n[... {len(text) - len(head)} more characters in the JSON report]"
+
+
 _CHAIN = " <- "
 _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"0x[0-9a-fA-F]+", "0x…"),
@@ -232,16 +262,16 @@ def _head(text: str) -> str:
 def group_reasons(report: Mapping[str, Any], statuses: tuple[str, ...] = ("error", "failed")) -> list[dict[str, Any]]:
     """Non-passing entries grouped by :func:`reason_key`, biggest group first.
 
-    Each group: ``status``, ``reason`` (the key), ``models`` and ``example`` (one full reason).
+    Each group: ``status``, ``reason`` (the key), ``models`` and ``example`` (one full reason,
+    :func:`full_reason`: the messages that name the fix).
     """
     groups: "OrderedDict[tuple[str, str], dict[str, Any]]" = OrderedDict()
     for e in sorted(report.get("models", []), key=entry_key):
         status = e.get("status")
         if status not in statuses:
             continue
-        full = reason(e)
-        key = (status, reason_key(full, e.get("model")))
-        g = groups.setdefault(key, {"status": status, "reason": key[1], "models": [], "example": full})
+        key = (status, reason_key(reason(e), e.get("model")))
+        g = groups.setdefault(key, {"status": status, "reason": key[1], "models": [], "example": full_reason(e)})
         g["models"].append(e["model"])
     return sorted(groups.values(), key=lambda g: (statuses.index(g["status"]), -len(g["models"]), g["reason"]))
 

@@ -68,13 +68,23 @@ class ParityResult:
         failed = [c for c in self.checks if c.status in ("failed", "error")]
         weights = self.check("weights")
         if weights is not None and weights.status == "failed":
-            # the weights lead: with other weights every later difference is expected, and no tolerance fixes it
-            others = [c.name for c in failed if c is not weights]
-            parts = [f"{self.model}: the ONNX file's weights differ from the model's "
-                     f"(weights failed{'; then ' + ', '.join(others) if others else ''}). The weights check below "
-                     "says which and how to fix it; loosening a tolerance will not help.",
-                     f"--- weights ---\n{weights.message}"]
-            parts += [f"--- {c.name} ---\n{c.message}" for c in failed if c is not weights]
+            # the weights lead: with other weights every later difference is expected, and no tolerance fixes it;
+            # the other failed checks get one line each (their full messages stay in the JSON report)
+            others = [c for c in failed if c is not weights]
+            then = f"; then {', '.join(c.name for c in others)} failed" if others else ""
+            if weights.details.get("other_model") or weights.message.startswith("this file does not hold"):
+                name = weights.details.get("model_name")  # a name may hold ':' (hf-hub:org/repo)
+                head = (f"this file does not hold {name}'s weights" if name else
+                        weights.message.split("'s weights", 1)[0] + "'s weights")
+                must = ", as they must with another model's file" if others else ""
+                lead = f"{head} ({self.model}: weights failed{then}{must})."
+            else:
+                lead = (f"{self.model}: the ONNX file's weights differ from the model's (weights failed{then}). "
+                        "The weights check below says which and how to fix it; loosening a tolerance will not help.")
+            parts = [lead, f"--- weights ---\n{weights.message}"]
+            if others:
+                parts.append("--- then failed (expected with these weights; full messages in the JSON report) ---\n"
+                             + "\n".join(f"{c.name}: {brief(c.message)}" for c in others))
             return "\n\n".join(parts)
         parts = [f"{self.model}: ONNX export does not behave like the torch model "
                  f"({', '.join(c.name for c in failed)} failed)"]
@@ -93,6 +103,17 @@ class ParityResult:
             "onnx_path": self.onnx_path, "error": self.error, "checks": [c.to_dict() for c in self.checks],
             "variant": self.variant,
         })
+
+
+def brief(message: str, limit: int = 200) -> str:
+    """One line of a check's message: its first line (after the weights pointer), with the line after a title."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.startswith("The weights check failed")]
+    if not lines:
+        return ""
+    text = lines[0]
+    if text.endswith("!") and len(lines) > 1:  # "Logits on a random batch are not close!" says no figure
+        text = f"{text} {lines[1]}"
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def jsonable(x: Any) -> Any:

@@ -23,10 +23,13 @@ same-sized input of the nodes of its module's ONNX scope (TorchScript node
 names, dynamo scope metadata), else the slot of its folded convolution. A located
 weight that differs is reported with its difference.
 
-Verdict: ``failed`` when a located weight differs; ``passed`` when nothing differs
-and at least :data:`MIN_EVIDENCE` of the weight elements matched a file tensor;
-``skipped`` (with the reason) when the file has no float weights or too little
-could be compared. Never ``passed`` without evidence.
+Verdict: ``failed`` when a located weight differs, or when the file is another model's
+("this file does not hold NAME's weights": its Conv/Gemm/MatMul nodes compute with float
+weights of its own, not one non-constant weight of the model equals a file tensor, and what
+was located by name or scope covers less than half of the model); ``passed`` when nothing
+differs and at least :data:`MIN_EVIDENCE` of the weight elements matched a file tensor;
+``skipped`` (with the reason) when the file has no float weights (quantized, stripped) or too
+little could be compared. Never ``passed`` without evidence.
 """
 from __future__ import annotations
 
@@ -92,6 +95,17 @@ class WeightsComparison:
     atol: float = 0.0
     pairing: str = ""
     """How BatchNorms were paired with convolutions: ``traced`` (one forward) or ``module order`` (its fallback)."""
+    model_name: str = ""
+    """The timm name of the model under test (the NAME of "this file does not hold NAME's weights")."""
+    informative_matched: int = 0
+    """Matched weights that are not constant-valued: a tensor of ones or zeros equals a file tensor by
+    coincidence and is no evidence that the file holds this model."""
+    file_elements: int = 0
+    """Values in the file's float tensors."""
+    file_kernels: int = 0
+    """File tensors that a Conv, Gemm or MatMul of the file takes as its weight: the file's own float weights."""
+    other_model: bool = False
+    """True when the file holds float weights of its own and none of the model's: it is not this model."""
 
     @property
     def passed(self) -> bool:
@@ -120,6 +134,8 @@ class WeightsComparison:
             "total_elements": self.total_elements, "matched_elements": self.matched_elements,
             "differing_elements": self.differing_elements, "exporter": self.exporter,
             "file_tensors": self.file_tensors, "rtol": self.rtol, "atol": self.atol, "pairing": self.pairing,
+            "model_name": self.model_name, "informative_matched": self.informative_matched,
+            "file_elements": self.file_elements, "file_kernels": self.file_kernels, "other_model": self.other_model,
         }
 
 
@@ -140,6 +156,48 @@ def _file_tensors(proto: "onnx.ModelProto") -> dict[str, "np.ndarray"]:
                 if attr.name == "value" and attr.t.data_type in _FLOAT_TYPES and math.prod(attr.t.dims) > 1:
                     out[node.output[0]] = numpy_helper.to_array(attr.t)
     return out
+
+
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
+_PASS_THROUGH = ("Cast", "Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def _kernels(proto: onnx.ModelProto, files: dict[str, np.ndarray]) -> set[str]:
+    """The file tensors a Conv, Gemm or MatMul computes with (through casts, transposes and reshapes).
+
+    These are the weights of whatever network the file holds, in float. A quantized file's kernels
+    come out of a ``DequantizeLinear`` (or feed an integer op), so they are not counted: no float
+    kernels means no evidence about which model the file is.
+    """
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    found: set[str] = set()
+    for node in proto.graph.node:
+        if node.op_type not in _WEIGHT_OPS:
+            continue
+        for value in node.input:
+            for _ in range(8):  # a short chain: Cast(fp16) -> Transpose -> Reshape at most, in practice
+                if value in files:
+                    found.add(value)
+                    break
+                src = producer.get(value)
+                if src is None or src.op_type not in _PASS_THROUGH or not src.input:
+                    break
+                value = src.input[0]
+    return found
+
+
+def _provenance_model(proto: onnx.ModelProto) -> str | None:
+    """The model named by the file's own provenance metadata (plugin exports and stamped files), if any."""
+    import json
+
+    from .dataconfig import PROVENANCE_KEY
+
+    raw = next((p.value for p in proto.metadata_props if p.key == PROVENANCE_KEY), None)
+    try:
+        model = json.loads(raw).get("model") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
 
 
 def _near(a: "np.ndarray", b: "np.ndarray", rtol: float, atol: float) -> "np.ndarray":
@@ -326,25 +384,43 @@ def compare_weights(
             if diff is not None:
                 differing.append((name, *diff))
     differing_names = {d[0] for d in differing}
+    from .models import model_name
+
     result = WeightsComparison(
         "passed", "", matched=len(matched), compared=len(matched) + len(differing),
         differing=differing, located={n: located[n] for n in differing_names},
         unlocated=[n for n in tracked if n not in matched and n not in differing_names],
         matched_elements=sum(tracked[n].size for n in matched),
         differing_elements=sum(tracked[n].size for n in differing_names), exporter=exporter,
-        pairing=trace.pairing + (f" ({trace.reason})" if trace.reason else ""), **base)
-    result.status, result.message = _verdict(result, dtype)
+        pairing=trace.pairing + (f" ({trace.reason})" if trace.reason else ""), model_name=model_name(model),
+        informative_matched=sum(1 for n in matched if not _constant(tracked[n])),
+        file_elements=sum(int(a.size) for a in files.values()), file_kernels=len(_kernels(proto, files)), **base)
+    result.status, result.message = _verdict(result, dtype, _provenance_model(proto))
     return result
+
+
+def _constant(a: np.ndarray) -> bool:
+    """All values equal (timm's all-ones norm scales, zero biases): such a match proves nothing."""
+    flat = a.reshape(-1)
+    return bool(flat.size == 0 or (flat == flat[0]).all())
 
 
 def _dtype_name(a: "np.ndarray") -> str:
     return "bfloat16" if a.dtype.name in ("bfloat16", "V2") else str(a.dtype)
 
 
-def _verdict(r: WeightsComparison, dtype: str) -> tuple[str, str]:
+def _verdict(r: WeightsComparison, dtype: str, file_model: str | None = None) -> tuple[str, str]:
     cover = (f"{r.compared} of {r.total} weights compared ({r.matched} equal, {len(r.differing)} differ, "
              f"{len(r.unlocated)} not found in the file); {_pct(r.coverage)} of weight elements matched "
              f"(tolerance {dtype}: rtol={r.rtol:g}, atol={r.atol:g})")
+    compared_elements = r.matched_elements + r.differing_elements
+    if (r.informative_matched == 0 and r.file_kernels > 0
+            and compared_elements < MIN_EVIDENCE * r.total_elements):
+        # not one (non-constant) weight of the model is in the file, and its structure does not fit either
+        # (the weights found by name or scope cover less than half): the file computes with float weights
+        # of another network
+        r.other_model = True
+        return "failed", _other_model_message(r, cover, file_model)
     if r.differing:
         other = r.coverage < MIN_EVIDENCE
         head = ("The ONNX file holds other weights than the model under test!"
@@ -362,11 +438,35 @@ def _verdict(r: WeightsComparison, dtype: str) -> tuple[str, str]:
         return "failed", "\n".join(lines)
     if r.compared == 0:
         return "skipped", (f"no weight of the model could be found in the ONNX file ({r.file_tensors} float tensors, "
-                           f"none equal to a weight and none located by name or module scope): not compared")
+                           "none equal to a weight and none located by name or module scope; no Conv, Gemm or MatMul of "
+                           "the file computes with float weights, as in a quantized file): not compared")
     if r.coverage < MIN_EVIDENCE:
         return "skipped", (f"too little evidence: {cover}; a pass needs {MIN_EVIDENCE:.0%}. "
                            "The exporter turned most weights into other forms this check does not model.")
     return "passed", f"the file holds the model's weights: {cover}"
+
+
+def _other_model_message(r: WeightsComparison, cover: str, file_model: str | None) -> str:
+    name = r.model_name or "the model"
+    coincidence = r.matched - r.informative_matched
+    also = (f" (not counting {coincidence} constant-valued {'weight' if coincidence == 1 else 'weights'}, all ones "
+            "or all zeros, that equal a file tensor by coincidence)") if coincidence else ""
+    located = (f"; the {len(r.differing)} found by name or module scope differ, and they hold "
+               f"{_pct(r.differing_elements / r.total_elements)} of the model's weight values") if r.differing else ""
+    names = f" Its metadata names the model {file_model!r}." if file_model and file_model != name else ""
+    tensors = "tensor" if r.file_kernels == 1 else "tensors"
+    diagnosis = (f"this file does not hold {name}'s weights: 0 of its {r.total} weights matched{also}{located}, while "
+                 f"the file computes with {r.file_kernels} float weight {tensors} of its own ({r.file_tensors} float "
+                 f"tensors, {_count(r.file_elements)} values in all). It was exported from another model.{names}")
+    fix = (f"Check the file against the model it was exported from (--model THAT_NAME=/path/to/its/checkpoint), or "
+           f"check the file exported from {name} with the checkpoint it was exported from ({name}=/path/to/checkpoint "
+           f"or {name}=pretrained). Every other check fails with another model's file: no tolerance, stamp or data "
+           "config fixes it.")
+    return "\n".join([diagnosis, fix, cover + "."])
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e4 else str(n)
 
 
 def _pct(x: float) -> str:

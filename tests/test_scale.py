@@ -152,7 +152,11 @@ def test_without_xdist(pytester: pytest.Pytester, warm: str) -> None:
 def test_report_header_shows_versions_and_settings(pytester: pytest.Pytester, warm: str) -> None:
     export_cache = warm
     result = pytester.runpytest("-p", "no:xdist", *gate_args(export_cache, ["test_resnet"]), "--collect-only")
-    result.stdout.fnmatch_lines(["onnx-parity: torch *", "onnx-parity settings: exporter=torchscript*layers=never*"])
+    result.stdout.fnmatch_lines(["onnx-parity: torch *", "onnx-parity cpu: * (*; *)",
+                                 "onnx-parity settings: exporter=torchscript*layers=never*"])
+    from pytest_onnx_parity.cpu import cpu_flags_text
+
+    assert any(line.endswith(f"; {cpu_flags_text()})") for line in result.outlines if line.startswith("onnx-parity cpu: "))
     header = next(line for line in result.outlines if line.startswith("onnx-parity: torch "))
     shown = dict(part.rsplit(" ", 1) for part in header[len("onnx-parity: "):].split(", "))
     for dist in ("torch", "timm", "onnx", "onnxruntime"):
@@ -233,6 +237,30 @@ def test_render_escapes_text(tmp_path: Path) -> None:
     md_text = render_markdown(rep)
     assert "1 passed, 0 failed, 1 errors" in md_text and "\\| pipe" in md_text
     assert "<script>" not in md_text
+
+
+def test_the_html_full_reason_holds_the_messages_that_name_the_fix() -> None:
+    """Not only "failed checks: weights, logits": each failing check's own message, escaped and cut."""
+    import html
+
+    weights = ("this file does not hold vit_tiny_patch16_224's weights: 0 of its 152 weights matched <a>.\n"
+               "Check the file against the model it was exported from (--model THAT_NAME=/path/to/its/checkpoint).")
+    table = "\n".join(f"  {i}  blocks.{i}.mlp.fc1  Linear  {i}.5" for i in range(400))  # a long per-layer table
+    rep = {"schema": 1, "environment": {}, "models": [entry("vit_tiny_patch16_224=vit.safetensors@resnet18.onnx", "failed",
+        checks=[{"name": "weights", "status": "failed", "message": weights},
+                {"name": "data_config", "status": "passed", "message": "equal"},
+                {"name": "layers", "status": "failed", "message": "first divergence at blocks.0\n" + table}])]}
+    page = render_html(rep)
+    details = page[page.index("<details>"):page.index("</details>")]
+    assert html.escape("this file does not hold vit_tiny_patch16_224's weights: 0 of its 152 weights matched <a>.") in details
+    assert html.escape("--model THAT_NAME=/path/to/its/checkpoint") in details
+    assert "first divergence at blocks.0" in details and "<a>" not in details  # escaped
+    assert "blocks.399.mlp.fc1" not in details and "more characters in the JSON report" in details  # cut, saying so
+    assert len(details) < 8000
+    assert details.index("does not hold") < details.index("first divergence")  # in the checks' order: weights first
+    assert "data_config" not in details.split("</summary>", 1)[1]  # passed checks are not reasons
+    # the group heading stays the short key
+    assert "failed (1): failed checks: weights, layers" in page
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,6 +75,37 @@ def test_a_file_with_another_seed_fails_naming_the_fix(exporter: str, export_cac
     assert "First differing weight: conv1.0.weight (file tensor " in r.message
 
 
+@pytest.mark.parametrize(("name", "other", "exporter"), [("test_vit", "test_resnet", "torchscript"),
+                                                          ("test_resnet", "test_convnext", "dynamo")])
+def test_a_file_of_another_model_fails_saying_so(name: str, other: str, exporter: str, export_cache: str) -> None:
+    """0 of N weights in a file that computes with float weights of its own: not "skipped", but "not this model"."""
+    r = compare_weights(model(name), exported(other, exporter, export_cache))
+    assert r.status == "failed" and r.other_model and r.informative_matched == 0
+    assert r.message.startswith(f"this file does not hold {name}'s weights: 0 of its {r.total} weights matched")
+    assert r.file_kernels > 0 and f"computes with {r.file_kernels} float weight tensors of its own" in r.message
+    assert f"Its metadata names the model '{other}'" in r.message  # the plugin's own export says what it is
+    assert "the model it was exported from" in r.message and f"{name}=/path/to/checkpoint" in r.message
+    assert r.to_dict()["other_model"] is True
+
+
+def test_quantized_kernels_are_no_evidence_of_another_model(tmp_path: Path) -> None:
+    """An int8 file's kernels come out of DequantizeLinear: its float tensors (scales) say nothing about the model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((16, 3, 3, 3), np.int8), "w_q"),
+             numpy_helper.from_array(np.full(16, 0.02, np.float32) + np.arange(16, dtype=np.float32) * 1e-3, "w_scale"),
+             numpy_helper.from_array(np.zeros(16, np.int8), "w_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+             helper.make_node("Conv", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 6])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "q.onnx"))
+    r = compare_weights(model("test_resnet"), tmp_path / "q.onnx")
+    assert r.status == "skipped" and not r.other_model and r.file_kernels == 0
+
+
 def test_random_weights_against_a_checkpoint_export_fail(tmp_path: Path) -> None:
     import torch
 
