@@ -147,18 +147,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _extras(run: object, settings: object) -> None:
     """--plots and --artifacts, as the gate writes them."""
-    from .files import safe_name
-
     result = run.result  # type: ignore[attr-defined]
-    label = safe_name(str(getattr(run, "model_arg", "model")))
     if settings.plots and result.layer_comparison is not None:  # type: ignore[attr-defined]
         from .errors import OnnxParityError
-        from .plots import plot_layers
+        from .plots import layer_plot
 
-        out = Path(settings.plots)  # type: ignore[attr-defined]
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            plot_layers(result.layer_comparison, out / f"{label}.png", title=label)
+        try:  # the gate's rule (plots.plot_file): one item, so its label is the spec
+            layer_plot(result, Path(settings.plots), str(getattr(run, "model_arg", "model")))  # type: ignore[attr-defined]
         except OnnxParityError as exc:
             print(f"onnx-parity check: no plot: {exc}", file=sys.stderr)
     if settings.artifacts and not result.passed:  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from .files import safe_name, write_atomic
 
-__all__ = ["ExportCache", "cache_key", "default_cache_dir", "file_sha256", "write_atomic"]
+__all__ = ["ExportCache", "cache_key", "default_cache_dir", "file_sha256", "repair_hint", "write_atomic"]
 
 MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
@@ -31,6 +31,15 @@ def default_cache_dir() -> Path:
     """Outside pytest: ``$XDG_CACHE_HOME/pytest-onnx-parity`` (``~/.cache/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pytest-onnx-parity"
+
+
+def repair_hint(onnx_file: str | os.PathLike[str]) -> str:
+    """What to do about an ONNX file that cannot be read: a cache entry (a manifest beside it) is rebuilt
+    once deleted; any other file (one given to check, ``@FILE`` or ``onnx=``) only its maker can rebuild."""
+    path = Path(onnx_file)
+    if (path.parent / MANIFEST).is_file():
+        return f"Delete the cache entry {path.parent} so that the cache rebuilds it."
+    return "Re-export it: this file is only read here, nothing rebuilds it."
 
 
 def cache_key(fields: Mapping[str, Any]) -> str:

@@ -110,10 +110,9 @@ def load_onnx_proto(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, we
     try:
         return onnx.load(str(path), load_external_data=weights)
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise OnnxFileError(
-            f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}). "
-            "Re-export it, or delete it so that the cache rebuilds it."
-        ) from exc
+        from .cache import repair_hint
+
+        raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}). {repair_hint(path)}") from exc
 
 
 _METADATA_CACHE: dict[tuple[str, int, int], dict[str, str]] = {}

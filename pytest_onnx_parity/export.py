@@ -91,9 +91,10 @@ def make_session(path: "str | os.PathLike[str]", *, threads: int | None = None, 
     try:
         return ort.InferenceSession(str(p), sess_options=opts, providers=[provider])
     except Exception as exc:
+        from .cache import repair_hint
+
         raise OnnxFileError(
-            f"ONNX Runtime cannot load {p}: {type(exc).__name__}: {str(exc).strip()[:500]}. "
-            "Re-export the file, or delete it so that the cache rebuilds it."
+            f"ONNX Runtime cannot load {p}: {type(exc).__name__}: {str(exc).strip()[:500]}. {repair_hint(p)}"
         ) from exc
 
 

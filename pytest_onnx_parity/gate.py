@@ -12,17 +12,24 @@ from typing import Any
 import pytest
 
 from .errors import InconclusiveResult, OnnxParityError, ParityFailure
-from .files import safe_name
 from .settings import Settings
 
 MARKER = "onnx_parity"
 
 
+CPU_KEYS = ("cpu", "machine", "cpu_flags")  # environment() keys describing the CPU
+
+
 def environment() -> dict[str, str]:
-    """Library versions, read from package metadata (nothing is imported)."""
+    """Library versions, read from package metadata (nothing is imported), and the CPU: its model
+    (``cpu``), ``machine`` and the instruction-set flags int8 and fp16 kernels depend on (``cpu_flags``,
+    space separated: see :mod:`pytest_onnx_parity.cpu`)."""
+    from .cpu import cpu_flags_text, cpu_info
     from .export import library_versions
 
-    return library_versions()
+    info = cpu_info()
+    return {**library_versions(), "cpu": str(info["model"] or "unknown"), "machine": str(info["machine"] or "unknown"),
+            "cpu_flags": cpu_flags_text(info)}
 
 
 class ParityItem(pytest.Item):
@@ -123,12 +130,10 @@ class ParityItem(pytest.Item):
         # the summary table is printed once, in the session summary (not again as a captured section)
 
     def _plot(self, result: Any) -> None:
-        from .plots import plot_layers
+        from .plots import layer_plot
 
-        out = Path(self.settings.plots)  # type: ignore[arg-type]
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            plot_layers(result.layer_comparison, out / f"{safe_name(self.spec.text)}.png", title=self.spec.text)
+        try:  # one file per item: the spec and the values of the varying axes, as in the item's name
+            layer_plot(result, Path(self.settings.plots), self.name[len("onnx-parity["):-1])  # type: ignore[arg-type]
         except OnnxParityError as exc:
             self.add_report_section("call", "onnx-parity plots", str(exc))
 
@@ -176,22 +181,39 @@ class GatePlugin:
         self._seen: set[str] = set()
         self._items: dict[str, tuple[Any, Any]] = {}  # nodeid -> (spec, variant)
         config.stash[RESULTS_KEY] = []
+        self._specs: list[Any] | None = None
+
+    def specs(self) -> list[Any]:
+        """The gate's model specs: patterns expanded, ``@FILE`` paths resolved, all checked up front
+        (:func:`check_up_front`); a problem is a ``pytest.UsageError``. Worked out once per process."""
+        if self._specs is None:
+            from .specs import expand_patterns, resolve_onnx_file
+
+            s = self.settings
+            try:
+                specs = expand_patterns(list(s.models), default_weights=s.weights)
+            except OnnxParityError as exc:
+                raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+            except ImportError as exc:  # timm missing when a pattern needs it
+                raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+            try:  # NAME[=WEIGHTS]@FILE.onnx: the file must exist before anything runs (relative to the rootdir)
+                specs = [resolve_onnx_file(spec, self.config.rootpath) for spec in specs]
+            except OnnxParityError as exc:
+                raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+            check_up_front(specs, s.sources.get("models", "--onnx-parity-models"))
+            self._specs = specs
+        return self._specs
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # before xdist starts its workers: a usage error raised in a worker's collection is lost there
+        # (the run ends with "no tests ran"), so the controller checks the specs first
+        self.specs()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-        from .specs import expand_patterns, resolve_onnx_file
-
         s = self.settings
-        try:
-            specs = expand_patterns(list(s.models), default_weights=s.weights)
-        except OnnxParityError as exc:
-            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
-        except ImportError as exc:  # timm missing when a pattern needs it
-            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
-        try:  # NAME[=WEIGHTS]@FILE.onnx: the file must exist before anything runs (relative to the rootdir)
-            specs = [resolve_onnx_file(spec, config.rootpath) for spec in specs]
-        except OnnxParityError as exc:
-            raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
+        specs = self.specs()
         from .matrix import item_id, shard_pairs, variants_of, varying_axes
 
         variants = variants_of(s)
@@ -209,7 +231,9 @@ class GatePlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         env = environment()
         return [
-            "onnx-parity: " + ", ".join(f"{k} {v}" for k, v in env.items() if k != "pytest-onnx-parity"),
+            "onnx-parity: " + ", ".join(f"{k} {v}" for k, v in env.items()
+                                        if k != "pytest-onnx-parity" and k not in CPU_KEYS),
+            f"onnx-parity cpu: {env['cpu']} ({env['machine']}; {env['cpu_flags']})",
             f"onnx-parity settings: {self.settings.describe()}",
         ]
 
@@ -257,6 +281,37 @@ class GatePlugin:
             terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
 
 
+def check_up_front(specs: list[Any], where: str) -> None:
+    """Refuse what no item could run, at session start, as ``onnx-parity check`` refuses it (exit 4 here, 2 there).
+
+    First what needs no torch (:func:`~pytest_onnx_parity.shipped.preflight`: checkpoints, ``@FILE``
+    files), so those errors come within seconds; then every model name against timm's registry,
+    once for the whole list (importing timm costs a few seconds, which the first item would pay
+    anyway). All problems are named together.
+    """
+    from .shipped import preflight
+    from .specs import check_model_name
+
+    problems = []
+    for spec in specs:
+        try:
+            preflight(spec)
+        except OnnxParityError as exc:
+            problems.append(str(exc))
+    if not problems:
+        for name in dict.fromkeys(spec.name for spec in specs):
+            try:
+                check_model_name(name)
+            except OnnxParityError as exc:
+                problems.append(str(exc))
+            except ImportError as exc:  # timm missing: the items would say it too, later
+                problems.append(f"cannot check the model names: {exc}")
+                break
+    if problems:
+        sep = "\n  " if len(problems) > 1 else " "
+        raise pytest.UsageError(f"{where}:{sep}{sep.join(problems)}")
+
+
 def crashed_entry(spec_text: str, settings: Settings, error: str, variant: Any = None) -> dict[str, Any]:
     """The report entry of an item whose process died: every field of a result, unknown ones null."""
     from .matrix import Variant
@@ -275,14 +330,18 @@ def crashed_entry(spec_text: str, settings: Settings, error: str, variant: Any =
 def summary_lines(results: list[dict[str, Any]]) -> str:
     from .compare import format_table
     from .report import entry_key, variant_columns
+    from .specs import short_text
 
     axes = variant_columns(results)
+    # paths cut to file names (the JSON report keeps them whole), unless that would make two models look alike
+    short = {m: short_text(m) for m in {d["model"] for d in results}}
+    clash = {s for s in short.values() if list(short.values()).count(s) > 1}
     rows = []
     for d in sorted(results, key=entry_key):
         t = d.get("timings") or {}
         v = d.get("variant") or {}
         rows.append([
-            d["model"], *(str(v.get(a, "-")) for a in axes), d["status"],
+            d["model"] if short[d["model"]] in clash else short[d["model"]], *(str(v.get(a, "-")) for a in axes), d["status"],
             _num(d.get("max_abs_diff")), _pct(d.get("top1_agreement")),
             d.get("first_divergence") or "-",
             f"{t['export_s']:.1f}" if t.get("export_s") else "-",

@@ -2,7 +2,8 @@
 
 * :func:`bundled_image_paths`: four downscaled public-domain / CC0 photos
   shipped inside the package (cat, coffee, astronaut, rocket; see
-  ``data/images/SOURCES.md``), the default real batch.
+  ``data/SOURCES.md``, kept beside ``data/images/`` so that folder holds
+  images only), the default real batch.
 * :func:`find_images`: every image file below a folder, recursively, in a
   deterministic order.
 * :func:`load_images`: decode files, failing once with every unreadable file listed.

@@ -10,16 +10,41 @@ import math
 import os
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import OnnxParityError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .layers import LayerComparison
 
-__all__ = ["plot_layers"]
+__all__ = ["layer_plot", "plot_file", "plot_layers"]
 
 _INSTALL_HINT = 'pip install "pytest-onnx-parity[plots]"'
+
+
+def plot_file(out_dir: str | os.PathLike[str], label: str) -> Path:
+    """Where the per-layer plot of ``label`` goes: ``<out_dir>/<label as a file name>.png``.
+
+    ``label`` is the item's name inside ``onnx-parity[...]`` (the spec and the values of the
+    varying matrix axes), so each variant of a model has its own file. A name too long for a
+    file keeps its start and gains a hash of the whole label, so two labels never share a file.
+    """
+    import hashlib
+
+    from .files import safe_name
+
+    name = safe_name(label, limit=10_000)
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
+    return Path(out_dir) / f"{name}.png"
+
+
+def layer_plot(result: Any, out_dir: str | os.PathLike[str], label: str) -> Path:
+    """The gate's and ``onnx-parity check``'s plot of ``result``'s per-layer comparison: the file from
+    :func:`plot_file`, the title naming ``label`` and the whole variant (exporter, opset, precision, ...)."""
+    variant = getattr(result, "variant", None) or {}
+    title = label + ("\n" + ", ".join(f"{k} {'default' if v is None else v}" for k, v in variant.items()) if variant else "")
+    return plot_layers(result.layer_comparison, plot_file(out_dir, label), title=title)
 
 
 def plot_layers(comparison: "LayerComparison", path: "str | os.PathLike[str]", title: str | None = None) -> Path:

@@ -27,6 +27,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "onnx_parity(model=..., **options): point the onnx-parity fixtures at a timm model spec "
         f"(keywords: {', '.join(sorted(MARKER_KEYWORDS))})",
     )
+    if not hasattr(config, "workerinput"):  # xdist workers: the controller has checked the command line
+        # "--onnx-parity-images DIR" (two arguments) can make pytest pick its rootdir and ini file from DIR
+        # before this plugin is loaded; refuse a run configured that way (rootdir.py explains)
+        from .rootdir import check_space_form_paths
+        from .settings import OPTIONS
+
+        moved = check_space_form_paths(config, [f"--onnx-parity-{o.noun}" for o in OPTIONS if o.ini_type != "bool"])
+        if moved:
+            raise pytest.UsageError(moved)
     try:
         settings = resolve(config)
     except SettingsError as exc:

@@ -306,7 +306,10 @@ def resolve(config: Any) -> Settings:
             values[attr(opt.noun)] = opt.parse(raw)
         except ValueError as exc:
             shown = ",".join(raw) if isinstance(raw, list) else raw
-            raise SettingsError(f"{where}: bad value {shown!r}: {exc}") from None
+            why = str(exc)
+            if why.startswith(f"{str(shown).strip()}: "):  # a list parser names the bad item: here it is the value itself
+                why = why[len(str(shown).strip()) + 2:]
+            raise SettingsError(f"{where}: bad value {shown!r}: {why}") from None
         sources[attr(opt.noun)] = where
     if "models" in values:
         values["models_given"] = True

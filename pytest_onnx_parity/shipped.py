@@ -36,6 +36,45 @@ def onnx_file_path(onnx_file: "str | os.PathLike[str]") -> Path:
     return path
 
 
+def check_onnx_file(onnx_file: str | os.PathLike[str]) -> Path:
+    """:func:`onnx_file_path`, then parse the file with onnx (no torch; external data is not loaded, only looked for).
+
+    A file that does not parse, is empty or was cut off (no graph, no opset) raises
+    :class:`OnnxFileError` naming the fix. Its metadata is remembered, so the run reads it without
+    parsing the file again.
+    """
+    from .cache import repair_hint
+    from .dataconfig import load_onnx_proto, remember_metadata
+    from .files import external_files
+
+    path = onnx_file_path(onnx_file)
+    proto = load_onnx_proto(path)
+    problem = None
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        problem = "holds no ONNX model (it is empty, or not an ONNX file)"
+    elif not proto.opset_import or not proto.graph.output:
+        problem = "is truncated or incomplete (it has no opset or no graph output)"
+    else:
+        missing = [p.name for p in external_files(path) if not p.is_file()]
+        if missing:
+            problem = f"refers to external data that is not beside it: {', '.join(missing)}"
+    if problem:
+        raise OnnxFileError(f"{path} {problem}. {repair_hint(path)}")
+    remember_metadata(path, {p.key: p.value for p in proto.metadata_props})
+    return path
+
+
+def preflight(spec: ModelSpec) -> None:
+    """What the gate and ``onnx-parity check`` refuse before torch is imported: a missing or unreadable
+    checkpoint, and a missing, unreadable or incomplete ``@FILE`` (made absolute already).
+    Raises :class:`~pytest_onnx_parity.errors.OnnxParityError` (a usage error in both)."""
+    from .specs import check_checkpoint
+
+    check_checkpoint(spec)
+    if spec.onnx_file is not None:
+        check_onnx_file(spec.onnx_file)
+
+
 def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | torch.nn.Module", *,
                output: "str | os.PathLike[str] | None" = None) -> Path:
     """Write ``model``'s data config and provenance into an ONNX file made elsewhere; return the stamped file.
@@ -45,13 +84,12 @@ def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | to
     place, or copied to ``output`` (with its external data) and the copy stamped; the graph and
     the weights are not touched. Metadata the file already has under other keys is kept.
     """
-    from .dataconfig import load_onnx_proto, read_provenance, resolve_data_config
+    from .dataconfig import read_provenance, resolve_data_config
     from .export import library_versions, write_metadata
     from .files import copy_onnx
 
-    path = onnx_file_path(onnx_file)
-    load_onnx_proto(path)  # a clear error for a file that is not ONNX
-    cfg = resolve_data_config(model)  # type: ignore[arg-type]
+    path = check_onnx_file(onnx_file)  # a clear error for a file that is not ONNX, before timm is imported
+    cfg = resolve_data_config(model)  # type: ignore[arg-type]  # a spec: timm's pretrained config, no model built
     provenance = {**read_provenance(path), **_provenance(model), "versions": library_versions()}
     provenance.setdefault("exporter", None)  # made elsewhere: the exporter is not known
     target = path
@@ -94,7 +132,9 @@ def _file_sha256(path: Path) -> str:
 def file_spec(model: str, onnx_file: "str | os.PathLike[str]", default_weights: str = "random") -> "ModelSpec":
     """The spec ``NAME[=WEIGHTS]@FILE`` of a file given apart from its model (as ``onnx-parity check`` takes them).
 
-    Raises :class:`SpecError` or :class:`OnnxFileError` (usage errors: known before running).
+    Raises :class:`SpecError`, :class:`WeightsError` or :class:`OnnxFileError` (usage errors: known before
+    running): the file and the checkpoint are checked first (:func:`preflight`, no torch), then the name
+    (timm's registry, which imports torch).
     """
     from dataclasses import replace
 
@@ -104,8 +144,10 @@ def file_spec(model: str, onnx_file: "str | os.PathLike[str]", default_weights: 
     if spec.onnx_file is not None:
         raise SpecError(f"--model {model!r}: give the ONNX file as the FILE argument, not as @FILE in the spec")
     path = onnx_file_path(onnx_file)
+    spec = replace(spec, text=f"{spec.text}@{onnx_file}", onnx_file=str(path.resolve()))
+    preflight(spec)
     check_model_name(spec.name)
-    return replace(spec, text=f"{spec.text}@{onnx_file}", onnx_file=str(path.resolve()))
+    return spec
 
 
 def check_file(spec: "ModelSpec", options: "ParityOptions",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SpecError, UnknownModelError
+from .errors import SpecError, UnknownModelError, WeightsError
 
 WEIGHT_KINDS = ("random", "pretrained")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
@@ -102,6 +102,74 @@ def resolve_onnx_file(spec: ModelSpec, root: "str | Path") -> ModelSpec:
     from dataclasses import replace
 
     return replace(spec, onnx_file=str(path))
+
+
+def check_checkpoint(spec: ModelSpec) -> None:
+    """Raise :class:`WeightsError` when the spec's checkpoint is missing or cannot be a checkpoint.
+
+    Known without torch, so the gate and ``onnx-parity check`` refuse it up front as a usage
+    error. The path is taken as :func:`~pytest_onnx_parity.load_model` takes it (``~`` expanded,
+    relative to the working directory). Checked: the file exists and can be read, is not empty,
+    and a ``.safetensors`` header or a zip checkpoint (torch's format since 1.6) is complete;
+    loading the tensors is left to timm's loader.
+    """
+    if spec.weights_kind != "file":
+        return
+    path = Path(spec.weights).expanduser()
+    fix = f"Pass an existing .safetensors/.pth/.bin file (a state dict in timm's naming), or use {spec.name}=random"
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        cwd = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
+        raise WeightsError(f"checkpoint file {what}: {path}{cwd} (from spec {spec.text!r}). {fix}")
+    problem = _checkpoint_problem(path)
+    if problem:
+        raise WeightsError(f"checkpoint {path} (from spec {spec.text!r}) {problem}. {fix}")
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    import json
+    import zipfile
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if not head:
+                return "is empty"
+            if path.name.lower().endswith(".safetensors"):
+                n = int.from_bytes(head, "little") if len(head) == 8 else -1
+                if not 0 < n <= size - 8:
+                    return "is not a safetensors file (its header is cut off or missing)"
+                header = json.loads(fh.read(n))
+                ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                if 8 + n + max(ends, default=0) > size:
+                    return f"is truncated ({size} bytes; its header describes {8 + n + max(ends)})"
+            elif head.startswith(b"PK"):
+                with zipfile.ZipFile(path) as zf:
+                    zf.namelist()
+    except PermissionError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "is not a safetensors file (its header is not valid)"
+    except zipfile.BadZipFile:
+        return "is truncated or damaged (an incomplete zip archive, torch.save's format)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def short_text(text: str) -> str:
+    """``text`` (a spec) with its checkpoint and ``@FILE`` paths cut to their file names, for tables:
+    ``vit=/ckpt/run7/vit.safetensors@/builds/42/model.onnx`` -> ``vit=vit.safetensors@model.onnx``.
+    The JSON report keeps the spec as given. Text that is not a spec comes back as it is."""
+    try:
+        model_part, onnx_file = split_onnx_file(text)
+    except SpecError:
+        return text
+    name, sep, weights = model_part.partition("=")
+    if sep and weights.strip() not in WEIGHT_KINDS:
+        weights = Path(weights.strip()).name or weights
+    return f"{name}{sep}{weights}" + (f"@{Path(onnx_file).name}" if onnx_file else "")
 
 
 def _looks_like_path(weights: str) -> bool:

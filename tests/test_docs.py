@@ -116,3 +116,29 @@ def test_write_block_refuses_unbalanced_markers(tmp_path: Path) -> None:
         db.write_block(doc, "g", "new")
     with pytest.raises(db.DocBlockError, match="letters"):
         db.write_block(doc, "bad name", "new")
+
+
+def test_docs_write_every_gate_option_with_its_value_as_one_argument() -> None:
+    """``--onnx-parity-images DIR`` lets pytest take DIR for a test path when it picks the rootdir (rootdir.py):
+    the docs show ``--onnx-parity-images=DIR`` only, except where they explain that trap (a line saying "test path")."""
+    from pytest_onnx_parity.settings import OPTIONS
+
+    nouns = "|".join(re.escape(o.noun) for o in sorted(OPTIONS, key=lambda o: -len(o.noun)) if o.ini_type != "bool")
+    space_form = re.compile(rf"--onnx-parity-(?:{nouns}) (?=[^\s`|\-])")
+    for doc in [ROOT / "README.md", *DOCS]:
+        for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if "test path" not in line:
+                assert not space_form.search(line), f"{doc.name}:{n}: write --option=value: {line.strip()}"
+
+
+def test_the_readme_examples_use_every_fixture_they_ask_for() -> None:
+    import ast
+
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.DOTALL)
+    tests = [f for block in code for f in ast.walk(ast.parse(block)) if isinstance(f, ast.FunctionDef)
+             and f.name.startswith("test_")]
+    assert tests
+    for f in tests:
+        used = {n.id for n in ast.walk(f) if isinstance(n, ast.Name)}
+        unused = [a.arg for a in f.args.args if a.arg not in used]
+        assert not unused, f"README: {f.name} asks for {unused} and never uses them"

@@ -40,11 +40,24 @@ def test_bundled_photos_are_small_real_photos_with_attribution():
         with Image.open(path) as image:
             assert image.mode == "RGB" and 288 <= min(image.size) and max(image.size) <= 640, (path.name, image.size)
             assert np.asarray(image).std() > 20, f"{path.name} looks blank"
-    sources = (paths[0].parent / "SOURCES.md").read_text()
+    sources = (paths[0].parent.parent / "SOURCES.md").read_text()  # beside the folder: it holds images only
     for path in paths:
         row = next(line for line in sources.splitlines() if line.startswith(f"| {path.name} |"))
         assert "CC0" in row or "public domain" in row
     assert "downscaled" in sources
+
+
+def test_every_file_of_the_bundled_folder_is_an_image():
+    """``preprocess(glob(".../data/images/*"), cfg)`` reads the whole folder: no attribution file inside it."""
+    from glob import glob
+
+    from pytest_onnx_parity.images import BUNDLED_DIR
+
+    files = sorted(glob(str(BUNDLED_DIR / "*")))
+    assert [Path(f).name for f in files] == [p.name for p in bundled_image_paths()]
+    cfg = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
+           "crop_pct": 0.875, "crop_mode": "center"}
+    assert preprocess(files, cfg).shape == (len(files), 3, 32, 32)
 
 
 def test_real_batch_defaults_to_bundled_photos():

@@ -1,7 +1,6 @@
 """A 5% error in one layer's weights fails check_parity with default settings, at that layer."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +57,10 @@ def test_gate_writes_layer_plots(pytester: pytest.Pytester, export_cache: str) -
 
     result = pytester.runpytest("--onnx-parity", "--onnx-parity-models=test_vit", f"--onnx-parity-cache-dir={export_cache}",
                                 "--onnx-parity-exporter=torchscript", "--onnx-parity-plots=plots",
+                                "--onnx-parity-ort-opt=disabled,all",  # two variants: two files, neither overwritten
                                 "--onnx-parity-layer-memory=64MiB", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    png = Path(pytester.path / "plots" / "test_vit.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result.assert_outcomes(passed=2)
+    pngs = sorted(p.name for p in (pytester.path / "plots").iterdir())
+    assert pngs == ["test_vit-opt-all.png", "test_vit-opt-disabled.png"]
+    for name in pngs:
+        assert (pytester.path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

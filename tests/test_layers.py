@@ -306,6 +306,33 @@ def test_plot_layers(exported: Any, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_each_matrix_variant_gets_its_own_plot_file_and_title(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One naming rule (plots.plot_file) for the gate's items and ``onnx-parity check``: label = the item's name."""
+    from types import SimpleNamespace
+
+    from pytest_onnx_parity import plots
+    from pytest_onnx_parity.__main__ import _extras
+
+    drawn: list[tuple[Path, str]] = []
+    monkeypatch.setattr(plots, "plot_layers", lambda cmp, path, title=None: drawn.append((Path(path), title)) or Path(path))
+    variant = {"exporter": "dynamo", "opset": None, "precision": "fp16", "ort_opt": "all"}
+    for precision in ("fp16", "fp32"):
+        result = SimpleNamespace(layer_comparison=object(), variant={**variant, "precision": precision}, passed=True)
+        plots.layer_plot(result, tmp_path, f"test_vit-{precision}")
+    (fp16, t16), (fp32, t32) = drawn
+    assert (fp16.name, fp32.name) == ("test_vit-fp16.png", "test_vit-fp32.png")
+    assert t16 == "test_vit-fp16\nexporter dynamo, opset default, precision fp16, ort_opt all" and "precision fp32" in t32
+    long = "x" * 130
+    assert plots.plot_file(tmp_path, long + "-fp16") != plots.plot_file(tmp_path, long + "-fp32")
+    assert len(plots.plot_file(tmp_path, long + "-fp16").name) <= 120
+    drawn.clear()  # the command line: one item, labelled by its spec
+    run = SimpleNamespace(result=SimpleNamespace(layer_comparison=object(), variant=variant, passed=True),
+                          model_arg="test_vit=/c/k.safetensors@/d/m.onnx")
+    _extras(run, SimpleNamespace(plots=str(tmp_path), artifacts=None))
+    title = "test_vit=/c/k.safetensors@/d/m.onnx\nexporter dynamo, opset default, precision fp16, ort_opt all"
+    assert drawn == [(plots.plot_file(tmp_path, run.model_arg), title)]
+
+
 def test_plot_layers_without_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import sys
 

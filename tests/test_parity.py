@@ -13,6 +13,7 @@ import pytest
 
 from pytest_onnx_parity import check_parity, export_onnx, load_model, read_data_config
 from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
+from pytest_onnx_parity.errors import WeightsError
 
 FAST = dict(layers="never", real_images=False)
 
@@ -206,8 +207,12 @@ def test_local_checkpoint_is_loaded_through_timm(tmp_path: Path) -> None:
         assert torch.equal(src(x), loaded(x))
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception, match="could not load checkpoint"):
+    with pytest.raises(WeightsError, match="is not a safetensors file"):  # told before timm is asked
         load_model(f"test_vit={corrupt}")
+    other = tmp_path / "other.safetensors"
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(WeightsError, match="could not load checkpoint .* Missing key"):
+        load_model(f"test_vit={other}")
 
 
 def test_pretrained_offline_names_the_fix() -> None:

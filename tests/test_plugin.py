@@ -45,7 +45,8 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize("args,needle", [
     (["--onnx-parity-exporter", "jit"], "--onnx-parity-exporter: bad value 'jit': choose one of dynamo, torchscript"),
     (["--onnx-parity-weights", "imagenet"], "--onnx-parity-weights: bad value 'imagenet'"),
-    (["--onnx-parity-opset", "eighteen"], "--onnx-parity-opset: bad value 'eighteen'"),
+    (["--onnx-parity-opset", "eighteen"], "--onnx-parity-opset: bad value 'eighteen': expected integers from 7 to 30"),
+    (["--onnx-parity-opset", "17,abc"], "--onnx-parity-opset: bad value '17,abc': abc: expected integers from 7 to 30"),
     (["--onnx-parity-opset", "13"], "--onnx-parity-opset: bad value 13: the dynamo exporter writes opset 18 or newer"),
     (["--onnx-parity-atol", "-1", "--onnx-parity-rtol", "0"], "--onnx-parity-atol: bad value '-1'"),
     (["--onnx-parity-atol", "1e-3"], "--onnx-parity-atol=0.001 given without --onnx-parity-rtol"),
@@ -68,6 +69,36 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--onnx-parity")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "ini key onnx_parity_exporter: bad value 'onnxruntime'" in result.stderr.str()
+
+
+def test_a_path_option_in_the_space_form_cannot_move_the_rootdir(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest reads ``--onnx-parity-images DIR``'s DIR as a test path before the plugin is loaded: a pytest.ini
+    above DIR (another project's) would become the run's ini file and rootdir. That is a usage error naming the
+    ``=`` form; the ``=`` form, and a space form that changes nothing, run as they are."""
+    import shutil
+
+    from pytest_onnx_parity.images import bundled_image_paths
+
+    other, proj = pytester.path / "other", pytester.path / "proj"
+    (other / "imgs").mkdir(parents=True)
+    shutil.copy(bundled_image_paths()[0], other / "imgs" / "cat.jpg")
+    (other / "pytest.ini").write_text("[pytest]\naddopts = -p no:nothing_here\n")  # the trap
+    (proj / "tests").mkdir(parents=True)
+    (proj / "pytest.ini").write_text("[pytest]\n")
+    (proj / "tests" / "test_root.py").write_text(
+        "def test_root(pytestconfig):\n    assert pytestconfig.rootpath.name == 'proj', pytestconfig.rootpath\n")
+    (proj / "out").mkdir()
+    (proj / "out" / "r.json").write_text("{}")
+    monkeypatch.chdir(proj)
+    for args in (["--onnx-parity-images", "../other/imgs"], ["--onnx-parity-images", str(other / "imgs"), "tests"]):
+        trapped = pytester.runpytest("-p", "no:cacheprovider", *args)
+        assert trapped.ret == pytest.ExitCode.USAGE_ERROR, args
+        err = trapped.stderr.str()
+        assert f"Write the option with '=': --onnx-parity-images={args[1]}" in err, err
+        assert f"chose rootdir {other} with ini file {other / 'pytest.ini'} instead of rootdir {proj}" in err, err
+    pytester.runpytest("-p", "no:cacheprovider", "--onnx-parity-images=../other/imgs").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "--onnx-parity-report", "out/r.json").assert_outcomes(passed=1)
 
 
 def test_plugin_import_loads_no_heavy_library(pytester: pytest.Pytester) -> None:
@@ -137,16 +168,50 @@ def test_broken_models_do_not_stop_the_gate(pytester: pytest.Pytester, export_ca
         def pytest_unconfigure(config):  # in-process runs share torch with the tests after this one
             torch.onnx.export = real_export
     """)
-    result = gate(pytester, export_cache, "--onnx-parity-models", "resnet181,test_convnext=random,test_vit",
+    result = gate(pytester, export_cache, "--onnx-parity-models", "test_convnext=random,test_vit",
                   "--onnx-parity-report", "r.json", "--onnx-parity-no-cache", *FAST)
-    result.assert_outcomes(passed=1, errors=2)
+    result.assert_outcomes(passed=1, errors=1)
     out = result.stdout.str()
-    assert "timm has no model 'resnet181'. Did you mean: resnet18" in out
     assert "torchscript exporter failed: RuntimeError: Exporting the operator 'aten::frobnicate'" in out
     assert "Traceback" not in out
     models = {m["model"]: m for m in json.loads((pytester.path / "r.json").read_text())["models"]}
-    assert models["resnet181"]["status"] == "error" and models["test_convnext=random"]["status"] == "error"
+    assert models["test_convnext=random"]["status"] == "error"
     assert models["test_vit"]["status"] == "passed"
+
+
+def test_unknown_model_names_are_usage_errors_with_close_matches(pytester: pytest.Pytester) -> None:
+    """A name timm does not know could never run: refused at collection, every bad name at once, with close matches."""
+    result = pytester.runpytest("--onnx-parity", "-p", "no:cacheprovider", "--collect-only",
+                                "--onnx-parity-models=resnet181,test_vit,vit_small_patch16_224.augreg_in21k_ft_in1kk")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "timm has no model 'resnet181'. Did you mean: resnet18" in err
+    assert ("timm has no pretrained tag 'vit_small_patch16_224.augreg_in21k_ft_in1kk'. "
+            "Did you mean: vit_small_patch16_224.augreg_in21k_ft_in1k") in err
+    assert "test_vit" not in err.replace("test_vit,", "")
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_missing_checkpoint_is_a_usage_error_before_torch_loads(pytester: pytest.Pytester, tmp_path: Path,
+                                                                  xdist: list[str]) -> None:
+    """Known without torch: exit 4 within seconds (under xdist too: the controller checks before workers start)."""
+    import time
+
+    pytester.makeconftest("""
+        import sys
+        def pytest_unconfigure(config):
+            sys.stderr.write(f"TORCH LOADED: {'torch' in sys.modules}\\n")
+    """)
+    missing = tmp_path / "missing.safetensors"
+    t = time.perf_counter()
+    result = pytester.runpytest_subprocess("--onnx-parity", "-p", "no:cacheprovider", f"--onnx-parity-models=test_vit={missing}",
+                                           *xdist)
+    elapsed = time.perf_counter() - t
+    err = result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, err
+    assert f"--onnx-parity-models: checkpoint file not found: {missing} (from spec 'test_vit={missing}')" in err
+    assert "TORCH LOADED: False" in err
+    assert elapsed < 10, f"{elapsed:.1f} s"
 
 
 def test_patterns_expand_and_marker_deselects(pytester: pytest.Pytester, export_cache: str) -> None:

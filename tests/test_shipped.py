@@ -93,6 +93,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with torch.no_grad():
         scaled.get_parameter(SCALED).mul_(1.05)  # one layer's weights changed by 5%
     _export(scaled, x, out / "scaled.onnx")
+    torch.manual_seed(2)  # a file of another model, timm's own init (its all-ones and zero tensors included)
+    _export(timm.create_model("test_resnet", pretrained=False).eval(), x, out / "other_model.onnx")
     return {p.stem: p for p in out.iterdir()}
 
 
@@ -212,8 +214,8 @@ def test_random_weights_against_a_shipped_file_fail_weights_naming_the_fix(files
     assert "NAME=pretrained" in weights.message and "NAME=/path/to/checkpoint" in weights.message
     assert r.check("logits").status == "failed" and r.check("logits").message.startswith("The weights check failed")
     summary = r.failure_message()
-    assert summary.splitlines()[0].startswith(f"{NAME}=random: the ONNX file's weights differ")
-    assert summary.index("--- weights ---") < summary.index("--- logits ---")
+    assert summary.splitlines()[0].startswith(f"{NAME}=random@{files['plain']}: the ONNX file's weights differ")
+    assert summary.index("--- weights ---") < summary.index("\nlogits: ")  # one line per other failed check
 
 
 def test_one_layer_changed_by_5_percent_fails_weights_naming_it(files: dict[str, Path]) -> None:
@@ -223,6 +225,45 @@ def test_one_layer_changed_by_5_percent_fails_weights_naming_it(files: dict[str,
     weights = r.checks[0]
     assert weights.status == "failed" and f"First differing weight: {SCALED}" in weights.message
     assert [d["name"] for d in weights.details["differing"]] == [SCALED]
+
+
+def test_a_file_of_another_model_fails_leading_with_the_wrong_model(files: dict[str, Path],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """resnet's file checked against the ViT checkpoint: not "data_config failed, stamp it", but "not this model"."""
+    from pytest_onnx_parity import check_parity
+    from pytest_onnx_parity.__main__ import main
+
+    spec = f"{NAME}={files['ckpt']}"
+    r = check_parity(spec, onnx=files["other_model"], **FAST)
+    weights = r.checks[0]
+    assert weights.name == "weights" and weights.status == "failed" and weights.details["other_model"]
+    assert weights.message.startswith(f"this file does not hold {NAME}'s weights: 0 of its {weights.details['total']} "
+                                      "weights matched")
+    assert f"{weights.details['file_kernels']} float weight tensors of its own" in weights.message
+    assert "the model it was exported from" in weights.message and f"{NAME}=/path/to/checkpoint" in weights.message
+    assert r.status == "failed"
+    summary = r.failure_message()
+    assert summary.startswith(f"this file does not hold {NAME}'s weights ({spec}@{files['other_model']}: weights failed")
+    assert summary.find("onnx-parity stamp") == -1 or summary.index("onnx-parity stamp") > summary.index("--- weights ---")
+    # the shell: exit 1, and the message after the progress line starts with the diagnosis
+    capsys.readouterr()
+    assert main(["check", str(files["other_model"]), "--model", spec, "--layers", "never"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("onnx-parity check: ") and err[1].startswith(f"this file does not hold {NAME}'s weights")
+
+
+def test_a_wrong_checkpoint_prints_the_weights_and_one_line_per_other_check(files: dict[str, Path]) -> None:
+    """Once the weights failed, the behaviour checks' full messages (the per-layer table too) stay in the JSON."""
+    from pytest_onnx_parity import check_parity
+
+    r = check_parity(f"{NAME}=random", onnx=files["plain"])  # the per-layer check runs (on failure)
+    layers = r.check("layers")
+    assert layers.status == "failed" and len(layers.message.splitlines()) > 20  # its table, in the JSON entry
+    lines = r.failure_message().splitlines()
+    assert len(lines) <= 30, "\n".join(lines)  # 109 lines before (test_vit; 157 on vit_tiny_patch16_224)
+    assert [ln.split(":")[0] for ln in lines[lines.index(next(ln for ln in lines if ln.startswith("--- then"))) + 1:]] == [
+        c.name for c in r.checks if c.status == "failed" and c.name != "weights"]
+    assert any(ln.startswith("layers: first divergence at ") for ln in lines)
 
 
 def _no_image_input(path: Path) -> Path:
@@ -312,6 +353,106 @@ def test_stamp_in_place_keeps_other_metadata(files: dict[str, Path], tmp_path: P
     assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["team.version"] == "7"
 
 
+# -- refused up front: the same in the shell (exit 2) and the gate (exit 4) ----------------------------
+
+
+def test_files_that_cannot_be_checked_are_usage_errors_in_the_shell_and_the_gate(
+        pytester: pytest.Pytester, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_onnx_parity.__main__ import main
+
+    data, ckpt = files["plain"].read_bytes(), files["ckpt"].read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "cut.safetensors").write_bytes(ckpt[: len(ckpt) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    good = f"{NAME}={files['ckpt']}"
+    cases = [
+        (good, tmp_path / "cut.onnx", "cut.onnx is not a readable ONNX file (DecodeError"),
+        (good, tmp_path / "empty.onnx", "empty.onnx holds no ONNX model (it is empty, or not an ONNX file)"),
+        (f"{NAME}={tmp_path / 'cut.safetensors'}", files["plain"], f"is truncated ({len(ckpt) // 2} bytes; its header"),
+        (f"{NAME}={tmp_path / 'empty.pth'}", files["plain"], "') is empty. Pass an existing .safetensors/.pth/.bin file"),
+        (f"{NAME}={tmp_path / 'no.safetensors'}", files["plain"], f"checkpoint file not found: {tmp_path / 'no.safetensors'}"),
+        ("test_vitt=random", files["plain"], "timm has no model 'test_vitt'. Did you mean: test_vit"),
+    ]
+    for model, onnx_file, needle in cases:
+        assert main(["check", str(onnx_file), "--model", model, "--layers", "never"]) == 2, (model, onnx_file)
+        err = capsys.readouterr().err
+        assert needle in err, err
+        result = pytester.runpytest(*GATE, f"--onnx-parity-models={model}@{onnx_file}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, (model, onnx_file)
+        assert needle in result.stderr.str(), result.stderr.str()
+    # a given file is only read: re-exporting it is the fix, not the cache (which never held it)
+    assert main(["check", str(tmp_path / "cut.onnx"), "--model", good]) == 2
+    err = capsys.readouterr().err
+    assert "Re-export it: this file is only read here" in err and "cache" not in err
+
+
+def test_a_missing_checkpoint_is_a_usage_error_within_seconds_from_the_shell(files: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    missing = tmp_path / "no.safetensors"
+    t = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "pytest_onnx_parity", "check", str(files["plain"]), "--model",
+                          f"{NAME}={missing}"], capture_output=True, text=True, timeout=300, check=False)
+    elapsed = time.perf_counter() - t
+    assert run.returncode == 2, run.stderr
+    assert f"onnx-parity check: error: checkpoint file not found: {missing}" in run.stderr
+    assert elapsed < 10, f"{elapsed:.1f} s"
+    code = ("import sys; from pytest_onnx_parity.__main__ import main; "
+            f"rc = main(['check', {str(files['plain'])!r}, '--model', {f'{NAME}={missing}'!r}]); "
+            "print('torch' in sys.modules, 'timm' in sys.modules); sys.exit(rc)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 2 and run.stdout.split() == ["False", "False"], (run.stdout, run.stderr)
+
+
+def test_an_unreadable_file_is_told_what_rebuilds_it(tmp_path: Path) -> None:
+    """"delete it so that the cache rebuilds it" is right for a cache entry only; a file given to check is re-exported."""
+    from pytest_onnx_parity.dataconfig import load_onnx_proto
+
+    given = tmp_path / "dist" / "model.onnx"
+    entry = tmp_path / "cache" / "test_vit-0123456789abcdef" / "model.onnx"
+    for path in (given, entry):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\x00not a protobuf" * 10)
+    (entry.parent / "manifest.json").write_text("{}")
+    with pytest.raises(OnnxFileError) as info:
+        load_onnx_proto(given)
+    assert "Re-export it: this file is only read here, nothing rebuilds it." in str(info.value)
+    assert "cache" not in str(info.value)
+    with pytest.raises(OnnxFileError) as info:
+        load_onnx_proto(entry)
+    assert f"Delete the cache entry {entry.parent} so that the cache rebuilds it." in str(info.value)
+
+
+def test_stamp_builds_no_model(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data config of a spec comes from timm's pretrained config: stamping never builds (or loads) the model."""
+    import timm
+
+    from pytest_onnx_parity import read_data_config, resolve_data_config, stamp_onnx
+
+    def no_build(*a: Any, **k: Any) -> None:
+        raise AssertionError("stamp built the model")
+
+    monkeypatch.setattr(timm, "create_model", no_build)
+    out = stamp_onnx(files["plain"], f"{NAME}={files['ckpt']}", output=tmp_path / "s.onnx")
+    assert read_data_config(out) == resolve_data_config(NAME)
+
+
+def test_the_summary_table_shows_file_names_and_the_report_keeps_paths() -> None:
+    from pytest_onnx_parity.gate import summary_lines
+
+    deep = f"{NAME}=/ckpt/experiments/2024-07-01/run-17/checkpoint-best.safetensors@/builds/ci/4711/dist/model.onnx"
+    row = {"status": "passed", "max_abs_diff": 1e-6, "top1_agreement": 1.0, "timings": {}, "variant": {}}
+    table = summary_lines([{**row, "model": deep}, {**row, "model": "resnet18"}])
+    assert f"{NAME}=checkpoint-best.safetensors@model.onnx  passed" in table and "/builds/" not in table
+    assert max(len(line) for line in table.splitlines()) < 130
+    # two files of the same name stay told apart
+    twins = summary_lines([{**row, "model": f"{NAME}@a/model.onnx"}, {**row, "model": f"{NAME}@b/model.onnx"}])
+    assert f"{NAME}@a/model.onnx" in twins and f"{NAME}@b/model.onnx" in twins
+
+
 # -- the gate ---------------------------------------------------------------------------------------
 
 GATE = ["--onnx-parity", "-p", "no:cacheprovider", "--onnx-parity-layers", "never"]
@@ -335,6 +476,60 @@ def test_gate_checks_a_file_given_relative_to_the_rootdir(pytester: pytest.Pytes
     entry = json.loads((sub / "r.json").read_text())["models"][0]
     assert entry["onnx_path"] == str(shipped) and entry["status"] == "passed"
     assert _fingerprint(shipped) == before
+
+
+def test_the_three_ways_give_the_same_model_exporter_and_weights(
+        pytester: pytest.Pytester, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_parity(onnx=FILE), onnx-parity check FILE and the gate's NAME@FILE describe one file alike: the
+    label is SPEC@FILE as given, the exporter what the file says (here: TorchScript, from its node names)."""
+    from pytest_onnx_parity import check_parity, stamp_onnx
+    from pytest_onnx_parity.__main__ import main
+
+    (pytester.path / "dist").mkdir()
+    stamp_onnx(files["timm"], NAME, output=pytester.path / "dist" / "model.onnx")  # timm's onnx_export, stamped
+    pytester.makeini("[pytest]\n")
+    monkeypatch.chdir(pytester.path)
+    spec, rel = f"{NAME}={files['ckpt']}", "dist/model.onnx"
+    api = check_parity(spec, onnx=rel, **FAST).to_dict()
+    assert main(["check", rel, "--model", spec, "--layers", "never", "--report", "cli.json"]) == 0
+    cli = json.loads(Path("cli.json").read_text())["models"][0]
+    pytester.runpytest(*GATE, f"--onnx-parity-models={spec}@{rel}", "--onnx-parity-report=gate.json").assert_outcomes(
+        passed=1)
+    gate = json.loads(Path("gate.json").read_text())["models"][0]
+    fields = ("model", "exporter", "weights", "onnx_path", "status")
+    assert {k: api[k] for k in fields} == {k: cli[k] for k in fields} == {k: gate[k] for k in fields}
+    assert api["model"] == f"{spec}@{rel}" and api["exporter"] == "torchscript" and api["weights"] == str(files["ckpt"])
+    assert api["variant"]["exporter"] == cli["variant"]["exporter"] == gate["variant"]["exporter"] == "torchscript"
+    # a file without provenance, by torch.onnx.export(dynamo=False): TorchScript too, never the option's default
+    plain = check_parity(spec, onnx=files["plain"], exporter="dynamo", **FAST)
+    assert plain.exporter == "torchscript" and plain.model == f"{spec}@{files['plain']}"
+
+
+def test_a_given_files_exporter_is_what_the_file_says(tmp_path: Path) -> None:
+    """Provenance first, then the graph (dynamo scope metadata, TorchScript node names), else None: unknown."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pytest_onnx_parity.export import OnnxExport
+    from pytest_onnx_parity.parity import _given_file_exporter
+
+    def graph_file(name: str, node_name: str, scoped: bool) -> Path:
+        node = helper.make_node("Relu", ["x"], ["y"], name=node_name)
+        if scoped:
+            node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'act']")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+        onnx.save(helper.make_model(helper.make_graph([node], "g", [x], [y])), str(tmp_path / name))
+        return tmp_path / name
+
+    cases = {graph_file("d.onnx", "node_relu", True): "dynamo", graph_file("t.onnx", "/act/Relu", False): "torchscript",
+             graph_file("u.onnx", "n0", False): None}
+    for path, expected in cases.items():
+        assert _given_file_exporter(OnnxExport(path=path, data_config={})) == expected, path
+        stamped = OnnxExport(path=path, data_config={}, provenance={"exporter": None, "stamped": True})
+        assert _given_file_exporter(stamped) == expected, path
+    own = OnnxExport(path=tmp_path / "u.onnx", data_config={}, provenance={"exporter": "torchscript"})
+    assert _given_file_exporter(own) == "torchscript"
 
 
 def test_gate_failure_prints_the_table_once(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
@@ -382,6 +577,26 @@ def test_a_failed_weights_check_leads_the_failure_summary() -> None:
     assert "weights differ" not in r.failure_message()  # the rule can tell the two apart
 
 
+def test_a_wrong_model_leads_the_failure_summary_and_the_rest_is_one_line_each() -> None:
+    from pytest_onnx_parity.results import CheckResult, ParityResult
+
+    name = "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k"  # a name with ':' in it
+    weights = CheckResult("weights", "failed", f"this file does not hold {name}'s weights: 0 of its 152 weights matched.",
+                          {"other_model": True, "model_name": name})
+    layers = CheckResult("layers", "failed", "The weights check failed: ...\nfirst divergence at blocks.0\n" +
+                         "\n".join(f"row {i}" for i in range(100)))
+    r = ParityResult(model=f"{name}=v.safetensors@r.onnx", status="failed", checks=[
+        weights, CheckResult("data_config", "failed", "r.onnx carries no data config. onnx-parity stamp r.onnx ..."),
+        CheckResult("logits", "failed", "Logits on a random batch are not close!\n\nMismatched elements: 9 / 9"), layers])
+    lines = r.failure_message().splitlines()
+    assert lines[0] == (f"this file does not hold {name}'s weights ({name}=v.safetensors@r.onnx: weights failed; then "
+                        "data_config, logits, layers failed, as they must with another model's file).")
+    assert lines[-3:] == ["data_config: r.onnx carries no data config. onnx-parity stamp r.onnx ...",
+                          "logits: Logits on a random batch are not close! Mismatched elements: 9 / 9",
+                          "layers: first divergence at blocks.0"]
+    assert len(lines) == 9
+
+
 def test_weights_check_runs_first_and_the_behaviour_checks_point_at_it(
         files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The call site of weightcheck.compare_weights, with a stand-in that fails."""
@@ -410,4 +625,4 @@ def test_weights_check_runs_first_and_the_behaviour_checks_point_at_it(
     assert r.checks[0].details["first_differing"] == ["blocks.0.attn.qkv.weight"]
     logits = r.check("logits")
     assert logits.status == "failed" and logits.message.startswith("The weights check failed")
-    assert r.failure_message().index("qkv.weight differs") < r.failure_message().index("--- logits ---")
+    assert r.failure_message().index("qkv.weight differs") < r.failure_message().index("\nlogits: ")
