@@ -126,7 +126,7 @@ def _warm_up(model: Any, x: Any, onnx_path: str) -> None:
 def worker(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from pytest_onnx_parity.models import load_model
+    from pytest_onnx_parity.model.build import load_model
 
     torch.set_num_threads(int(job.get("threads", 2)))
     model = load_model(job["model"], "random")
@@ -205,7 +205,7 @@ def export_static(name: str, batch: int, folder: Path) -> Path:
 
     import torch
 
-    from pytest_onnx_parity.models import load_model
+    from pytest_onnx_parity.model.build import load_model
 
     model = load_model(name, "random")
     x = _input(model, batch)
@@ -337,9 +337,9 @@ def bench_tolerance(write: bool, models: list[str]) -> str:
     import numpy as np
     import torch
 
-    from pytest_onnx_parity.export import export_onnx
+    from pytest_onnx_parity.onnxfile.export import export_onnx
     from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_GROWTH, DEFAULT_RTOL, compare_layers, scale_layer_weights
-    from pytest_onnx_parity.models import load_model
+    from pytest_onnx_parity.model.build import load_model
 
     torch.set_num_threads(2)
     results = []

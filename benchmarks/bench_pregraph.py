@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from docblock import write_block
 
-from pytest_onnx_parity import strategies
-from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.pregraph import preprocessing_graph
-from pytest_onnx_parity.preprocessing import EvalTransform, open_image, preprocess
+from pytest_onnx_parity.testing import strategies
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+from pytest_onnx_parity.onnxfile.pregraph import preprocessing_graph
+from pytest_onnx_parity.preprocessing.decode import open_image
+from pytest_onnx_parity.preprocessing.transform import EvalTransform, preprocess
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "embedded-preprocessing.md"
 CONFIGS = {

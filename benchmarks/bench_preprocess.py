@@ -39,8 +39,9 @@ def measure(repeat: int) -> list[dict[str, Any]]:
     import torch
     from timm.data import create_transform
 
-    from pytest_onnx_parity.images import bundled_image_paths
-    from pytest_onnx_parity.preprocessing import open_image, preprocess
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+    from pytest_onnx_parity.preprocessing.decode import open_image
+    from pytest_onnx_parity.preprocessing.transform import preprocess
 
     torch.set_num_threads(1)
     tf = create_transform(**CONFIG)

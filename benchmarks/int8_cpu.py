@@ -1,7 +1,7 @@
 """How much an int8 file's classes depend on the CPU, the int8 format and ONNX Runtime's optimisation level.
 
 Real EfficientNet-Lite0 weights, both exporters; the float32 export is quantized by
-:func:`pytest_onnx_parity.quantize.to_int8` (static QDQ, per channel, calibrated on the 4
+:func:`pytest_onnx_parity.onnxfile.quantize.to_int8` (static QDQ, per channel, calibrated on the 4
 bundled photos) in three formats: U8S8 (uint8 activations, int8 weights), U8S8 with
 ``reduce_range=True`` (7-bit weights: ONNX Runtime's advice for x86-64 without VNNI) and
 S8S8 (int8 activations). Each file runs at ONNX Runtime optimisation levels ``disabled``
@@ -30,21 +30,21 @@ import numpy as np
 from docblock import write_block
 
 from pytest_onnx_parity import export_onnx, load_model, preprocess
-from pytest_onnx_parity.cpu import cpu_flags_text, cpu_info, int8_reduce_range
-from pytest_onnx_parity.dataconfig import resolve_data_config
-from pytest_onnx_parity.export import make_session
-from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.parity import ort_forward, torch_forward
-from pytest_onnx_parity.quantize import calibration_images, to_int8
-from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint
+from pytest_onnx_parity.runtime.environment import cpu_flags_text, cpu_info, int8_reduce_range
+from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
+from pytest_onnx_parity.runtime.session import make_session
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+from pytest_onnx_parity.runtime.forward import ort_forward, torch_forward
+from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
+from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8_lite0 import labelled_views  # the 48 labelled views
 
-try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
+try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
     from pytest_onnx_parity.layers import scale_layer_weights
 except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
+    from pytest_onnx_parity.testing.faults import scale_layer_weights
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 MARKER = "int8-cpu"

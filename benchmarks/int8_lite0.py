@@ -1,6 +1,6 @@
 """Evidence for the int8 verdict's thresholds: real EfficientNet-Lite0 weights, real photos.
 
-The float32 export (both exporters) is quantized by :func:`pytest_onnx_parity.quantize.to_int8`
+The float32 export (both exporters) is quantized by :func:`pytest_onnx_parity.onnxfile.quantize.to_int8`
 (static QDQ per channel, per tensor, and dynamic), calibrated on the four bundled photos.
 Evaluation images: 16 views (seeded random crops of 35-100% of the area, half of them
 mirrored) of each of the three bundled photos with an ImageNet label (tiger cat,
@@ -24,17 +24,18 @@ from docblock import write_block
 import onnx
 
 from pytest_onnx_parity import export_onnx, load_model, preprocess
-from pytest_onnx_parity.dataconfig import resolve_data_config
-from pytest_onnx_parity.export import make_session
-from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.parity import ort_forward, torch_forward
-from pytest_onnx_parity.quantize import calibration_images, int8_verdict, to_int8
-from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint
+from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
+from pytest_onnx_parity.runtime.session import make_session
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+from pytest_onnx_parity.runtime.forward import ort_forward, torch_forward
+from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
+from pytest_onnx_parity.checks.int8 import int8_verdict
+from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
-try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
+try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
     from pytest_onnx_parity.layers import scale_layer_weights
 except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
+    from pytest_onnx_parity.testing.faults import scale_layer_weights
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 MARKER = "int8-lite0"

@@ -1,7 +1,7 @@
 """Evidence for the fp16 tolerance: clean float16 error against the effect of a planted 5% fault.
 
 For each model (random non-degenerate weights, dynamo export): the float32 export is
-converted by :func:`pytest_onnx_parity.precision.to_fp16` twice, with the fragile ops
+converted by :func:`pytest_onnx_parity.onnxfile.precision.to_fp16` twice, with the fragile ops
 kept in float32 (the default) and with everything in float16 (``keep_fp32_ops=()``).
 *Clean* is max |fp16 - torch float32| / RMS of the torch logits on a seeded batch of 4;
 *fault* is the same figure for the default fp16 file with one layer's weights scaled by
@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tolerances import DOC, weight_params  # noqa: E402  (the float32 benchmark's helpers)
 
 from pytest_onnx_parity import export_onnx, load_model  # noqa: E402
-from pytest_onnx_parity.dataconfig import resolve_data_config  # noqa: E402
-from pytest_onnx_parity.export import make_session  # noqa: E402
-from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward  # noqa: E402
-from pytest_onnx_parity.precision import PRECISION_PROFILES, first_nonfinite, rel_error, to_fp16  # noqa: E402
+from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config  # noqa: E402
+from pytest_onnx_parity.runtime.session import make_session  # noqa: E402
+from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward  # noqa: E402
+from pytest_onnx_parity.onnxfile.precision import PRECISION_PROFILES, first_nonfinite, rel_error, to_fp16  # noqa: E402
 
-try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
+try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
     from pytest_onnx_parity.layers import scale_layer_weights
 except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
+    from pytest_onnx_parity.testing.faults import scale_layer_weights
 from pytest_onnx_parity.layers import compare_layers  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnety_002",
@@ -116,7 +116,7 @@ def write_doc(rows: list[dict]) -> None:
     lines = ["## fp16 files", "",
              f"Measured by `benchmarks/precision_tolerances.py` ({time.strftime('%Y-%m-%d')}, {machine}, ONNX Runtime "
              "CPUExecutionProvider); random non-degenerate weights, dynamo export, converted by "
-             "`pytest_onnx_parity.precision.to_fp16`, a seeded batch of 4. Figures are max |fp16 - torch float32| / logit RMS.",
+             "`pytest_onnx_parity.onnxfile.precision.to_fp16`, a seeded batch of 4. Figures are max |fp16 - torch float32| / logit RMS.",
              "*clean* keeps the fragile ops (`FP16_KEEP_FP32_OPS`) in float32, *clean, all fp16* converts them too;",
              f"*weakest 5% fault* is the smallest effect of one layer's weights scaled by {FAULT} (in the fp16 file) over "
              f"{N_LAYERS} layers spread across the depth; *layer check* is `compare_layers` on that faulty file at the fp16 "

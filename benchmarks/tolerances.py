@@ -51,8 +51,8 @@ def measure(models: list[str]) -> list[dict[str, Any]]:
     import torch
 
     from pytest_onnx_parity import export_onnx, load_model
-    from pytest_onnx_parity.dataconfig import resolve_data_config
-    from pytest_onnx_parity.forward import ort_forward, random_batch, torch_forward
+    from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
+    from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward
 
     cache = tempfile.mkdtemp(prefix="tol-")
     rows = []

@@ -1,4 +1,4 @@
-"""Coverage and cost of the weights check (pytest_onnx_parity.weightcheck) per architecture and exporter.
+"""Coverage and cost of the weights check (pytest_onnx_parity.checks.weightmatch) per architecture and exporter.
 
 For each model and each way of exporting it (the plugin's dynamo and TorchScript
 exports, timm's ``onnx_export``, a plain ``torch.onnx.export(..., dynamo=False)``):
@@ -51,7 +51,7 @@ def export(model: Any, way: str, path: Path) -> float:
 
 def measure(name: str, ways: list[str], folder: Path) -> list[dict[str, Any]]:
     import pytest_onnx_parity as P
-    from pytest_onnx_parity.weightcheck import compare_weights
+    from pytest_onnx_parity.checks.weightmatch import compare_weights
 
     model, other = P.load_model(name), P.load_model(name, seed=1)
     rows = []

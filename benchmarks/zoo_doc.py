@@ -196,7 +196,7 @@ def _status_cell(e: dict[str, Any]) -> str:
 
 def _exporter_rows(rows: list[tuple[str, str, str]], exps: list[str], entries: dict[str, dict[str, Any]]) -> list[str]:
     """Exporter limitations grouped by the exporter's reason; with how the other exporter fared on those models."""
-    from pytest_onnx_parity.report import reason_key  # zoo_sweep.py puts this checkout on sys.path
+    from pytest_onnx_parity.report.render import reason_key
 
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for x, m, ev in rows:

@@ -152,11 +152,11 @@ def shard_of(out: Path, models: list[str], k: int, n: int, exporter: str) -> lis
     """The models of shard K/N as the snapshot's gate picks them (asked in a subprocess running the snapshot)."""
     code = ("import json, sys\nfrom types import SimpleNamespace as S\n"
             "models, k, n, exporter = json.load(sys.stdin)\n"
-            "try:\n    from pytest_onnx_parity.matrix import shard_pairs\n"
+            "try:\n    from pytest_onnx_parity.variants import shard_pairs\n"
             "    pairs = shard_pairs([(S(text=m), S(exporter=exporter, opset=None)) for m in models], (k, n))\n"
             "    print(json.dumps([p[0].text for p in pairs]))\n"
             "except ImportError:  # a snapshot from before the matrix\n"
-            "    from pytest_onnx_parity.gate import shard_specs\n"
+            "    from pytest_onnx_parity.plugin.gate import shard_specs\n"
             "    print(json.dumps([s.text for s in shard_specs([S(text=m) for m in models], (k, n))]))\n")
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps([models, k, n, exporter]), capture_output=True,
                           text=True, cwd=out / "run", env=_env(), check=True)
@@ -310,7 +310,8 @@ def _load() -> str:
 
 def merge_all(out: Path, models: list[str]) -> dict[str, Any]:
     """Merge the shard and rerun reports in ``out`` (one exporter's folder) into ``out/all.json`` and tables."""
-    from pytest_onnx_parity.report import merge_reports, render_html, render_markdown, write_json
+    from pytest_onnx_parity.report.schema import merge_reports, write_json
+    from pytest_onnx_parity.report.render import render_html, render_markdown
 
     paths = sorted(out.glob("shard-*-of-*.json"), key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)])
     paths += sorted((out / "reruns").glob("*.json")) if (out / "reruns").is_dir() else []

@@ -20,18 +20,34 @@ from .errors import (
     WeightsError,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .checks.weightmatch import WeightsComparison, compare_weights
+    from .compare import assert_logits_close, assert_topk_agreement, compare_logits, compare_topk
+    from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
+    from .model.build import load_model
+    from .onnxfile.embedded import run_embedded
+    from .onnxfile.export import OnnxExport, export_onnx
+    from .onnxfile.metadata import read_data_config, read_metadata
+    from .onnxfile.pregraph import embed_preprocessing, preprocessing_graph
+    from .onnxfile.stamp import stamp_onnx
+    from .preprocessing.dataconfig import resolve_data_config
+    from .preprocessing.transform import preprocess
+    from .results import CheckResult, ParityResult
+    from .run import check_parity
+    from .specs import ModelSpec, parse_spec
+
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "models",
+    "load_model": "model.build",
     "ModelSpec": "specs",
     "parse_spec": "specs",
-    "export_onnx": "export",
-    "OnnxExport": "export",
-    "read_data_config": "dataconfig",
-    "read_metadata": "dataconfig",
-    "resolve_data_config": "dataconfig",
-    "preprocess": "preprocessing",
+    "export_onnx": "onnxfile.export",
+    "OnnxExport": "onnxfile.export",
+    "read_data_config": "onnxfile.metadata",
+    "read_metadata": "onnxfile.metadata",
+    "resolve_data_config": "preprocessing.dataconfig",
+    "preprocess": "preprocessing.transform",
     "assert_logits_close": "compare",
     "assert_topk_agreement": "compare",
     "compare_logits": "compare",
@@ -40,13 +56,13 @@ _LAZY = {
     "assert_layers_close": "layers",
     "LayerComparison": "layers",
     "LayerResult": "layers",
-    "check_parity": "parity",
-    "stamp_onnx": "shipped",
-    "preprocessing_graph": "pregraph",
-    "embed_preprocessing": "pregraph",
-    "run_embedded": "pregraph",
-    "compare_weights": "weightcheck",
-    "WeightsComparison": "weightcheck",
+    "check_parity": "run",
+    "stamp_onnx": "onnxfile.stamp",
+    "preprocessing_graph": "onnxfile.pregraph",
+    "embed_preprocessing": "onnxfile.pregraph",
+    "run_embedded": "onnxfile.embedded",
+    "compare_weights": "checks.weightmatch",
+    "WeightsComparison": "checks.weightmatch",
     "ParityResult": "results",
     "CheckResult": "results",
 }
@@ -84,16 +100,3 @@ def __dir__() -> list[str]:
     return __all__
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import assert_logits_close, assert_topk_agreement, compare_logits, compare_topk
-    from .dataconfig import read_data_config, read_metadata, resolve_data_config
-    from .export import OnnxExport, export_onnx
-    from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
-    from .models import load_model
-    from .parity import check_parity
-    from .pregraph import embed_preprocessing, preprocessing_graph, run_embedded
-    from .shipped import stamp_onnx
-    from .weightcheck import WeightsComparison, compare_weights
-    from .results import CheckResult, ParityResult
-    from .preprocessing import preprocess
-    from .specs import ModelSpec, parse_spec

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .report import ReportError, load_report, merge_reports, render_html, render_markdown, write_json
+from .report.render import render_html, render_markdown
+from .report.schema import ReportError, load_report, merge_reports, write_json
 
 USAGE_ERROR = 2
 FAILED = 1
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         names = (f"--{opt.noun}", f"--onnx-parity-{opt.noun}")
         if opt.ini_type == "bool":
-            c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), action="store_const", const="true", help=opt.help)
+            c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), action="store_true", default=None, help=opt.help)
         else:
             c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), metavar=opt.metavar, help=opt.help)
 
@@ -115,10 +116,12 @@ class _ArgsConfig:
 
 def _check(args: argparse.Namespace) -> int:
     from .errors import OnnxParityError
-    from .gate import summary_lines, write_report
     from .options import ParityOptions
+    from .report.render import summary_lines
+    from .report.schema import write_report
+    from .run import check_file
     from .settings import SettingsError, resolve
-    from .shipped import check_file, file_spec
+    from .specs import file_spec
 
     try:
         settings = resolve(_ArgsConfig(args))
@@ -150,21 +153,21 @@ def _extras(run: object, settings: object) -> None:
     result = run.result  # type: ignore[attr-defined]
     if settings.plots and result.layer_comparison is not None:  # type: ignore[attr-defined]
         from .errors import OnnxParityError
-        from .plots import layer_plot
+        from .report.plots import layer_plot
 
         try:  # the gate's rule (plots.plot_file): one item, so its label is the spec
             layer_plot(result, Path(settings.plots), str(getattr(run, "model_arg", "model")))  # type: ignore[attr-defined]
         except OnnxParityError as exc:
             print(f"onnx-parity check: no plot: {exc}", file=sys.stderr)
     if settings.artifacts and not result.passed:  # type: ignore[attr-defined]
-        from .artifacts import write_bundle
+        from .report.bundle import write_bundle
 
         print(f"reproducer bundle: {write_bundle(run, Path(settings.artifacts))}", file=sys.stderr)  # type: ignore[arg-type, attr-defined]
 
 
 def _stamp(args: argparse.Namespace) -> int:
     from .errors import OnnxParityError
-    from .shipped import stamp_onnx
+    from .onnxfile.stamp import stamp_onnx
 
     try:
         out = stamp_onnx(args.file, args.model, output=args.output)

@@ -47,3 +47,10 @@ class ParityFailure(OnnxParityError, AssertionError):
 class InconclusiveResult(OnnxParityError):
     """The numbers cannot support a verdict (an ill-conditioned model, NaN on the torch side,
     nothing compared): neither a pass nor a failure of the export."""
+
+
+class VariantSkip(OnnxParityError):
+    """This variant cannot be checked here (a provider this build lacks, a size the model cannot take).
+
+    The gate reports it as a skipped item with this message as the reason.
+    """

@@ -4,14 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS
 from .errors import SpecError
-from .forward import DEFAULT_BATCH
+from .runtime.forward import DEFAULT_BATCH
 from .tolerances import check_pair
-
-LAYER_MODES = ("always", "on-failure", "never")
-#: --onnx-parity-ort-opt value -> onnxruntime.GraphOptimizationLevel member ("all" is ONNX Runtime's default)
-ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                  "all": "ORT_ENABLE_ALL"}
 
 
 @dataclass
@@ -54,8 +50,6 @@ class ParityOptions:
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
-        from .tolerances import PRECISION_PROFILES as PRECISIONS
-
         if opts.precision not in PRECISIONS:
             raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if opts.ort_opt not in ORT_OPT_LEVELS:

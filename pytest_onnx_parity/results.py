@@ -23,6 +23,8 @@ class CheckResult:
     status: str  # passed | failed | skipped | error
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    #: the comparison object behind the result (a LayerComparison for ``layers``); never serialised
+    comparison: Any = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:

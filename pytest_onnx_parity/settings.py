@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_KINDS
+
 DEFAULT_MODELS = (
     "resnet18",
     "efficientnet_b0",
@@ -85,7 +87,7 @@ def _models(v: Any) -> tuple[str, ...]:
 
 def _image_dir(v: str) -> str:
     from .errors import ImageError
-    from .imagefiles import find_images
+    from .preprocessing.imagefiles import find_images
 
     try:
         find_images(Path(v).expanduser())  # the same rule as the run that reads the folder
@@ -126,15 +128,11 @@ def _shard(v: str) -> tuple[int, int]:
 def _axis(name: str, *args: Any) -> Callable[[Any], Any]:
     """A comma list of one matrix axis, parsed by :mod:`.matrix` (imported when used)."""
     def parse(v: Any) -> Any:
-        from . import matrix
+        from . import variants as matrix
 
         fn = getattr(matrix, name)
         return fn(*args)(v) if args else fn(v)
     return parse
-
-
-def _ort_levels() -> tuple[str, ...]:
-    return ("disabled", "basic", "extended", "all")
 
 
 def _bool(v: Any) -> bool:
@@ -153,15 +151,15 @@ OPTIONS: tuple[Option, ...] = (
            "NAME[=WEIGHTS]@FILE.onnx checks that existing file (relative paths resolve against pytest's rootdir) "
            f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
     Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
-           _choice("random", "pretrained"), "random", metavar="random|pretrained"),
+           _choice(*WEIGHT_KINDS), "random", metavar="random|pretrained"),
     Option("exporter", "torch ONNX exporter(s), a comma list: dynamo, torchscript (default: dynamo)",
-           _axis("choice_list", "dynamo", "torchscript"), ("dynamo",), metavar="dynamo|torchscript"),
+           _axis("choice_list", *EXPORTERS), ("dynamo",), metavar="dynamo|torchscript"),
     Option("opset", "ONNX opset(s), a comma list (default: the exporter's own)", _axis("parse_opsets"), (), metavar="N"),
     Option("precision", "Precision(s) checked, a comma list of fp32, fp16, int8 (default: fp32); fp16/int8 files are "
-           "derived from the float32 export", _axis("choice_list", "fp32", "fp16", "int8"), ("fp32",),
+           "derived from the float32 export", _axis("choice_list", *PRECISIONS), ("fp32",),
            metavar="fp32,fp16,int8"),
-    Option("ort-opt", "ONNX Runtime graph optimisation level(s), a comma list of " + ", ".join(_ort_levels()) +
-           " (default: all, ONNX Runtime's own default)", _axis("choice_list", *_ort_levels()), ("all",),
+    Option("ort-opt", "ONNX Runtime graph optimisation level(s), a comma list of " + ", ".join(ORT_OPT_LEVELS) +
+           " (default: all, ONNX Runtime's own default)", _axis("choice_list", *ORT_OPT_LEVELS), ("all",),
            metavar="disabled,basic,extended,all"),
     Option("providers", "ONNX Runtime execution provider(s), each its own item; one this build lacks is skipped "
            "(default: CPUExecutionProvider)", _axis("parse_providers"), ("CPUExecutionProvider",), metavar="A,B"),
@@ -179,7 +177,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "Export afresh and keep nothing", _bool, False, "bool"),
     Option("report", "Write the JSON report to PATH", _path, None, metavar="PATH"),
     Option("layers", "Per-layer comparison: always, on-failure or never (default: always)",
-           _choice("always", "on-failure", "never"), "always", metavar="always|on-failure|never"),
+           _choice(*LAYER_MODES), "always", metavar="always|on-failure|never"),
     Option("layer-memory", "Memory budget for intermediate tensors of the per-layer comparison (default: 1GiB)", _size, None,
            metavar="SIZE"),
     Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", _path, None, metavar="DIR"),
@@ -241,13 +239,16 @@ class Settings:
                 object.__setattr__(self, name, tuple(v))
 
     def parity_options(self, **overrides: Any) -> dict[str, Any]:
-        opts = dict(exporter=self.exporter[0], opset=self.opset[0] if self.opset else None, weights=None, seed=self.seed, atol=self.atol,
-                    rtol=self.rtol, cache_dir=self.cache_dir, use_cache=not self.no_cache, images=self.images,
-                    layers=self.layers, layer_memory=self.layer_memory, test_time=self.test_time,
-                    max_accuracy_drop=self.max_accuracy_drop, int8_min_agreement=self.int8_min_agreement,
-                    int8_max_accuracy_drop=self.int8_max_accuracy_drop, output=self.output, precision=self.precision[0],
-                    ort_opt=self.ort_opt[0], provider=self.providers[0],
-                    image_size=self.image_size[0] if self.image_size else None)
+        """The :class:`~.options.ParityOptions` of one run: every field the two share, copied by name; each
+        matrix axis (a tuple here) at its first value (a variant overrides them); ``weights`` per spec."""
+        from .options import ParityOptions
+
+        opts = {f.name: getattr(self, f.name) for f in fields(ParityOptions) if f.name in _SETTINGS_FIELDS}
+        for name in _AXIS_FIELDS:
+            values = getattr(self, _AXIS_FIELDS[name])
+            opts[name] = values[0] if values else None
+        opts.update(weights=None, use_cache=not self.no_cache, embed_preprocessing=False,
+                    dynamic_size=bool(self.image_size))
         opts.update(overrides)
         return opts
 
@@ -267,6 +268,27 @@ class Settings:
         return ", ".join(parts)
 
 
+#: ParityOptions field -> the Settings axis (a tuple) whose first value it takes
+_AXIS_FIELDS = {"exporter": "exporter", "opset": "opset", "precision": "precision", "ort_opt": "ort_opt",
+                "provider": "providers", "image_size": "image_size"}
+_SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings)) - set(_AXIS_FIELDS) - {"embed_preprocessing"}
+
+
+#: options whose value is a path: from the ini file, a relative one is relative to the ini file's folder
+_PATH_PARSERS = (_path, _image_dir)
+
+
+def _ini_path(config: Any, value: Any) -> Any:
+    """An ini key's relative path, anchored at the ini file's folder (as pytest's own ``paths`` keys are);
+    a command-line value stays relative to the folder pytest was started in."""
+    text = str(value).strip()
+    if not text or Path(text).expanduser().is_absolute():
+        return value
+    inipath = getattr(config, "inipath", None)
+    base = Path(inipath).parent if inipath else getattr(config, "rootpath", None)
+    return str(Path(base) / text) if base is not None else value
+
+
 def attr(noun: str) -> str:
     return noun.replace("-", "_")
 
@@ -278,8 +300,8 @@ def add_options(parser: Any) -> None:
     for opt in OPTIONS:
         dest = "onnx_parity_" + attr(opt.noun)
         if opt.ini_type == "bool":
-            group.addoption(f"--onnx-parity-{opt.noun}", action="store_const", const="true", default=None, dest=dest, help=opt.help)
-            parser.addini(dest, opt.help, type="string", default=None)
+            group.addoption(f"--onnx-parity-{opt.noun}", action="store_true", default=None, dest=dest, help=opt.help)
+            parser.addini(dest, opt.help, type="bool", default=False)
         else:
             group.addoption(f"--onnx-parity-{opt.noun}", action="store", default=None, dest=dest, metavar=opt.metavar, help=opt.help)
             parser.addini(dest, opt.help, type=opt.ini_type, default=None)
@@ -298,8 +320,10 @@ def resolve(config: Any) -> Settings:
         raw, where = config.getoption(dest), f"--onnx-parity-{opt.noun}"
         if raw is None:
             ini = config.getini(dest)
-            if ini not in (None, "", []):
+            if ini not in (None, "", []) and ini is not False:  # an unset bool key reads False: not given
                 raw, where = ini, f"ini key {dest}"
+                if opt.parse in _PATH_PARSERS:
+                    raw = _ini_path(config, raw)
         if raw is None:
             continue
         try:

@@ -11,12 +11,13 @@ against pytest's rootdir (see :func:`resolve_onnx_file`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .axes import WEIGHT_KINDS
 from .errors import SpecError, UnknownModelError, WeightsError
 
-WEIGHT_KINDS = ("random", "pretrained")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
 
 
@@ -236,3 +237,34 @@ def expand_patterns(specs: list[str], default_weights: str = "random") -> list[M
                 out.append(s)
     return out
 
+
+def preflight(spec: ModelSpec) -> None:
+    """What the gate and ``onnx-parity check`` refuse before torch is imported: a missing or unreadable
+    checkpoint, and a missing, unreadable or incomplete ``@FILE`` (made absolute already).
+    Raises :class:`~pytest_onnx_parity.errors.OnnxParityError` (a usage error in both)."""
+    check_checkpoint(spec)
+    if spec.onnx_file is not None:
+        from .onnxfile.io import check_onnx_file
+
+        check_onnx_file(spec.onnx_file)
+
+
+def file_spec(model: str, onnx_file: "str | os.PathLike[str]", default_weights: str = "random") -> "ModelSpec":
+    """The spec ``NAME[=WEIGHTS]@FILE`` of a file given apart from its model (as ``onnx-parity check`` takes them).
+
+    Raises :class:`SpecError`, :class:`WeightsError` or :class:`OnnxFileError` (usage errors: known before
+    running): the file and the checkpoint are checked first (:func:`preflight`, no torch), then the name
+    (timm's registry, which imports torch).
+    """
+    from dataclasses import replace
+
+    from .onnxfile.io import onnx_file_path
+
+    spec = parse_spec(model, default_weights=default_weights)
+    if spec.onnx_file is not None:
+        raise SpecError(f"--model {model!r}: give the ONNX file as the FILE argument, not as @FILE in the spec")
+    path = onnx_file_path(onnx_file)
+    spec = replace(spec, text=f"{spec.text}@{onnx_file}", onnx_file=str(path.resolve()))
+    preflight(spec)
+    check_model_name(spec.name)
+    return spec

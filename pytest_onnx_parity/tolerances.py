@@ -16,7 +16,7 @@ Layers: a layer fails when its max abs diff exceeds
 ``atol + rms(activation) * max(rtol, growth * upstream_rel)`` (docs/layers.md).
 
 The reproducer script of a bundle (``reproduce.py``) reads the logits
-tolerances that :mod:`pytest_onnx_parity.artifacts` writes from here into its
+tolerances that :mod:`pytest_onnx_parity.report.bundle` writes from here into its
 ``meta.json``; it has no defaults of its own.
 
 This module imports nothing of the package but :mod:`.errors`.
@@ -132,7 +132,7 @@ class PrecisionProfile:
     ``layer_atol`` the per-layer tolerance of :func:`pytest_onnx_parity.layers.compare_layers`
     (``None``: its float32 defaults). ``verdict`` names the check that decides:
     ``"logits"`` (element-wise tolerance) or ``"agreement"`` (int8: top-1 agreement and
-    accuracy drop on real images, :func:`pytest_onnx_parity.quantize.int8_verdict`).
+    accuracy drop on real images, :func:`pytest_onnx_parity.checks.int8.int8_verdict`).
     """
 
     name: str
@@ -195,10 +195,21 @@ def precision_logits_tolerance(precision: str, expected: Any) -> tuple[float, fl
     """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``.
 
     The pair goes to :func:`pytest_onnx_parity.compare.compare_logits` as ``atol=, rtol=``.
-    int8 has no element-wise tolerance: use :func:`pytest_onnx_parity.quantize.int8_verdict`.
+    int8 has no element-wise tolerance: use :func:`pytest_onnx_parity.checks.int8.int8_verdict`.
     """
     prof = precision_profile(precision)
     if prof.logits_atol_factor is None or prof.logits_rtol is None:
         raise SpecError(f"{prof.name} files have no element-wise logits tolerance: their verdict is "
-                             "pytest_onnx_parity.quantize.int8_verdict (top-1 agreement and accuracy drop)")
+                             "pytest_onnx_parity.checks.int8.int8_verdict (top-1 agreement and accuracy drop)")
     return prof.logits_atol_factor * logit_rms(expected), prof.logits_rtol
+
+
+def run_logits_tolerance(atol: float | None, rtol: float | None, precision: str,
+                         expected: Any) -> tuple[float | None, float | None]:
+    """A run's element-wise logits tolerance: the one given (atol and rtol together), else the
+    precision's profile for fp16, else ``(None, None)``: :func:`logits_tolerance`'s float32 defaults
+    (fp32; and int8, whose logits are never compared with torch's, but whose batch check compares
+    the file with itself)."""
+    if atol is not None or precision != "fp16":
+        return atol, rtol
+    return precision_logits_tolerance(precision, expected)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_onnx_parity import ExportError, export_onnx, load_model
-from pytest_onnx_parity.cache import ExportCache, cache_key
+from pytest_onnx_parity.onnxfile.cache import ExportCache, cache_key
 
 
 def test_two_processes_export_once(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_two_processes_export_once(tmp_path: Path) -> None:
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_onnx_parity.export as export_mod
+    import pytest_onnx_parity.onnxfile.export as export_mod
 
     def broken(model, target, **kwargs):  # writes half a file, then dies
         Path(target).write_bytes(b"\x08\x07half")
@@ -49,7 +49,7 @@ def test_damaged_manifest_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_key_covers_what_changes_the_file(tmp_path: Path) -> None:
-    from pytest_onnx_parity.export import export_key_fields
+    from pytest_onnx_parity.onnxfile.export import export_key_fields
 
     model = load_model("test_vit")
     base = export_key_fields(model, exporter="dynamo", opset=None, batch=2, seed=0)

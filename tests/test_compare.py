@@ -4,13 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_onnx_parity import (
-    OnnxParityError,
-    ParityFailure,
-    assert_logits_close,
-    assert_topk_agreement,
-    compare_topk,
-)
+from pytest_onnx_parity import OnnxParityError, ParityFailure, assert_logits_close, assert_topk_agreement, compare_topk
 
 
 @pytest.fixture

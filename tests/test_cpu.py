@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_onnx_parity import cpu
+from pytest_onnx_parity.runtime import environment as cpu
 
 # /proc/cpuinfo lines of the AMD EPYC (Zen 3: AVX2, no AVX-512, no VNNI) and of an Intel Xeon with AVX-512 VNNI
 ZEN3 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
@@ -56,8 +56,8 @@ def test_reduce_range_follows_onnxruntimes_advice_per_cpu(monkeypatch: pytest.Mo
 
 
 def test_quantize_and_the_int8_cache_key_follow_the_flag_reader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pytest_onnx_parity.matrix import int8_format
-    from pytest_onnx_parity.quantize import _reduce_range, int8_reduce_range_choice
+    from pytest_onnx_parity.onnxfile.variants import int8_format
+    from pytest_onnx_parity.onnxfile.quantize import _reduce_range, int8_reduce_range_choice
 
     play(monkeypatch, tmp_path, ZEN3)
     assert int8_reduce_range_choice() is True and int8_format(int8_reduce_range_choice()) == "U8S8-reduce_range"
@@ -70,7 +70,8 @@ def test_quantize_and_the_int8_cache_key_follow_the_flag_reader(monkeypatch: pyt
 
 
 def test_the_report_environment_records_the_cpu_and_its_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pytest_onnx_parity.gate import environment, write_report
+    from pytest_onnx_parity.runtime.environment import environment
+    from pytest_onnx_parity.report.schema import write_report
 
     play(monkeypatch, tmp_path, ZEN3)
     env = environment()
@@ -86,10 +87,10 @@ def test_the_report_environment_records_the_cpu_and_its_flags(monkeypatch: pytes
 
 
 def test_ci_can_print_the_flags_without_loading_heavy_libraries() -> None:
-    code = ("import sys, runpy; runpy.run_module('pytest_onnx_parity.cpu', run_name='__main__'); "
+    code = ("import sys, runpy; runpy.run_module('pytest_onnx_parity.runtime.environment', run_name='__main__'); "
             "print(sorted(m for m in ('torch', 'timm', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.startswith("CPU: ") and "instruction-set flags: " in out and "int8 reduce_range: " in out
     assert out.strip().endswith("[]"), out
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
-    assert ci.index("python3 -m pytest_onnx_parity.cpu") < ci.index("python3 -m pytest\n")
+    assert ci.index("python3 -m pytest_onnx_parity.runtime.environment") < ci.index("python3 -m pytest\n")

@@ -13,14 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_onnx_parity import (
-    ParityFailure,
-    assert_logits_close,
-    check_parity,
-    export_onnx,
-    load_model,
-    resolve_data_config,
-)
+from pytest_onnx_parity import ParityFailure, assert_logits_close, check_parity, export_onnx, load_model, resolve_data_config
 from pytest_onnx_parity.errors import OnnxFileError
 
 FAST = dict(layers="never", real_images=False, exporter="torchscript")
@@ -74,7 +67,7 @@ def test_torch_nan_makes_the_logits_check_inconclusive_naming_the_module() -> No
 # -- 3. checks that could not fail --------------------------------------------------------------------
 
 def test_a_labelled_folder_with_random_weights_is_not_an_accuracy_verdict(tmp_path: Path) -> None:
-    from pytest_onnx_parity.images import bundled_image_paths
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
 
     for i, path in enumerate(bundled_image_paths()[:3]):
         (tmp_path / str(i)).mkdir()
@@ -90,7 +83,7 @@ def test_a_shape_mismatch_between_the_two_inputs_is_an_error_not_agreement(tmp_p
     """Metadata that asks for another input size: the two inputs cannot be compared, so no "inputs agree"."""
     import onnx
 
-    from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
+    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 
     model = load_model("test_resnet")
     exp = export_onnx(model, tmp_path / "m.onnx", exporter="torchscript", use_cache=False)
@@ -115,7 +108,7 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """test_resnet exported by a plain TorchScript export: batch fixed at 1, input named input.1."""
     import torch
 
-    from pytest_onnx_parity.export import write_metadata
+    from pytest_onnx_parity.onnxfile.metadata import write_metadata
 
     model = load_model("test_resnet")
     path = tmp_path_factory.mktemp("baked") / "plain.onnx"
@@ -127,8 +120,8 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 def test_a_shape_the_file_cannot_take_names_the_input_the_shapes_and_the_fix(baked: tuple[Any, Path]) -> None:
-    from pytest_onnx_parity.export import make_session
-    from pytest_onnx_parity.forward import ort_forward
+    from pytest_onnx_parity.runtime.session import make_session
+    from pytest_onnx_parity.runtime.forward import ort_forward
 
     _, path = baked
     session = make_session(path)
@@ -161,9 +154,9 @@ def test_resolve_data_config_of_a_pretrained_name_is_that_names_config() -> None
 # -- 7. weights never change silently ------------------------------------------------------------------
 
 def test_noise_only_calibration_is_recorded_in_the_weights_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_onnx_parity import images
+    from pytest_onnx_parity.preprocessing import images
     from pytest_onnx_parity.errors import ImageError
-    from pytest_onnx_parity.models import weights_identity
+    from pytest_onnx_parity.model.build import weights_identity
 
     normal = load_model("test_resnet")
     assert normal.onnx_parity_calibration == "noise and photos"
@@ -181,7 +174,7 @@ def test_noise_only_calibration_is_recorded_in_the_weights_identity(monkeypatch:
 # -- 8. report entries --------------------------------------------------------------------------------
 
 def test_a_crashed_items_entry_has_every_field_of_a_result() -> None:
-    from pytest_onnx_parity.gate import crashed_entry
+    from pytest_onnx_parity.plugin.gate import crashed_entry
     from pytest_onnx_parity.results import ParityResult
     from pytest_onnx_parity.settings import Settings
 
@@ -207,7 +200,7 @@ def test_non_finite_figures_are_null_in_json() -> None:
 
 def test_weights_agree_across_thread_counts_or_their_keys_differ() -> None:
     code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1]));"
-            "from pytest_onnx_parity.models import load_model, state_dict_hash, weights_identity;"
+            "from pytest_onnx_parity.model.build import load_model, state_dict_hash, weights_identity;"
             "m = load_model('test_efficientnet', seed=3); print(state_dict_hash(m), weights_identity(m))")
     runs = {}
     for threads in (1, 2):
@@ -246,8 +239,8 @@ def test_a_stripped_file_is_not_a_passed_layer_check(tmp_path: Path) -> None:
 # -- 4. an ill-conditioned model is not "failed" --------------------------------------------------------
 
 def test_float64_arbitration_blames_a_real_fault_and_spares_rounding() -> None:
-    from pytest_onnx_parity.conditioning import float64_arbitration
-    from pytest_onnx_parity.forward import random_batch
+    from pytest_onnx_parity.checks.conditioning import float64_arbitration
+    from pytest_onnx_parity.runtime.forward import random_batch
 
     model = load_model("test_resnet")
     x = random_batch(resolve_data_config(model), 1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_onnx_parity import hub
+from pytest_onnx_parity.model import hub
 
 
 @pytest.fixture

@@ -8,16 +8,8 @@ import pytest
 from PIL import Image
 
 from pytest_onnx_parity.errors import ImageError
-from pytest_onnx_parity.images import (
-    IMAGE_EXTENSIONS,
-    bundled_image_paths,
-    find_images,
-    iter_batches,
-    labelled_folder,
-    load_images,
-    real_batch,
-)
-from pytest_onnx_parity.preprocessing import preprocess
+from pytest_onnx_parity.preprocessing.images import IMAGE_EXTENSIONS, bundled_image_paths, find_images, iter_batches, labelled_folder, load_images, real_batch
+from pytest_onnx_parity.preprocessing.transform import preprocess
 
 CONFIG = {"input_size": (3, 64, 48), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
           "crop_pct": 0.9, "crop_mode": "center"}
@@ -51,7 +43,7 @@ def test_every_file_of_the_bundled_folder_is_an_image():
     """``preprocess(glob(".../data/images/*"), cfg)`` reads the whole folder: no attribution file inside it."""
     from glob import glob
 
-    from pytest_onnx_parity.images import BUNDLED_DIR
+    from pytest_onnx_parity.preprocessing.images import BUNDLED_DIR
 
     files = sorted(glob(str(BUNDLED_DIR / "*")))
     assert [Path(f).name for f in files] == [p.name for p in bundled_image_paths()]

@@ -17,15 +17,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from pytest_onnx_parity.errors import OnnxFileError, OnnxParityError, ParityFailure, SpecError  # noqa: E402
-from pytest_onnx_parity.layers import (  # noqa: E402
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    LayerComparison,
-    assert_layers_close,
-    compare_layers,
-    parse_memory,
-    scale_layer_weights,
-)
+from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_RTOL, LayerComparison, assert_layers_close, compare_layers, parse_memory, scale_layer_weights  # noqa: E402
 
 EXPORTERS = ("dynamo", "torchscript")
 ARCHS = ("test_resnet", "test_vit", "test_convnext")  # timm's tiny test models: a ResNet, a ViT, a ConvNeXt
@@ -51,13 +43,13 @@ FAULTS = [
 
 
 def _load(arch: str) -> Any:
-    from pytest_onnx_parity.models import load_model
+    from pytest_onnx_parity.model.build import load_model
 
     return load_model(arch, "random")
 
 
 def _export(model: Any, path: Path, exporter: str) -> Path:
-    from pytest_onnx_parity.export import export_onnx
+    from pytest_onnx_parity.onnxfile.export import export_onnx
 
     return export_onnx(model, path, exporter=exporter, use_cache=False).path
 
@@ -298,7 +290,7 @@ def test_parse_memory() -> None:
 
 def test_plot_layers(exported: Any, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from pytest_onnx_parity.plots import plot_layers
+    from pytest_onnx_parity.report.plots import plot_layers
 
     model, path, x = exported("test_vit", "dynamo")
     cmp = compare_layers(model, scale_layer_weights(model, path, "blocks.3.attn.proj"), x)
@@ -310,7 +302,7 @@ def test_each_matrix_variant_gets_its_own_plot_file_and_title(monkeypatch: pytes
     """One naming rule (plots.plot_file) for the gate's items and ``onnx-parity check``: label = the item's name."""
     from types import SimpleNamespace
 
-    from pytest_onnx_parity import plots
+    from pytest_onnx_parity.report import plots
     from pytest_onnx_parity.__main__ import _extras
 
     drawn: list[tuple[Path, str]] = []
@@ -336,7 +328,7 @@ def test_each_matrix_variant_gets_its_own_plot_file_and_title(monkeypatch: pytes
 def test_plot_layers_without_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import sys
 
-    from pytest_onnx_parity.plots import plot_layers
+    from pytest_onnx_parity.report.plots import plot_layers
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     cmp = LayerComparison(layers=[], uncompared=[], atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, exporter="dynamo")

@@ -35,7 +35,7 @@ def test_layers_modules_import_downward_only() -> None:
 def test_importing_layers_loads_no_heavy_library_nor_the_testing_helpers() -> None:
     code = (
         "import sys; from pytest_onnx_parity.layers import compare_layers, LayerComparison, parse_memory;"
-        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'timm', 'pytest_onnx_parity.testing')"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'timm', 'pytest_onnx_parity.testing.faults')"
         " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -43,7 +43,8 @@ def test_importing_layers_loads_no_heavy_library_nor_the_testing_helpers() -> No
 
 
 def test_scale_layer_weights_is_reexported_from_testing() -> None:
-    from pytest_onnx_parity import layers, testing
+    from pytest_onnx_parity import layers
+    from pytest_onnx_parity.testing import faults as testing
 
     assert layers.scale_layer_weights is testing.scale_layer_weights
     assert "scale_layer_weights" in layers.__all__

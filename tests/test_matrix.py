@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pytest_onnx_parity.matrix import Variant, item_id, shard_pairs, variants_of, varying_axes
-from pytest_onnx_parity.report import entry_key, merge_reports, render_html, render_markdown
+from pytest_onnx_parity.variants import Variant, item_id, shard_pairs, variants_of, varying_axes
+from pytest_onnx_parity.report.schema import entry_key, merge_reports
+from pytest_onnx_parity.report.render import render_html, render_markdown
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -122,7 +123,7 @@ def test_merge_keeps_variants_apart_and_tables_show_varying_columns() -> None:
 def test_matrix_gives_one_item_per_variant(pytester: pytest.Pytester, export_cache: str) -> None:
     """2 models x 2 exporters x 2 precisions x 2 ORT levels = 16 items with distinct variants, plus a provider
     this build lacks: 16 more, each skipped with the reason. The fp16 entries' files hold float16 weights."""
-    pytest.importorskip("pytest_onnx_parity.precision")
+    pytest.importorskip("pytest_onnx_parity.onnxfile.precision")
     import onnx
 
     result = gate(pytester, export_cache, "--onnx-parity-models", "test_resnet,test_vit",
@@ -170,7 +171,7 @@ def test_a_size_dependent_fault_fails_at_the_odd_size_naming_the_layer(tmp_path:
     import torch
 
     from pytest_onnx_parity import check_parity
-    from pytest_onnx_parity.models import load_model
+    from pytest_onnx_parity.model.build import load_model
 
     model = load_model("test_resnet", "random")
 
@@ -197,7 +198,7 @@ def test_embedded_preprocessing_variant(pytester: pytest.Pytester, export_cache:
     result.assert_outcomes(passed=2)
     entries = {e["variant"]["preprocessing"]: e for e in json.loads((pytester.path / "r.json").read_text())["models"]}
     emb = entries["embedded"]
-    from pytest_onnx_parity.pregraph import embedded_info
+    from pytest_onnx_parity.onnxfile.pregraph import embedded_info
 
     assert embedded_info(emb["onnx_path"]) is not None and embedded_info(entries["external"]["onnx_path"]) is None
     real = next(c for c in emb["checks"] if c["name"] == "real_images")
@@ -211,9 +212,9 @@ def test_embedded_file_with_wrong_preprocessing_fails(tmp_path: Path, export_cac
     import onnx
 
     from pytest_onnx_parity import check_parity, export_onnx
-    from pytest_onnx_parity.dataconfig import read_data_config
-    from pytest_onnx_parity.models import load_model
-    from pytest_onnx_parity.pregraph import embed_preprocessing
+    from pytest_onnx_parity.onnxfile.metadata import read_data_config
+    from pytest_onnx_parity.model.build import load_model
+    from pytest_onnx_parity.onnxfile.pregraph import embed_preprocessing
 
     model = load_model("test_resnet", "random")
     plain = export_onnx(model, exporter="torchscript", cache_dir=export_cache)

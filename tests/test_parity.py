@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pytest_onnx_parity import check_parity, export_onnx, load_model, read_data_config
-from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
+from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 from pytest_onnx_parity.errors import WeightsError
 
 FAST = dict(layers="never", real_images=False)
@@ -96,11 +96,11 @@ def test_random_weights_give_logits_of_order_one(name: str) -> None:
 
 
 def test_random_weights_are_the_same_in_every_process() -> None:
-    code = ("from pytest_onnx_parity.models import load_model, state_dict_hash;"
+    code = ("from pytest_onnx_parity.model.build import load_model, state_dict_hash;"
             "print(state_dict_hash(load_model('convnext_atto', seed=3)))")
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
               for _ in range(1)}
-    from pytest_onnx_parity.models import state_dict_hash
+    from pytest_onnx_parity.model.build import state_dict_hash
 
     assert hashes == {state_dict_hash(load_model("convnext_atto", seed=3))}
     assert state_dict_hash(load_model("convnext_atto", seed=4)) not in hashes
@@ -158,8 +158,8 @@ def test_batch_mixing_model_fails_batch_consistency(tmp_path: Path) -> None:
     """A graph whose outputs depend on the other samples of the batch fails batch consistency."""
     import torch
 
-    from pytest_onnx_parity.export import write_metadata
-    from pytest_onnx_parity.dataconfig import resolve_data_config
+    from pytest_onnx_parity.onnxfile.metadata import write_metadata
+    from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
 
     class Baked(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -222,7 +222,7 @@ def test_pretrained_offline_names_the_fix() -> None:
 
 
 def test_dynamo_export_passes_and_carries_metadata(export_cache: str) -> None:
-    from pytest_onnx_parity.dataconfig import read_provenance
+    from pytest_onnx_parity.onnxfile.metadata import read_provenance
 
     result = check_parity("test_convnext", exporter="dynamo", cache_dir=export_cache, layers="never")
     assert result.passed, result.failure_message()

@@ -78,7 +78,7 @@ def test_a_path_option_in_the_space_form_cannot_move_the_rootdir(pytester: pytes
     ``=`` form; the ``=`` form, and a space form that changes nothing, run as they are."""
     import shutil
 
-    from pytest_onnx_parity.images import bundled_image_paths
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
 
     other, proj = pytester.path / "other", pytester.path / "proj"
     (other / "imgs").mkdir(parents=True)
@@ -121,7 +121,8 @@ def test_plugin_import_loads_no_heavy_library(pytester: pytest.Pytester) -> None
 
 def test_gate_in_an_empty_folder_passes_writes_report_and_reuses_cache(pytester: pytest.Pytester, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
-    result = gate(pytester, cache, "--onnx-parity-models", TINY, "--onnx-parity-report", "r.json", "-v", *FAST)
+    # -v -s: the phases are shown live (with output captured they go into the item's report section)
+    result = gate(pytester, cache, "--onnx-parity-models", TINY, "--onnx-parity-report", "r.json", "-v", "-s", *FAST)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "*onnx-parity?test_vit?*[[]checks[]]*PASSED*",
@@ -277,7 +278,7 @@ def test_fixture_without_model_names_the_marker(pytester: pytest.Pytester) -> No
 def test_unreadable_images_are_listed_by_name(pytester: pytest.Pytester, export_cache: str) -> None:
     import shutil
 
-    from pytest_onnx_parity.images import bundled_image_paths
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
 
     folder = pytester.path / "imgs"
     folder.mkdir()

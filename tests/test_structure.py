@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import pytest_onnx_parity
 from pytest_onnx_parity.errors import SpecError
 
 PACKAGE = Path(pytest_onnx_parity.__file__).parent
-MAX_LINES = 600
 
 
 def _module_name(path: Path) -> str:
@@ -94,24 +94,132 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_no_import_cycles_between_the_package_modules() -> None:
     graph = import_graph()
-    assert "pytest_onnx_parity.parity" in graph and graph["pytest_onnx_parity.parity"]
+    assert "pytest_onnx_parity.run" in graph and graph["pytest_onnx_parity.run"]
     assert cycles(graph) == []
+
+
+#: The package's layers, top to bottom, by top-level module or subpackage. A module imports only
+#: modules of its own layer or of the layers below it (counting imports inside functions).
+LAYERS = (
+    ("entry points", {"__init__", "__main__", "plugin"}),
+    ("the run", {"run", "settings", "variants"}),
+    ("checks and the report", {"checks", "report"}),
+    ("the file, the runtimes, the model", {"onnxfile", "runtime", "preprocessing", "model", "layers", "compare",
+                                          "options", "specs", "testing"}),
+    ("rules and data", {"axes", "errors", "units", "tolerances", "files", "results", "reproduce"}),
+)
+MAX_LINES = 400
+MAX_TOP_LEVEL_MODULES = 15
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _layer(module: str) -> int:
+    room = _room(module)
+    found = [i for i, (_, rooms) in enumerate(LAYERS) if room in rooms]
+    assert found, f"{module}: its room {room!r} is in no layer of LAYERS (add it where it belongs)"
+    return found[0]
+
+
+def test_imports_point_down_the_layer_table() -> None:
+    upward = []
+    for name, deps in import_graph().items():
+        for dep in deps:
+            if _layer(dep) < _layer(name):
+                upward.append(f"{name} ({LAYERS[_layer(name)][0]}) imports {dep} ({LAYERS[_layer(dep)][0]})")
+    assert upward == []
+
+
+def test_the_layer_rule_catches_an_upward_import() -> None:
+    assert _layer("pytest_onnx_parity.checks.logits") > _layer("pytest_onnx_parity.run")
+    assert _layer("pytest_onnx_parity.onnxfile.io") > _layer("pytest_onnx_parity.checks.weights")
 
 
 def test_core_modules_never_import_the_pytest_layer() -> None:
     graph = import_graph()
-    upper = {"pytest_onnx_parity.plugin", "pytest_onnx_parity.gate", "pytest_onnx_parity.settings"}
-    entry_points = {"pytest_onnx_parity", "pytest_onnx_parity.__main__"}  # the command line sits on top, like the plugin
+    pytest_layer = {m for m in graph if _room(m) == "plugin"}
     for name, deps in graph.items():
-        if name in upper or name in entry_points:
+        if name in pytest_layer or name == "pytest_onnx_parity":
             continue
-        assert not deps & upper, f"{name} imports {sorted(deps & upper)}: arrows point from plugin/gate down"
+        assert not deps & pytest_layer, f"{name} imports {sorted(deps & pytest_layer)}: arrows point from the plugin down"
+    assert "pytest_onnx_parity.plugin" not in graph["pytest_onnx_parity.__main__"]
 
 
 def test_no_module_is_too_long_to_read() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_top_level_holds_few_modules() -> None:
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(PACKAGE)): p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py")}
+
+
+def test_one_onnx_loader() -> None:
+    """Every ONNX file is read through onnxfile/io.py (reproduce.py runs where the package is not installed)."""
+    loads = {name for name, src in _sources().items() if re.search(r"\bonnx(_lib)?\.load(_model)?\(", src)}
+    assert loads <= {"onnxfile/io.py", "reproduce.py"}, loads
+
+
+def test_one_session_builder() -> None:
+    builds = {name for name, src in _sources().items() if "InferenceSession(" in src or "SessionOptions(" in src}
+    assert builds <= {"runtime/session.py", "reproduce.py"}, builds
+
+
+def test_no_class_name_checks() -> None:
+    found = {name for name, src in _sources().items() if re.search(r"__name__\s*==\s*['\"][A-Z]", src)}
+    assert found == set()
+
+
+#: pytest's private API the package may use, each with its reason (nothing else under ``_pytest``)
+PYTEST_PRIVATES = {
+    "plugin/rootdir.py": "_pytest.config.findpaths.determine_setup: asks pytest which rootdir it would have "
+                         "chosen without a space-form option value (looked up defensively; no public API says it)",
+}
+
+
+def test_no_pytest_privates() -> None:
+    for name, src in _sources().items():
+        if name in PYTEST_PRIVATES:
+            continue
+        for pattern in (r"\b_pytest\b", r"_repr_failure_py", r"capturemanager", r"global_and_fixture_disabled",
+                        r"config\.option\.", r"hook\.pytest_collectreport\(", r"\.addini\([^)]*type=\"string\"[^)]*\)\s*#\s*bool"):
+            assert not re.search(pattern, src), f"{name}: {pattern}"
+
+
+def test_the_vocabulary_of_the_axes_is_one_leaf() -> None:
+    from pytest_onnx_parity import axes
+    from pytest_onnx_parity.tolerances import PRECISION_PROFILES
+
+    assert set(PRECISION_PROFILES) == set(axes.PRECISIONS)
+    assert import_graph()["pytest_onnx_parity.axes"] == set()
+    for name, src in _sources().items():
+        if name == "axes.py":
+            continue
+        for literal in ('"dynamo", "torchscript"', '"fp32", "fp16", "int8"', '"disabled", "basic"',
+                        '"always", "on-failure", "never"', '"ORT_DISABLE_ALL"'):
+            assert literal not in src, f"{name} spells {literal}: use pytest_onnx_parity.axes"
+
+
+def test_options_and_settings_share_one_field_list() -> None:
+    from dataclasses import fields
+
+    from pytest_onnx_parity.options import ParityOptions
+    from pytest_onnx_parity.settings import Settings
+
+    opts = Settings().parity_options()
+    assert set(opts) == {f.name for f in fields(ParityOptions)} - {"batch_size", "topk", "min_agreement", "real_images"}
+    # a field added to both is carried over without a hand-written mapping
+    assert "def parity_options" in (PACKAGE / "settings.py").read_text()
+    assert "max_accuracy_drop=self.max_accuracy_drop" not in (PACKAGE / "settings.py").read_text()
 
 
 # -- one rule, one place -------------------------------------------------------------------------------
@@ -140,7 +248,7 @@ def test_sizes_parse_alike_on_the_command_line_and_in_the_api(text: str) -> None
 
 def test_an_image_folder_is_judged_alike_by_the_option_and_the_run(tmp_path: Path) -> None:
     from pytest_onnx_parity.errors import ImageError
-    from pytest_onnx_parity.images import bundled_image_paths, find_images
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths, find_images
     from pytest_onnx_parity.settings import OPTIONS
 
     option = next(o for o in OPTIONS if o.noun == "images")
@@ -198,9 +306,9 @@ def test_safe_names_are_one_rule() -> None:
 
     assert safe_name("hf-hub:org/repo=/ckpt/w.safetensors") == "hf-hub_org_repo_ckpt_w.safetensors"
     assert safe_name("..") == "model" and safe_name("a" * 300, 80) == "a" * 80
-    import pytest_onnx_parity.artifacts as artifacts
-    import pytest_onnx_parity.cache as cache
-    import pytest_onnx_parity.gate as gate
+    import pytest_onnx_parity.report.bundle as artifacts
+    import pytest_onnx_parity.onnxfile.cache as cache
+    import pytest_onnx_parity.plugin.gate as gate
 
     for module in (artifacts, cache, gate):
         assert not {"slug", "_safe"} & set(vars(module)), module.__name__
@@ -208,8 +316,8 @@ def test_safe_names_are_one_rule() -> None:
 
 
 def test_the_gate_writes_the_report_schema_that_merge_reads(tmp_path: Path) -> None:
-    from pytest_onnx_parity.gate import write_report
-    from pytest_onnx_parity.report import SCHEMA, load_report
+    from pytest_onnx_parity.report.schema import write_report
+    from pytest_onnx_parity.report.schema import SCHEMA, load_report
 
     path = tmp_path / "r.json"
     write_report(path, [])
@@ -219,7 +327,7 @@ def test_the_gate_writes_the_report_schema_that_merge_reads(tmp_path: Path) -> N
 def test_reports_get_the_mode_any_new_file_gets(tmp_path: Path) -> None:
     import os
 
-    from pytest_onnx_parity.report import write_json
+    from pytest_onnx_parity.report.schema import write_json
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
@@ -228,17 +336,17 @@ def test_reports_get_the_mode_any_new_file_gets(tmp_path: Path) -> None:
 
 
 def test_the_parity_data_config_has_the_shared_field_list() -> None:
-    from pytest_onnx_parity.dataconfig import DATA_CONFIG_FIELDS
+    from pytest_onnx_parity.preprocessing.dataconfig import DATA_CONFIG_FIELDS
 
     assert DATA_CONFIG_FIELDS == ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    assert "\"input_size\", \"interpolation\"" not in (PACKAGE / "parity.py").read_text()
-    assert "\"input_size\", \"interpolation\"" not in (PACKAGE / "realcheck.py").read_text()
+    spelled = {name for name, src in _sources().items() if '"input_size", "interpolation"' in src}
+    assert spelled == {"preprocessing/dataconfig.py"}
 
 
 def test_one_default_batch_for_the_fixture_and_the_run() -> None:
     import inspect
 
-    from pytest_onnx_parity.forward import DEFAULT_BATCH, random_batch
+    from pytest_onnx_parity.runtime.forward import DEFAULT_BATCH, random_batch
     from pytest_onnx_parity.options import ParityOptions
 
     assert ParityOptions().batch_size == DEFAULT_BATCH
@@ -247,11 +355,16 @@ def test_one_default_batch_for_the_fixture_and_the_run() -> None:
     assert random_batch(cfg).shape == (DEFAULT_BATCH, 3, 8, 8)
 
 
-def test_one_sensitivity_probe() -> None:
-    """Both checks that may call a model ill-conditioned use the probe of forward.py."""
-    for module in ("parity.py", "realcheck.py"):
-        src = (PACKAGE / module).read_text()
-        assert "torch_sensitivity(" in src and "standard_normal" not in src, module
+def test_one_arbitration() -> None:
+    """Only checks/arbitration.py calls the ill-conditioning probes and words "inconclusive ... unstable"."""
+    for name, src in _sources().items():
+        if name in ("checks/arbitration.py", "checks/conditioning.py"):
+            continue
+        assert "torch_sensitivity(" not in src and "float64_arbitration(" not in src, name
+        assert "ARBITRATION_FACTOR" not in src or name == "tolerances.py", name
+        assert "model itself is that unstable" not in src, name
+    src = (PACKAGE / "checks" / "arbitration.py").read_text()
+    assert "torch_sensitivity(" in src and "float64_arbitration(" in src
 
 
 # -- the reproducer: a module of the package, with the library's tolerances -----------------------------
@@ -266,7 +379,7 @@ def test_the_reproducer_is_linted_as_code() -> None:
 
 def test_reproducer_defaults_are_the_librarys(tmp_path: Path) -> None:
     from pytest_onnx_parity import reproduce
-    from pytest_onnx_parity.artifacts import _default_tolerances
+    from pytest_onnx_parity.report.bundle import _default_tolerances
     from pytest_onnx_parity.tolerances import logits_tolerance
 
     logits = np.random.default_rng(0).standard_normal((2, 10)).astype(np.float32) * 3
@@ -293,13 +406,13 @@ def test_reproducer_never_calls_nan_equal() -> None:
 
 def test_bundle_without_gate_figures_uses_the_library_tolerance(tmp_path: Path) -> None:
     """A bundle whose result has no logits figures: reproduce.py applies 5e-4 x RMS, as the gate would."""
-    from pytest_onnx_parity.artifacts import write_bundle
+    from pytest_onnx_parity.report.bundle import write_bundle
 
     logits = np.random.default_rng(1).standard_normal((2, 10)).astype(np.float32)
     rms = float(np.sqrt(np.mean(logits.astype(np.float64) ** 2)))
     result = SimpleNamespace(model="m", status="failed", exporter=None, opset=None, weights="random", checks=[],
                              check=lambda name: None, to_dict=lambda: {"model": "m"})
-    state = SimpleNamespace(result=result, model=None, export=None, options=None, _inputs=None)
+    state = SimpleNamespace(result=result, model=None, export=None, options=None, inputs=None)
     out = write_bundle(state, tmp_path)
     np.savez(out / "inputs.npz", input=np.zeros((2, 3), np.float32))
     np.savez(out / "outputs.npz", torch=logits)

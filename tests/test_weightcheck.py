@@ -10,7 +10,7 @@ import pytest
 
 import pytest_onnx_parity as P
 from pytest_onnx_parity.errors import OnnxParityError
-from pytest_onnx_parity.weightcheck import MIN_EVIDENCE, WeightsCheckError, compare_weights
+from pytest_onnx_parity.checks.weightmatch import MIN_EVIDENCE, WeightsCheckError, compare_weights
 
 ARCHS = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext"]
 _MODELS: dict[tuple[str, int], Any] = {}
@@ -286,7 +286,7 @@ def test_computed_weights_and_norms_kept_in_lists_pass_and_a_fault_in_them_fails
         module = weight.rsplit(".", 1)[0]  # a changed gain shows in the one kernel it was folded into
         assert {d[0].rsplit(".", 1)[0] for d in bad.differing} == {module}, bad.message
     # module order (the fallback when no forward can run) pairs bns.0 with convs.1: it would cry wolf
-    from pytest_onnx_parity.weightforms import _order_pairs
+    from pytest_onnx_parity.checks.weightforms import _order_pairs
 
     assert _order_pairs(net) == {"bns.0": "convs.1"}
 

@@ -18,7 +18,7 @@ One module per part, each importing only the ones above it in this list:
 * :mod:`.api`: :func:`compare_layers`, :func:`assert_layers_close`, :func:`parse_memory`.
 
 The tolerance defaults live in :mod:`pytest_onnx_parity.tolerances`; the planted
-fault of the tests, :func:`scale_layer_weights`, in :mod:`pytest_onnx_parity.testing`
+fault of the tests, :func:`scale_layer_weights`, in :mod:`pytest_onnx_parity.testing.faults`
 (re-exported here, imported on first use). Importing this package imports neither
 torch nor onnx.
 """
@@ -31,7 +31,7 @@ from .api import assert_layers_close, compare_layers, parse_memory
 from .results import DEFAULT_MEMORY_BUDGET, LayerComparison, LayerResult, Uncompared, failure_message
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..testing import scale_layer_weights
+    from ..testing.faults import scale_layer_weights
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -58,7 +58,7 @@ DEFAULT_GROWTH = LAYER_GROWTH
 
 def __getattr__(name: str) -> Any:
     if name == "scale_layer_weights":  # moved to .testing; imported on first use
-        from ..testing import scale_layer_weights
+        from ..testing.faults import scale_layer_weights
 
         return scale_layer_weights
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -206,10 +206,10 @@ def _as_batch(inputs: Any, input_dtype: Any, model: "torch.nn.Module") -> tuple[
 
 
 def _resolve_model(model: Any) -> "torch.nn.Module":
-    """``model`` itself, or the model a spec string names (loaded by :mod:`pytest_onnx_parity.models`)."""
+    """``model`` itself, or the model a spec string names (loaded by :mod:`pytest_onnx_parity.model.build`)."""
     if isinstance(model, str):
         try:
-            from ..models import load_model
+            from ..model.build import load_model
         except ImportError as exc:  # pragma: no cover - models.py ships with the package
             raise OnnxParityError(f"cannot load the model spec {model!r}: {exc}. Pass an nn.Module instead.") from exc
         return load_model(model)

@@ -54,16 +54,15 @@ def run_onnx(
             data = source.proto.SerializeToString()
         finally:
             del graph.output[n_outputs:]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False  # give the intermediate buffers back as soon as they are compared
-    # one run: packing weights ahead (same kernels, same results) and spinning idle threads cost more than they save
-    options.add_session_config_entry("session.disable_prepacking", "1")
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # give the intermediate buffers back as soon as they are compared (no arena); one run: packing weights
+    # ahead (same kernels, same results) and spinning idle threads cost more than they save
+    config = {"session.disable_prepacking": "1", "session.intra_op.allow_spinning": "0"}
     if source.ext_dir is not None:
-        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.ext_dir))
+        config["session.model_external_initializers_file_folder_path"] = str(source.ext_dir)
+    from ..runtime.session import make_session
+
     try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = make_session(data, mem_arena=False, config=config)
         del data
         # OrtValues, not numpy copies: each is read (and freed) when its layer is compared
         out = session.run_with_ort_values(wanted, {input_name: ort.OrtValue.ortvalue_from_numpy(x)})

@@ -1,0 +1,21 @@
+"""The vocabulary of a deployment: exporters, precisions, ONNX Runtime levels, providers, the matrix's
+axis names. A leaf: it imports nothing, and every module that needs one of these lists reads it here.
+"""
+from __future__ import annotations
+
+#: torch's ONNX exporters (``torch.onnx.export(dynamo=True)`` and ``dynamo=False``)
+EXPORTERS = ("dynamo", "torchscript")
+#: the precisions a file is checked at (each has a tolerance profile in :mod:`.tolerances`)
+PRECISIONS = ("fp32", "fp16", "int8")
+#: --onnx-parity-ort-opt value -> onnxruntime.GraphOptimizationLevel member ("all" is ONNX Runtime's default)
+ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
+DEFAULT_PROVIDER = "CPUExecutionProvider"
+#: where the deployment's preprocessing runs: ``preprocess`` beside the file, or inside it
+PREPROCESSING = ("external", "embedded")
+#: the axes of the deployment matrix, in the order item ids and report columns name them
+AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing")
+#: --onnx-parity-layers values
+LAYER_MODES = ("always", "on-failure", "never")
+#: --onnx-parity-weights values (a checkpoint path is the third kind of weights)
+WEIGHT_KINDS = ("random", "pretrained")

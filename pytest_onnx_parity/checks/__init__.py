@@ -1,0 +1,1 @@
+"""The checks of a parity run: one module per check, each a function from a run's context to a CheckResult."""

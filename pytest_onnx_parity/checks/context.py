@@ -1,0 +1,67 @@
+"""What a check is given: a small typed context, built once per run by :class:`~..run.ParityRun`.
+
+A check is a function ``check(ctx) -> CheckResult``; it reads the context and returns its
+result, and never reaches into the run. The few facts one check hands to a later one
+(the logits check found the model ill-conditioned) are fields here, set by the run from
+the results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from ..onnxfile.export import OnnxExport
+    from ..options import ParityOptions
+    from ..runtime.feeds import TensorFeed
+
+
+@dataclass
+class Inputs:
+    """The random batch both sides run: ``x`` is what torch sees, ``raw`` what the file is fed
+    (the same array, or uint8 pixels for a file with embedded preprocessing)."""
+
+    x: "np.ndarray"
+    raw: Any
+    feed: "TensorFeed"
+    fixed_batch: int | None = None  # the batch size fixed in a given file
+
+
+@dataclass
+class CheckContext:
+    """Everything the checks of one run read."""
+
+    model: "torch.nn.Module"
+    export: "OnnxExport"
+    options: "ParityOptions"
+    model_config: dict[str, Any]  # the model's own resolved data config
+    session_factory: Callable[[], "onnxruntime.InferenceSession"]
+    model_label: str  # the model's name, as the messages name it
+    given_file: bool = False  # a file made elsewhere (onnx= or @FILE), not the run's own export
+    embedded: bool = False  # the file takes uint8 pixels (embedded preprocessing)
+    model_part: Path | None = None  # what the per-layer check reads: the file without embedded preprocessing
+    random_weights: bool = False
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+    inputs: Inputs | None = None
+    expected: "np.ndarray | None" = None  # torch's logits on inputs.x
+    actual: "np.ndarray | None" = None  # ONNX Runtime's logits on inputs.raw
+    inconclusive: bool = False  # the logits check found the model ill-conditioned (float64 arbitration)
+
+    @property
+    def session(self) -> "onnxruntime.InferenceSession":
+        return self.session_factory()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.export.path)
+
+    def logits_tolerance(self, expected: "np.ndarray") -> tuple[float | None, float | None]:
+        """The element-wise logits tolerance of this run (see :func:`~..tolerances.run_logits_tolerance`)."""
+        from ..tolerances import run_logits_tolerance
+
+        return run_logits_tolerance(self.options.atol, self.options.rtol, self.options.precision, expected)

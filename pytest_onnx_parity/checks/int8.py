@@ -1,0 +1,203 @@
+"""The int8 check: an int8 file judged by classification on real images (top-1 agreement with
+torch, accuracy drop on labelled images), not by its logits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..onnxfile.precision import PrecisionError
+from ..results import CheckResult
+from ..tolerances import PRECISION_PROFILES, logit_rms
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from ..options import ParityOptions
+    from .context import CheckContext
+
+
+def check(ctx: "CheckContext") -> CheckResult:
+    """The int8 verdict of a run's int8 file, as its real_images check."""
+    return check_int8_real(ctx.model, ctx.path, ctx.session, ctx.options, ctx.random_weights)
+
+
+def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.InferenceSession",
+                    options: "ParityOptions", random_weights: bool) -> Any:
+    """The int8 verdict (precision profile, quantize.int8_verdict) on real images, as the real_images check.
+
+    At a variant's optimisation level other than ``disabled`` the file also runs with ONNX Runtime's
+    optimisations disabled on the same images: int8 kernels (fused or not, and by the CPU's instruction
+    set) round differently, so the details and the message say whether the classes depend on the level
+    (quantize.compare_opt_levels); the verdict itself is the variant's level's."""
+    import numpy as np
+
+    from ..preprocessing.images import labelled_folder, real_batch
+    from ..results import CheckResult
+    from ..runtime.forward import ort_forward, torch_forward
+
+    labelled = labelled_folder(options.images) if options.images else None
+    source: Any = [p for p, _ in labelled] if labelled else options.images
+    from ..onnxfile.metadata import read_data_config
+    from ..preprocessing.dataconfig import sized_config
+
+    config = sized_config(read_data_config(path, test_time=options.test_time), options.image_size)
+    x, paths = real_batch(config, source)
+    e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
+    a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
+    labels = np.asarray([y for _, y in labelled]) if labelled else None
+    given = {"min_top1_agreement": options.int8_min_agreement, "max_accuracy_drop": options.int8_max_accuracy_drop}
+    kw = {k: x for k, x in given.items() if x is not None}
+    v = int8_verdict(e, a, labels, random_weights=random_weights, **kw)
+    details, message = dict(v.figures), v.message
+    details["opt_level"] = options.ort_opt
+    if v.status != "skipped" and options.ort_opt != "disabled":
+        from ..runtime.session import make_session
+
+        plain = make_session(path, ort_opt="disabled", provider=options.provider)
+        a0 = np.concatenate([ort_forward(plain, x[i:i + 16]) for i in range(0, len(x), 16)])
+        v0 = int8_verdict(e, a0, labels, **kw)
+        figures, sentence = compare_opt_levels(e, a, a0, opt_level=options.ort_opt, names=[Path(p).name for p in paths])
+        details.update(figures, verdict_disabled=v0.status)
+        message = message.rstrip(".") + ". " + sentence + "."
+        if v0.status != v.status:
+            message += f" With optimisations disabled the verdict would be {v0.status}."
+    return CheckResult("real_images", v.status, message, details)
+
+
+_INT8 = PRECISION_PROFILES["int8"]
+
+
+DEFAULT_MIN_TOP1_AGREEMENT: float = _INT8.min_top1_agreement  # type: ignore[assignment]
+
+
+DEFAULT_MAX_ACCURACY_DROP: float = _INT8.max_accuracy_drop  # type: ignore[assignment]
+
+
+def compare_opt_levels(torch_logits: Any, logits: Any, logits_disabled: Any, *, opt_level: str,
+                       names: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
+    """Whether an int8 file's top-1 classes depend on ONNX Runtime's optimisation level.
+
+    ``logits``: the file at ``opt_level``; ``logits_disabled``: the same file and images with
+    optimisations disabled; ``torch_logits``: the torch model. Returns ``(figures, sentence)``:
+    ``opt_level``, ``top1_agreement_disabled`` (with torch, at ``disabled``),
+    ``top1_same_across_opt_levels`` (share of images whose class is the same at both levels),
+    ``opt_level_dependent`` and ``opt_level_changes`` (each image that changes class: index,
+    name, class at both levels and torch's), and a sentence for the check's message.
+    """
+    import numpy as np
+
+    from ..compare import to_numpy
+
+    e, a, a0 = (to_numpy(v).astype(np.float64) for v in (torch_logits, logits, logits_disabled))
+    if not e.shape == a.shape == a0.shape or e.ndim != 2:
+        raise PrecisionError(f"logits must be (images, classes) of one shape, got {e.shape}, {a.shape} and {a0.shape}")
+    pt, p, p0 = e.argmax(1), a.argmax(1), a0.argmax(1)
+    n = e.shape[0]
+    changed = [int(i) for i in np.flatnonzero(p != p0)]
+    changes = [{"image": i, **({"name": str(names[i])} if names is not None and i < len(names) else {}),
+                opt_level: int(p[i]), "disabled": int(p0[i]), "torch": int(pt[i])} for i in changed[:20]]
+    figures: dict[str, Any] = {
+        "opt_level": opt_level, "top1_agreement_disabled": float((p0 == pt).mean()) if n else None,
+        "top1_same_across_opt_levels": float((p == p0).mean()) if n else None,
+        "opt_level_dependent": bool(changed), "opt_level_changes": changes}
+    agree, agree0 = float((p == pt).mean()) if n else 0.0, figures["top1_agreement_disabled"] or 0.0
+    if not changed:
+        return figures, (f"ONNX Runtime optimisation level {opt_level} and disabled give the same top-1 class on all "
+                         f"{n} images")
+    shown = "; ".join(f"image {c['image']}{' ' + c['name'] if 'name' in c else ''}: class {c[opt_level]} at {opt_level}, "
+                      f"{c['disabled']} at disabled, torch {c['torch']}" for c in changes[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return figures, (f"This result depends on ONNX Runtime's optimisation level: {len(changed)} of {n} images change "
+                     f"class between {opt_level} and disabled ({shown}{more}); top-1 agreement with torch {agree:.1%} at "
+                     f"{opt_level}, {agree0:.1%} at disabled. int8 kernels differ by optimisation level and by the CPU's "
+                     "instruction set (the report's environment records it); judge int8 files on a labelled folder of a "
+                     "few hundred images, where one image moves the figure by well under a percent")
+
+
+@dataclass
+class Int8Verdict:
+    """The int8 verdict: ``status`` is passed, failed or skipped; figures carry what was measured."""
+
+    status: str
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "message": self.message, **self.figures}
+
+
+def int8_verdict(
+    torch_logits: Any,
+    int8_logits: Any,
+    labels: "Sequence[int] | np.ndarray | None" = None,
+    *,
+    min_top1_agreement: float = DEFAULT_MIN_TOP1_AGREEMENT,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    random_weights: bool = False,
+) -> Int8Verdict:
+    """Judge an int8 file by classification on real images.
+
+    ``torch_logits`` (torch float32 model) and ``int8_logits`` (the int8 file) on the
+    same preprocessed real images; ``labels`` their ImageNet class indices, when known.
+    Fails when the top-1 agreement is below ``min_top1_agreement`` (a fraction) or,
+    with labels, when int8 top-1 accuracy is lower than torch's by more than
+    ``max_accuracy_drop`` percentage points. ``random_weights=True`` (a model with
+    random weights) gives ``"skipped"``: neither figure means anything then.
+    """
+    import numpy as np
+
+    from ..compare import to_numpy
+
+    if not 0.0 <= min_top1_agreement <= 1.0:
+        raise PrecisionError(f"min_top1_agreement is a fraction in [0, 1], got {min_top1_agreement!r}")
+    if not max_accuracy_drop >= 0.0:
+        raise PrecisionError(f"max_accuracy_drop is in percentage points (>= 0), got {max_accuracy_drop!r}")
+    e, a = to_numpy(torch_logits).astype(np.float64), to_numpy(int8_logits).astype(np.float64)
+    if e.shape != a.shape or e.ndim != 2:
+        raise PrecisionError(f"torch and int8 logits must be (images, classes) of one shape, got {e.shape} and {a.shape}")
+    thresholds = {"min_top1_agreement": min_top1_agreement, "max_accuracy_drop_pp": max_accuracy_drop}
+    if random_weights:
+        return Int8Verdict("skipped", "int8 verdict skipped: the model has random weights, so accuracy is ~0% on both "
+                           "sides and top-1 agreement reflects noise, not quantisation quality. Check int8 files with "
+                           "pretrained or checkpoint weights (NAME=pretrained or NAME=/path/to/weights).", thresholds)
+    if e.shape[0] == 0:
+        return Int8Verdict("skipped", "int8 verdict skipped: no images were compared", thresholds)
+    n = e.shape[0]
+    pe, pa = e.argmax(1), a.argmax(1)
+    agree = float((pe == pa).mean())
+    rms = logit_rms(e)
+    figures: dict[str, Any] = {**thresholds, "images": n, "top1_agreement": agree,
+                               "max_abs_diff_rel": float(np.abs(a - e).max()) / rms if rms > 0 else float("inf"),
+                               "disagreements": [int(i) for i in np.flatnonzero(pe != pa)][:20]}
+    problems = []
+    if not np.isfinite(a).all():
+        problems.append(f"the int8 file gives {int((~np.isfinite(a)).sum())} non-finite logits")
+    if agree < min_top1_agreement:
+        problems.append(f"top-1 agreement {agree:.1%} ({int((pe == pa).sum())}/{n} images) is below {min_top1_agreement:.1%}")
+    text = f"top-1 agreement {agree:.1%} on {n} real images"
+    if labels is not None:
+        y = np.asarray(labels).reshape(-1)
+        if y.shape[0] != n:
+            raise PrecisionError(f"{y.shape[0]} labels for {n} images")
+        acc_t, acc_q = 100.0 * float((pe == y).mean()), 100.0 * float((pa == y).mean())
+        drop = acc_t - acc_q
+        figures.update({"torch_top1": acc_t, "int8_top1": acc_q, "accuracy_drop_pp": drop})
+        text += f"; top-1 accuracy torch {acc_t:.1f}%, int8 {acc_q:.1f}% (drop {drop:.1f} pp)"
+        if drop > max_accuracy_drop:
+            problems.append(f"int8 top-1 accuracy {acc_q:.1f}% is {drop:.1f} pp below torch's {acc_t:.1f}% "
+                            f"(at most {max_accuracy_drop:g} pp allowed)")
+    else:
+        figures["accuracy_drop_pp"] = None
+        text += "; accuracy not measured (no labels: pass a labelled folder, class sub-folders named by synset)"
+    if problems:
+        return Int8Verdict("failed", "int8 file classifies differently from the torch model: " + "; ".join(problems) +
+                           f". ({text}.) Thresholds: min_top1_agreement, max_accuracy_drop.", figures)
+    return Int8Verdict("passed", text, figures)

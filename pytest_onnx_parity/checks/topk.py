@@ -1,0 +1,24 @@
+"""The ``topk`` check: top-k agreement on the random batch; near-tie swaps are reported, not failed."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..results import CheckResult
+from .context import CheckContext
+
+
+def check(ctx: CheckContext) -> CheckResult:
+    from ..compare import compare_topk
+
+    assert ctx.expected is not None and ctx.actual is not None
+    expected, actual, o = ctx.expected, ctx.actual, ctx.options
+    if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+        return CheckResult("topk", "skipped", "not run: the logits hold NaN or Inf (see logits)")
+    atol, rtol = ctx.logits_tolerance(expected)
+    cmp = compare_topk(expected, actual, k=o.topk, min_agreement=o.min_agreement, atol=atol, rtol=rtol)
+    status = "passed" if cmp.passed else "failed"
+    message = cmp.message()
+    if not cmp.passed and ctx.inconclusive:
+        status = "error"
+        message = "inconclusive: the logits check found the model ill-conditioned (see logits)\n\n" + message
+    return CheckResult("topk", status, message, cmp.to_dict())

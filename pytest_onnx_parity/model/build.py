@@ -1,0 +1,345 @@
+"""Build timm models from specs, with random weights that can fail.
+
+Random weights
+--------------
+timm initialises many scales to zero or near zero so that training starts from
+an identity-like network: the last norm of residual branches (``zero_init_last``),
+``ls_init_value=1e-6`` layer scales, zero classifier heads (MLP-Mixer), zero
+skip-init gains (NFNet), near-zero class tokens. With such weights a broken layer
+cannot reach the logits (on resnet18 a 1.5x error planted in ``layer3.0.conv2``
+changes the logits by exactly 0.0), so a parity check on them proves nothing.
+
+:func:`make_nondegenerate` turns timm's init into weights under which every layer
+reaches the logits, deterministically from a seed:
+
+1. ``torch.manual_seed(seed)`` before ``timm.create_model`` (timm's own init).
+2. Re-draw degenerate parameters (constant, or max |w| < 1e-4) from a generator
+   seeded with ``seed``: matrices/kernels ``N(0, 1/fan_in)``; 1-D scales (norm
+   weights, layer-scale gammas, gains, temperatures) ``U(0.5, 1.5)``; biases (all
+   of them, norm biases included) ``N(0, 0.2^2)``, so a scaled kernel cannot hide
+   behind a following normalisation. Norm weights that are all ones count as
+   constant, so a per-channel error cannot cancel. Position embeddings, tokens and
+   relative-position bias tables whose std is below 0.05 (timm draws them at 0.02
+   or zero) are re-drawn ``N(0, 0.5^2)``, so an error in them reaches the logits.
+3. Calibrate BatchNorm statistics: reset running stats and run a batch of two
+   seeded noise images and two of the bundled photos through the model with only
+   the BatchNorm layers in training mode (cumulative average), so each BN
+   normalises its real input, on noise and on natural images alike; variances are
+   floored at 5% of their layer's mean.
+4. Scale the classifier so the logits have unit standard deviation on that batch.
+
+The result is deterministic for a given (model name, seed, timm, torch, torch's
+thread count) in every process; the cache key holds all five (the thread count
+changes the summation order of the calibration, so the last bits of BN statistics).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError, WeightsError
+from ..specs import ModelSpec, check_checkpoint, check_model_name, parse_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+NONDEGENERATE_VERSION = 5  # bump when the re-draw method changes: it is part of the cache key
+CALIBRATION_BATCH = 4
+
+
+def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0, **create_kwargs: Any) -> "torch.nn.Module":
+    """The timm model of ``spec`` in eval mode.
+
+    ``weights`` (``random``, ``pretrained`` or a checkpoint path) overrides the
+    spec's own; a spec without ``=WEIGHTS`` and no ``weights`` gets ``random``.
+    ``create_kwargs`` go to ``timm.create_model`` (e.g. ``dynamic_img_size=True``).
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec, default_weights=weights or "random")
+    if weights is not None and weights != spec.weights:
+        spec = parse_spec(f"{spec.name}={weights}")
+    check_model_name(spec.name)
+    import timm
+    import torch
+
+    kind = spec.weights_kind
+    if kind == "random":
+        torch.manual_seed(seed)
+        model = _create(timm, spec, pretrained=False, **create_kwargs)
+        make_nondegenerate(model, seed)
+    elif kind == "pretrained":
+        model = _create_pretrained(timm, spec, **create_kwargs)
+    else:
+        model = _create_from_file(timm, spec, **create_kwargs)
+    model.eval()
+    model.onnx_parity_spec = spec  # type: ignore[attr-defined]
+    model.onnx_parity_seed = seed  # type: ignore[attr-defined]
+    return model
+
+
+def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
+    try:
+        return timm.create_model(spec.name, **kwargs)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise SpecError(f"timm could not build {spec.name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
+    from .hub import HubUnreachable, load_pretrained
+
+    try:  # the local cache first; an unreachable hub fails in seconds with one message (hub.py)
+        return load_pretrained(lambda: timm.create_model(spec.name, pretrained=True, **kwargs), spec.name)
+    except HubUnreachable as exc:
+        raise WeightsError(
+            f"could not fetch pretrained weights for {spec.name!r}: {exc}. Offline, use {spec.name}=random, or "
+            f"download the weights once and pass a local file: {spec.name}=/path/to/model.safetensors "
+            "(HF_HUB_OFFLINE=1 skips the hub probe)") from None
+    except Exception as exc:  # network errors come in many types (OSError, httpx, hf_hub)
+        raise WeightsError(
+            f"could not fetch pretrained weights for {spec.name!r} ({type(exc).__name__}: {_first_line(exc)}). "
+            f"Offline, use {spec.name}=random, or download the weights once and pass a local file: "
+            f"{spec.name}=/path/to/model.safetensors"
+        ) from exc
+
+
+def _create_from_file(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
+    path = Path(os.path.expanduser(spec.weights))
+    check_checkpoint(spec)  # the same words as the gate's and the command line's up-front check
+    try:
+        return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path), **kwargs)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        reason = reason[:400] + ("..." if len(reason) > 400 else "")
+        raise WeightsError(
+            f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {reason}. "
+            f"Check that the file is a state dict of {spec.name} (timm's own naming; a checkpoint of another "
+            f"architecture shows as missing and unexpected keys above), or use {spec.name}=random"
+        ) from exc
+
+
+def _first_line(exc: BaseException, limit: int = 400) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    return line[:limit] + ("..." if len(line) > limit else "")
+
+
+def _is_degenerate(t: "torch.Tensor") -> bool:
+    if t.numel() == 0:
+        return False
+    import torch
+
+    lo, hi = torch.aminmax(t.detach().flatten())
+    lo, hi = float(lo), float(hi)
+    return max(abs(lo), abs(hi)) < 1e-4 or lo == hi
+
+
+def make_nondegenerate(model: "torch.nn.Module", seed: int = 0) -> "torch.nn.Module":
+    """Re-draw degenerate parameters, calibrate BatchNorm, scale logits to unit std.
+
+    See the module docstring for the method. Works in place and returns ``model``.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 7919)
+    norm_types = _norm_types()
+    with torch.no_grad():
+        for _mod_name, module in model.named_modules():
+            is_norm = isinstance(module, norm_types)
+            for pname, p in module.named_parameters(recurse=False):
+                if not p.dtype.is_floating_point:
+                    continue
+                if pname.endswith("bias") and p.ndim == 1:
+                    if _is_degenerate(p):
+                        p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+                elif _is_table(pname) and not is_norm:
+                    # position embeddings, tokens, relative-position bias tables: timm draws them at
+                    # std 0.02 or zero, too small for an error in them to reach the logits
+                    if _is_degenerate(p) or float(p.detach().float().std()) < 0.05:
+                        p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+                elif not _is_degenerate(p):
+                    continue
+                elif p.ndim >= 2:
+                    fan_in = p[0].numel()
+                    p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
+                elif p.ndim == 1:  # norm weights, layer scales, gains, temperatures: positive scales
+                    p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+                else:
+                    p.fill_(float(torch.rand((), generator=gen)) + 0.5)
+        _calibrate(model, gen)
+    return model
+
+
+def _norm_types() -> tuple[type, ...]:
+    import torch.nn as nn
+
+    return (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.normalization.RMSNorm)
+
+
+_TABLE_WORDS = ("pos_embed", "position", "relative", "rel_pos", "bias_table", "attention_biases", "token", "pos_")
+
+
+def _is_table(pname: str) -> bool:
+    return any(w in pname for w in _TABLE_WORDS)
+
+
+def calibration_input(model: "torch.nn.Module", gen: "torch.Generator", batch: int = CALIBRATION_BATCH) -> "torch.Tensor":
+    """A seeded batch of random pixels normalised with the model's mean/std."""
+    import torch
+
+    from ..preprocessing.dataconfig import resolve_data_config
+
+    cfg = resolve_data_config(model)
+    c, h, w = cfg["input_size"]
+    x = torch.rand((batch, c, h, w), generator=gen)
+    mean = torch.tensor(cfg["mean"][:c]).view(1, -1, 1, 1)
+    std = torch.tensor(cfg["std"][:c]).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "torch.Tensor":
+    """Two seeded noise images and two of the bundled photos, preprocessed for the model.
+
+    Calibrating on photos as well as noise keeps the network healthy on both: a BN
+    calibrated on noise alone can blow up on natural images (efficientnet_b0: logit RMS
+    ~3000 on the photos against 1 on noise). A model the photos cannot feed (another
+    channel count) is calibrated on noise only, and that is recorded: in
+    ``model.onnx_parity_calibration`` and in :func:`weights_identity`, so such weights
+    never share a cache entry with photo-calibrated ones.
+    """
+    import torch
+
+    from ..preprocessing.dataconfig import resolve_data_config
+
+    noise = calibration_input(model, gen, batch=2)
+    cfg = resolve_data_config(model)
+    why = None
+    if cfg["input_size"][0] != 3:
+        why = f"the model takes {cfg['input_size'][0]} channels, the photos have 3"
+    else:
+        from ..preprocessing.images import bundled_image_paths
+        from ..preprocessing.transform import preprocess
+
+        try:
+            photos = torch.from_numpy(preprocess(bundled_image_paths()[:2], cfg))
+        except Exception as exc:  # noqa: BLE001 - a broken install (photos missing): recorded, not hidden
+            why = f"the bundled photos cannot be used: {_first_line(exc)}"
+    if why is not None:
+        model.onnx_parity_calibration = f"noise only ({why})"
+        return calibration_input(model, gen, batch=CALIBRATION_BATCH)
+    model.onnx_parity_calibration = "noise and photos"
+    return torch.cat([noise, photos.to(noise.dtype)])
+
+
+def _calibrate(model: "torch.nn.Module", gen: "torch.Generator") -> None:
+    import torch.nn as nn
+
+    x = _calibration_batch(model, gen)
+    was_training = model.training
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum) for m in bns]
+    heads = _classifier_modules(model)
+    captured: dict[int, "torch.Tensor"] = {}
+    hooks = [h.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, inp[0].detach()))
+             for i, h in enumerate(heads)] if bns else []
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+            m.train()
+        if bns:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, momentum in saved:
+            m.momentum = momentum
+            m.eval()
+            # a norm over pooled features sees only a few calibration samples: a channel that barely
+            # varied there would blow up on other inputs, so keep each variance near its layer's scale
+            if m.running_var is not None:
+                m.running_var.clamp_(min=0.05 * float(m.running_var.mean()) + 1e-12)
+        model.train(was_training)
+    if heads and len(captured) == len(heads):
+        # the heads' inputs from the calibration pass (running stats = that batch's own) give the
+        # logit scale without a second forward through the body
+        outs = [heads[i](captured[i]) for i in range(len(heads))]
+        logits = sum(outs) / len(outs)
+    else:
+        logits = model(x)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    std = float(logits.float().std())
+    if std > 0:
+        for head in heads:  # distilled models have two heads, averaged
+            for t in (getattr(head, "weight", None), getattr(head, "bias", None)):
+                if t is not None:
+                    t.mul_(1.0 / std)
+
+
+def _classifier_modules(model: "torch.nn.Module") -> list["torch.nn.Module"]:
+    get = getattr(model, "get_classifier", None)
+    if get is None:
+        return []
+    try:
+        heads = get()
+    except Exception:
+        return []
+    heads = heads if isinstance(heads, (tuple, list)) else [heads]
+    out = []
+    for head in heads:
+        # a head may be a Sequential/NormLinear wrapper: scale its last layer with a weight
+        mods = [m for m in head.modules() if hasattr(m, "weight") and getattr(m, "weight") is not None
+                and m.weight.ndim >= 2] if hasattr(head, "modules") else []
+        if mods:
+            out.append(mods[-1])
+    return out
+
+
+def weights_identity(model: "torch.nn.Module") -> str:
+    """A short identity of the model's weights for provenance and cache keys.
+
+    Random weights are identified by seed and method; other weights by a sha256
+    over the state dict (names, dtypes, shapes and bytes).
+    """
+    spec = getattr(model, "onnx_parity_spec", None)
+    if spec is not None and spec.weights_kind == "random":
+        import torch
+
+        # BatchNorm calibration sums in an order that depends on torch's thread count, so the last
+        # bits of the weights do too: the identity (and so the cache key) names it
+        calibration = getattr(model, "onnx_parity_calibration", "noise and photos")
+        noise_only = ":calibration=noise-only" if calibration.startswith("noise only") else ""
+        return (f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
+                f":threads={torch.get_num_threads()}{noise_only}")
+    return "sha256:" + state_dict_hash(model)
+
+
+def state_dict_hash(model: "torch.nn.Module") -> str:
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        t = t.detach().contiguous().cpu()
+        try:
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        except (RuntimeError, TypeError):
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def model_name(model: "torch.nn.Module") -> str:
+    """The timm name (with pretrained tag when known) of a model object."""
+    spec = getattr(model, "onnx_parity_spec", None)
+    if spec is not None:
+        return spec.name
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture") or type(model).__name__
+    tag = cfg.get("tag")
+    return f"{arch}.{tag}" if tag else arch

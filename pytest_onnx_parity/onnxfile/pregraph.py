@@ -1,0 +1,320 @@
+"""timm's eval transform as an ONNX graph: a file that cannot lose its preprocessing.
+
+:func:`preprocessing_graph` builds an ONNX model that takes decoded pixels,
+uint8 ``(N, H, W, 3)`` or ``(N, H, W, 4)`` (RGBA: alpha dropped, as
+``convert("RGB")`` does) of any height and width, and returns the float32
+``(N, 3, h, w)`` batch that :func:`pytest_onnx_parity.preprocessing.transform.preprocess`
+gives for the same pixels: the same resize size (torchvision's and timm's
+rounding), Pillow's resize reproduced in fixed point (see
+:mod:`pytest_onnx_parity.onnxfile.resample`), the same centre crop or pad, the
+same float32 normalisation. :func:`embed_preprocessing` puts it in front of a
+model whose input is float32 NCHW; :func:`run_embedded` feeds such a file
+decoded images and turns bad input into :class:`EmbeddedInputError`.
+
+Errors the graph itself raises in ONNX Runtime (for clients that feed it
+without :func:`run_embedded`): a non-uint8 tensor ("Unexpected input data
+type"), a rank other than 4 ("Invalid rank"), and, through nodes whose names
+are the message: ``pixels_must_have_3_or_4_channels``,
+``image_has_no_pixels``, ``image_too_thin_for_crop_mode``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from ..errors import ImageError, SpecError
+from ..preprocessing.transform import ConfigLike, EvalTransform
+from .resample import FILTERS, GraphBuilder, apply_pass, resize_coefficients
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    import onnxruntime
+
+__all__ = [
+    "EMBEDDED_KEY",
+    "EmbeddedInputError",
+    "EmbeddingError",
+    "embed_preprocessing",
+    "embedded_info",
+    "preprocessing_graph",
+    "run_embedded",
+]
+
+#: Metadata key of a file whose graph starts with the preprocessing (value: JSON).
+EMBEDDED_KEY = "onnx_parity.preprocessing"
+LAYOUTS = ("NHWC", "NCHW")
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "pixel_values"
+#: Node names that are ONNX Runtime's error message when the check fails.
+GUARDS = {
+    "channels": "pixels_must_have_3_or_4_channels",
+    "empty": "image_has_no_pixels",
+    "thin": "image_too_thin_for_crop_mode",
+}
+
+
+class EmbeddingError(SpecError):
+    """A model that preprocessing cannot be put in front of, or a bad layout."""
+
+
+class EmbeddedInputError(ImageError):
+    """Pixels that a graph with embedded preprocessing cannot take."""
+
+
+SessionLike = Union[str, "os.PathLike[str]", "onnxruntime.InferenceSession"]
+
+
+def preprocessing_graph(
+    config: ConfigLike, *, layout: str = "NHWC", test_time: bool = False, opset: int = 18, ir_version: int = 8,
+) -> "onnx.ModelProto":
+    """timm's eval transform of ``config`` as an ONNX model: uint8 pixels of any size in, float32 NCHW out.
+
+    ``config`` is what :func:`~pytest_onnx_parity.preprocessing.transform.preprocess`
+    takes (a data-config dict, an ONNX path or model carrying one); with
+    ``test_time=True`` its test-time size and crop apply. ``layout`` is the
+    input's: ``"NHWC"`` (decoded image bytes, the default) or ``"NCHW"``;
+    either way 3 (RGB) or 4 (RGBA) channels. The output equals ``preprocess``
+    on the same pixels (exactly before normalisation; float32 after).
+    """
+    transform = EvalTransform.from_config(config, test_time=test_time)
+    return _build(transform, layout=layout, opset=opset, ir_version=ir_version)
+
+
+def _build(
+    t: EvalTransform, *, layout: str = "NHWC", opset: int = 18, ir_version: int = 8, prefix: str = "",
+    input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME, fault: str | None = None,
+) -> "onnx.ModelProto":
+    """The graph of ``t``. ``fault`` plants a known error, for tests that must be able to fail:
+    ``"cubic_a"`` (a = -0.75), ``"round"`` (round instead of Pillow's floor shift),
+    ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first),
+    ``"span"`` (each block of outputs reads one input too few)."""
+    from onnx import TensorProto, helper
+
+    if layout not in LAYOUTS:
+        raise EmbeddingError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if t.interpolation not in FILTERS:
+        raise SpecError(
+            f"interpolation {t.interpolation!r} cannot be embedded (Pillow's nearest is an affine transform, not a "
+            f"convolution); embeddable: {', '.join(FILTERS)}. Ship the file without embedded preprocessing."
+        )
+    g = GraphBuilder(prefix=prefix)
+    c = g.const
+    i64 = np.int64
+    h_axis, w_axis, c_axis = (1, 2, 3) if layout == "NHWC" else (2, 3, 1)
+    shape = g.op("Shape", input_name)
+
+    def dim(axis: int) -> str:
+        return g.op("Slice", shape, c([axis], i64), c([axis + 1], i64))
+
+    height, width, channels = dim(h_axis), dim(w_axis), dim(c_axis)
+    channels_ok = g.op("Or", g.op("Equal", channels, c([3], i64)), g.op("Equal", channels, c([4], i64)))
+    height = g.guard(channels_ok, height, prefix + GUARDS["channels"])
+    not_empty = g.op("And", g.op("GreaterOrEqual", height, c([1], i64)), g.op("GreaterOrEqual", width, c([1], i64)))
+    height = g.guard(not_empty, height, prefix + GUARDS["empty"])
+
+    new_h, new_w = _resized_size(g, t, height, width)
+    fits = g.op("And", g.op("GreaterOrEqual", new_h, c([1], i64)), g.op("GreaterOrEqual", new_w, c([1], i64)))
+    new_h = g.guard(fits, new_h, prefix + GUARDS["thin"])
+
+    th, tw = t.input_size
+    cubic_a = -0.75 if fault == "cubic_a" else -0.5
+    rounding = "Round" if fault == "round" else "Floor"
+    kept = {}
+    for axis, (size, new, target) in {"h": (height, new_h, th), "w": (width, new_w, tw)}.items():
+        d = g.op("Sub", new, c([target], i64))
+        nonneg = g.op("GreaterOrEqual", d, c([0], i64))
+        start = g.where(nonneg, g.i64(g.op("Round", g.op("Div", g.f64(d), c(2.0)))), c([0], i64))
+        count = g.op("Min", new, c([target], i64))
+        short = g.op("Neg", g.op("Min", d, c([0], i64)))  # target - new where the image is smaller
+        before = g.op("Div", short, c([2], i64))
+        kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count),
+                                        cubic_a=cubic_a, short_span=fault == "span")
+        kept[axis] = (kk, index, count, before, g.op("Sub", short, before))
+
+    kv, rows, n_rows, top, bottom = kept["h"]
+    kh, cols, n_cols, left, right = kept["w"]
+    # read only the rows and columns the kept outputs touch (indices rise with the output)
+    first_row, first_col = (g.op("Reshape", g.op("ReduceMin", ix), c([1], i64)) for ix in (rows, cols))
+    last_row, last_col = (g.op("Reshape", g.op("ReduceMax", ix), c([1], i64)) for ix in (rows, cols))
+    rows, cols = g.op("Sub", rows, first_row), g.op("Sub", cols, first_col)
+    rgb = g.op("Slice", input_name, g.op("Concat", c([0], i64), first_row, first_col, axis=0),
+               g.op("Concat", c([3], i64), g.op("Add", last_row, c([1], i64)), g.op("Add", last_col, c([1], i64)),
+                    axis=0), c([c_axis, h_axis, w_axis], i64))
+    if layout == "NHWC":
+        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
+
+    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
+    # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
+    # twice what the width shrinks (measured; its Resample.c picks the order). Both orders are If branches.
+    one_pass = fault == "one_pass"
+    branches = {}
+    for order in ("vertical_first", "horizontal_first"):
+        sub = g.sub()
+        dims = sub.op("Shape", rgb)
+        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
+        first, second = (kv, rows, n_rows), (kh, cols, n_cols)
+        if order == "vertical_first":
+            x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
+        else:
+            first, second = second, first
+            x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first,
+                       rounding=None if one_pass else rounding)  # (a, N * 3 * B)
+        x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
+                   perm=[2, 0, 1])  # (B, a, N * 3)
+        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
+        x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
+        x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
+        out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
+        branches[order] = sub.subgraph(out, order)
+    shrink_h = g.op("Sub", height, new_h)
+    shrink_w = g.op("Sub", width, new_w)
+    vertical_first = g.op("And", g.op("Greater", shrink_h, c([0], i64)),
+                          g.op("Greater", shrink_h, g.op("Mul", shrink_w, c([2], i64))))
+    if fault == "order":
+        vertical_first = g.op("Not", vertical_first)
+    image = g.op("If", g.op("Squeeze", vertical_first), then_branch=branches["vertical_first"],
+                 else_branch=branches["horizontal_first"])
+
+    pads = g.op("Concat", c([0, 0], i64), top, left, c([0, 0], i64), bottom, right, axis=0)
+    image = g.op("Cast", image, to=TensorProto.FLOAT)
+    fill = t.fill
+    if any(fill):
+        fill_c = c(np.asarray(fill, np.float32).reshape(1, 3, 1, 1), np.float32)
+        image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0, np.float32)), fill_c)
+    else:
+        image = g.op("Pad", image, pads, c(0.0, np.float32))
+    # ToTensor and Normalize in float32, as preprocess's lookup table computes them
+    scaled = g.op("Div", image, c(255.0, np.float32))
+    mean = c(np.asarray(t.mean, np.float32).reshape(1, 3, 1, 1), np.float32)
+    std = c(np.asarray(t.std, np.float32).reshape(1, 3, 1, 1), np.float32)
+    g.op("Div", g.op("Sub", scaled, mean), std, out=output_name)
+
+    in_shape = ["N", "H", "W", "C"] if layout == "NHWC" else ["N", "C", "H", "W"]
+    graph = helper.make_graph(
+        g.nodes, "timm_eval_transform",
+        [helper.make_tensor_value_info(input_name, TensorProto.UINT8, in_shape)],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 3, th, tw])],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version,
+                              producer_name="pytest-onnx-parity")
+    helper.set_model_props(model, {EMBEDDED_KEY: json.dumps(_info(t, layout, input_name))})
+    return model
+
+
+def _resized_size(g: GraphBuilder, t: EvalTransform, height: str, width: str) -> tuple[str, str]:
+    """:meth:`EvalTransform.resized_size` in the graph: (new height, new width), int64 ``[1]``."""
+    c = g.const
+    i64 = np.int64
+    scale_h, scale_w = t.scale_size
+    if t.crop_mode == "squash":
+        return c([scale_h], i64), c([scale_w], i64)
+    if t.crop_mode == "center" and scale_h == scale_w:
+        # torchvision Resize(int): int(size * long / short), the product exact in int64, the division in float64
+        short, long = g.op("Min", height, width), g.op("Max", height, width)
+        new_long = g.i64(g.op("Floor", g.op("Div", g.f64(g.op("Mul", long, c([scale_h], i64))), g.f64(short))))
+        portrait = g.op("LessOrEqual", width, height)
+        size = c([scale_h], i64)
+        return g.where(portrait, new_long, size), g.where(portrait, size, new_long)
+    # timm ResizeKeepRatio: round(edge / ratio), ratio the max (border) or min (center) of edge / scale
+    h_f, w_f = g.f64(height), g.f64(width)
+    ratio_h = g.op("Div", h_f, c([float(scale_h)]))
+    ratio_w = g.op("Div", w_f, c([float(scale_w)]))
+    ratio = g.op("Max" if t.crop_mode == "border" else "Min", ratio_h, ratio_w)
+    return g.i64(g.op("Round", g.op("Div", h_f, ratio))), g.i64(g.op("Round", g.op("Div", w_f, ratio)))
+
+
+def _info(t: EvalTransform, layout: str, input_name: str) -> dict[str, Any]:
+    return {
+        "preprocessing": "embedded", "layout": layout, "input": input_name, "dtype": "uint8", "channels": [3, 4],
+        "data_config": {"input_size": [3, *t.input_size], "interpolation": t.interpolation, "mean": list(t.mean),
+                        "std": list(t.std), "crop_pct": t.crop_pct, "crop_mode": t.crop_mode},
+    }
+
+
+def embedded_info(onnx_file: "str | os.PathLike[str] | onnx.ModelProto | onnxruntime.InferenceSession") -> dict[str, Any] | None:
+    """The embedded-preprocessing record of a file, session or model (layout, input, data config), or None."""
+    if hasattr(onnx_file, "get_modelmeta"):
+        raw = onnx_file.get_modelmeta().custom_metadata_map.get(EMBEDDED_KEY)  # type: ignore[union-attr]
+    else:
+        from .io import read_metadata
+
+        raw = read_metadata(onnx_file).get(EMBEDDED_KEY)  # type: ignore[arg-type]
+    return json.loads(raw) if raw else None
+
+
+def embed_preprocessing(
+    model_proto: "onnx.ModelProto", config: ConfigLike | None = None, *, layout: str = "NHWC", test_time: bool = False,
+) -> "onnx.ModelProto":
+    """``model_proto`` with :func:`preprocessing_graph` in front of its float32 NCHW input.
+
+    ``config`` defaults to the data config in the model's own metadata. The
+    result takes uint8 pixels (input ``pixels``, or a free variant of that
+    name), keeps the model's outputs, opset, IR version and metadata, and
+    adds ``onnx_parity.preprocessing`` (JSON: layout, input name, the data
+    config embedded, and ``model_input``: the model's own input, now the
+    preprocessing's output, where ``onnx.utils.extract_model`` cuts the model part out). The model itself is not modified.
+    """
+    import onnx
+
+    if EMBEDDED_KEY in {p.key for p in model_proto.metadata_props}:
+        raise EmbeddingError("this model already has its preprocessing embedded")
+    graph = model_proto.graph
+    initialized = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initialized]
+    if len(inputs) != 1:
+        raise EmbeddingError(
+            f"preprocessing can be embedded in front of a model with one image input; this one has "
+            f"{len(inputs)} ({', '.join(v.name for v in inputs) or 'none'})"
+        )
+    target = inputs[0]
+    tensor = target.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1] not in (3, None):
+        raise EmbeddingError(
+            f"input {target.name!r} is {onnx.TensorProto.DataType.Name(tensor.elem_type).lower()} of shape {dims}; "
+            "embedded preprocessing feeds float32 NCHW with 3 channels"
+        )
+    transform = EvalTransform.from_config(model_proto if config is None else config, test_time=test_time)
+    if dims[2:] != [None, None] and tuple(dims[2:]) != transform.input_size:
+        raise EmbeddingError(
+            f"the model takes {dims[2]}x{dims[3]} images but the data config makes {transform.input_size[0]}x"
+            f"{transform.input_size[1]}: export at the config's size, or pass the matching config"
+        )
+    names = _all_names(graph)
+    prefix = next(p for p in (f"preprocess{i}/" if i else "preprocess/" for i in range(1000))
+                  if not any(n.startswith(p) for n in names))
+    input_name = next(n for n in (INPUT_NAME, "pixels_uint8", prefix + INPUT_NAME) if n not in names)
+    opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), 18)
+    if opset < 13:
+        raise EmbeddingError(f"the model's opset {opset} is below 13, the lowest the preprocessing graph is written for")
+    pre = _build(transform, layout=layout, opset=opset, ir_version=model_proto.ir_version, prefix=prefix,
+                 input_name=input_name, output_name=target.name)
+    out = onnx.ModelProto()
+    out.CopyFrom(model_proto)
+    del out.graph.node[:]
+    out.graph.node.extend(list(pre.graph.node) + list(graph.node))
+    out.graph.initializer.extend(pre.graph.initializer)
+    kept = [v for v in graph.input if v.name != target.name]
+    del out.graph.input[:]
+    out.graph.input.extend([pre.graph.input[0]] + kept)
+    out.graph.value_info.append(target)  # the model's input is now an intermediate value
+    meta = {p.key: p.value for p in model_proto.metadata_props}
+    meta[EMBEDDED_KEY] = json.dumps({**json.loads(pre.metadata_props[0].value), "model_input": target.name})
+    del out.metadata_props[:]
+    onnx.helper.set_model_props(out, meta)
+    return out
+
+
+def _all_names(graph: Any) -> set[str]:
+    names = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
+    names |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names

@@ -1,0 +1,217 @@
+"""int8 variants of a float32 export, and the verdict on them.
+
+:func:`to_int8` quantizes a float32 file made by :func:`pytest_onnx_parity.export_onnx`
+with ``onnxruntime.quantization``:
+
+* ``mode="static"`` (CNNs): QDQ format, uint8 activations, int8 weights (per output
+  channel by default), MinMax calibration on real images (:func:`calibration_images`:
+  the bundled photos or a folder, preprocessed by the file's own data config). On
+  x86-64 without VNNI the weights are 7-bit (``reduce_range=True``), as ONNX Runtime's
+  quantization documentation recommends for U8S8 there (:mod:`pytest_onnx_parity.runtime.environment`). The
+  file goes through ``quant_pre_process`` (symbolic shape inference and ONNX Runtime's
+  graph optimisations, e.g. Conv+BatchNorm folding) first; when that fails the file
+  is quantized as it is and the options record why.
+* ``mode="dynamic"`` (transformers, MLPs): int8 weights of MatMul/Gemm, activations
+  quantized at run time; needs no images.
+
+An int8 file's logits differ from torch float32 by 5-300% of their RMS even when it
+classifies as well, so it is judged by classification on real images:
+:func:`int8_verdict` (top-1 agreement with torch, and accuracy drop on labelled
+images). With random weights that verdict means nothing (both sides are ~0%
+accurate and agreement reflects noise), so it is skipped with that reason.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .precision import PrecisionError, _load_source, _require_float32, save_variant
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = ["INT8_MODES", "Int8Verdict", "calibration_images", "compare_opt_levels", "int8_reduce_range_choice",
+           "int8_verdict", "to_int8"]
+
+INT8_MODES = ("static", "dynamic")
+
+
+def calibration_images(
+    onnx_file: "str | os.PathLike[str]",
+    images: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None,
+) -> "np.ndarray":
+    """Real images preprocessed by the file's own data config (float32 NCHW).
+
+    ``images``: ``None`` for the bundled sample photos, a folder, or a list of files.
+    """
+    from ..preprocessing.images import real_batch
+
+    batch, _ = real_batch(str(onnx_file), images)
+    return batch
+
+
+def _as_batches(calibration_batches: Any) -> list["np.ndarray"]:
+    import numpy as np
+
+    if calibration_batches is None:
+        return []
+    if isinstance(calibration_batches, np.ndarray):
+        items: Iterable[Any] = [calibration_batches]
+    else:
+        items = calibration_batches
+    out = []
+    for b in items:
+        a = np.asarray(b, dtype=np.float32)
+        if a.ndim == 3:
+            a = a[None]
+        if a.ndim != 4:
+            raise PrecisionError(f"calibration batches must be NCHW float arrays, got shape {a.shape}")
+        out.extend(a[i:i + 1] for i in range(a.shape[0]))  # one image per run: any batch axis works
+    return out
+
+
+def to_int8(
+    src_onnx: "str | os.PathLike[str]",
+    dst_onnx: "str | os.PathLike[str]",
+    calibration_batches: "np.ndarray | Iterable[np.ndarray] | None" = None,
+    *,
+    mode: str = "static",
+    per_channel: bool = True,
+    preprocess: bool = True,
+    reduce_range: bool | None = None,
+    activations: str = "uint8",
+) -> Path:
+    """Quantize a float32 ONNX file to int8; return ``dst_onnx``.
+
+    ``calibration_batches``: real images, preprocessed (an NCHW array or an iterable of
+    them; :func:`calibration_images` makes one from the bundled photos or a folder).
+    Required for ``mode="static"``, ignored for ``"dynamic"``. ``per_channel`` quantizes
+    weights per output channel. The source's metadata is kept; ``onnx_parity.precision``
+    is ``"int8"`` and ``onnx_parity.precision_options`` records mode, per_channel, the
+    number of calibration images and whether ``quant_pre_process`` ran.
+
+    ``reduce_range``: quantize weights to 7 bits; ``None`` (default) follows ONNX Runtime's
+    advice for this CPU (:func:`pytest_onnx_parity.runtime.environment.int8_reduce_range`: ``True`` on x86-64
+    without VNNI, where U8S8 kernels can saturate); the options record the choice, why, and
+    the CPU. ``activations``: ``"uint8"`` (U8S8, the default) or ``"int8"`` (S8S8), static mode.
+    """
+    import tempfile
+
+    if mode not in INT8_MODES:
+        raise PrecisionError(f"unknown int8 mode {mode!r}: choose one of {', '.join(INT8_MODES)}")
+    if activations not in ("uint8", "int8"):
+        raise PrecisionError(f"unknown int8 activation type {activations!r}: choose uint8 (U8S8) or int8 (S8S8)")
+    src = Path(src_onnx)
+    proto = _load_source(src)
+    _require_float32(proto, src, "int8")
+    props = {p.key: p.value for p in proto.metadata_props}
+    del proto
+    batches = _as_batches(calibration_batches) if mode == "static" else []
+    if mode == "static" and not batches:
+        raise PrecisionError(
+            "static int8 quantization needs calibration images: pass calibration_batches="
+            "pytest_onnx_parity.onnxfile.quantize.calibration_images(onnx_file) (the bundled photos) or "
+            "calibration_images(onnx_file, 'path/to/folder'), or use mode='dynamic'")
+    t0 = time.perf_counter()
+    options: dict[str, Any] = {"mode": mode, "per_channel": per_channel, "calibration_images": len(batches)}
+    reduce_range, options["reduce_range_reason"] = _reduce_range(reduce_range)
+    options["reduce_range"] = reduce_range
+    from ..runtime.environment import cpu_info
+
+    options["cpu"] = cpu_info()  # int8 kernels (and so this file's figures) depend on the instruction set
+    with tempfile.TemporaryDirectory(prefix="onnx-parity-int8-") as tmp:
+        model_in = str(src)
+        if preprocess:
+            model_in, options["pre_process"] = _pre_process(src, Path(tmp) / "pre.onnx")
+        out = Path(tmp) / "int8.onnx"
+        try:
+            _quantize(model_in, out, batches, mode=mode, per_channel=per_channel, reduce_range=reduce_range,
+                      activations=activations)
+        except PrecisionError:
+            raise
+        except Exception as exc:
+            raise PrecisionError(f"int8 {mode} quantization of {src} failed: {type(exc).__name__}: "
+                                 f"{str(exc)[:300]}") from exc
+        from .io import load_onnx_proto
+
+        quantized = load_onnx_proto(out, weights=True)
+        options.update({"quantizer": "onnxruntime.quantization", "format": "QDQ" if mode == "static" else "dynamic",
+                        "activations": activations if mode == "static" else "uint8 (dynamic)",
+                        "weights": "int8 (7-bit range)" if reduce_range else "int8",
+                        "convert_s": round(time.perf_counter() - t0, 3)})
+        from .precision import _version
+
+        options["onnxruntime"] = _version("onnxruntime")
+        return save_variant(quantized, dst_onnx, props, "int8", options)
+
+
+def _pre_process(src: Path, dst: Path) -> tuple[str, str]:
+    """``quant_pre_process`` into ``dst``; on failure the source itself, with the reason."""
+    import warnings
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return str(dst), "ran"
+    except Exception as exc:  # symbolic shape inference does not know every op: quantize the file as it is
+        return str(src), f"skipped: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def int8_reduce_range_choice(reduce_range: bool | None = None) -> bool:
+    """The ``reduce_range`` a :func:`to_int8` call with this argument uses on this CPU."""
+    return _reduce_range(reduce_range)[0]
+
+
+def _reduce_range(given: bool | None) -> tuple[bool, str]:
+    """``(reduce_range, why)``: as given, or ONNX Runtime's advice for this CPU."""
+    from ..runtime.environment import cpu_flags_text, cpu_info, has_vnni, int8_reduce_range, is_x86
+
+    info = cpu_info()
+    cpu = f"{info.get('model') or 'unknown CPU'} ({info.get('machine')}; flags: {cpu_flags_text(info)})"
+    advice = int8_reduce_range(info)
+    if advice:
+        why = "x86-64 without VNNI: ONNX Runtime recommends reduce_range for U8S8 there (VPMADDUBSW saturation)"
+    elif is_x86(info) and has_vnni(info):
+        why = "x86-64 with VNNI: U8S8 does not saturate, full 8-bit weights"
+    else:
+        why = "not x86-64: U8S8 does not saturate, full 8-bit weights"
+    if given is None:
+        return advice, f"auto: {why}; CPU {cpu}"
+    agrees = "as" if bool(given) == advice else "against"
+    return bool(given), f"given, {agrees} ONNX Runtime's advice for this CPU ({why}); CPU {cpu}"
+
+
+def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: str, per_channel: bool,
+              reduce_range: bool = False, activations: str = "uint8") -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if mode == "dynamic":
+        quantize_dynamic(model_in, str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"], reduce_range=reduce_range)
+        return
+    from .io import load_onnx_proto
+
+    input_name = load_onnx_proto(model_in).graph.input[0].name
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            b = next(self._it, None)
+            return None if b is None else {input_name: b}
+
+    quantize_static(model_in, str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+

@@ -1,0 +1,81 @@
+"""Files made elsewhere: stamp the model's data config into them, check them from a shell.
+
+A team's pipeline makes the ONNX file it ships (``timm.utils.onnx.onnx_export``, a plain
+``torch.onnx.export``, its own script, a simplifier after it). That file carries no data
+config: :func:`stamp_onnx` (``onnx-parity stamp FILE --model SPEC``) writes the model's own
+(from timm's pretrained config, see :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`)
+and a provenance record into its ``metadata_props``; :func:`check_file` runs every check of a
+gate item on it (``onnx-parity check FILE --model SPEC``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OnnxFileError, SpecError
+from ..specs import ModelSpec
+from .io import check_onnx_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+
+def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | torch.nn.Module", *,
+               output: "str | os.PathLike[str] | None" = None) -> Path:
+    """Write ``model``'s data config and provenance into an ONNX file made elsewhere; return the stamped file.
+
+    ``model`` is a spec string (``NAME`` or ``NAME=WEIGHTS``; nothing is downloaded: the data
+    config comes from timm's pretrained config of NAME) or a timm module. The file is stamped in
+    place, or copied to ``output`` (with its external data) and the copy stamped; the graph and
+    the weights are not touched. Metadata the file already has under other keys is kept.
+    """
+    from ..preprocessing.dataconfig import resolve_data_config
+    from ..runtime.environment import library_versions
+    from .io import copy_onnx
+    from .metadata import read_provenance, write_metadata
+
+    path = check_onnx_file(onnx_file)  # a clear error for a file that is not ONNX, before timm is imported
+    cfg = resolve_data_config(model)  # type: ignore[arg-type]  # a spec: timm's pretrained config, no model built
+    provenance = {**read_provenance(path), **_provenance(model), "versions": library_versions()}
+    provenance.setdefault("exporter", None)  # made elsewhere: the exporter is not known
+    target = path
+    if output is not None:
+        target = Path(output).expanduser()
+        if target.suffix.lower() != ".onnx":
+            raise OnnxFileError(f"output {target} does not end in .onnx; name the stamped copy FILE.onnx")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.resolve() != path.resolve():
+            copy_onnx(path, target)
+    write_metadata(target, cfg, provenance=provenance)
+    return target
+
+
+def _provenance(model: Any) -> dict[str, Any]:
+    from ..specs import parse_spec
+
+    if isinstance(model, (str, ModelSpec)):
+        spec = parse_spec(model) if isinstance(model, str) else model
+        if spec.onnx_file is not None:
+            raise SpecError(f"model spec {spec.text!r}: give the file to stamp as the file argument, not as @FILE")
+        weights = spec.weights
+        if spec.weights_kind == "file":
+            ckpt = Path(spec.weights).expanduser()
+            weights = f"{ckpt.name} sha256:{_file_sha256(ckpt)}" if ckpt.is_file() else str(ckpt)
+        return {"model": spec.name, "weights": weights, "stamped": True}
+    from ..model.build import model_name, weights_identity
+
+    return {"model": model_name(model), "weights": weights_identity(model), "stamped": True}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+

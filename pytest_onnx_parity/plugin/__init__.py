@@ -1,0 +1,209 @@
+"""pytest entry point: options, the ``onnx_parity`` marker and the fixtures.
+
+Importing this module imports neither torch, timm, onnx nor onnxruntime: the
+fixtures and the gate import them when they run.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from ..settings import Settings, SettingsError, add_options, resolve
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+MARKER_KEYWORDS = frozenset({
+    "model", "weights", "exporter", "opset", "seed", "atol", "rtol", "batch_size", "images", "test_time",
+})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "onnx_parity(model=..., **options): point the onnx-parity fixtures at a timm model spec "
+        f"(keywords: {', '.join(sorted(MARKER_KEYWORDS))})",
+    )
+    if not hasattr(config, "workerinput"):  # xdist workers: the controller has checked the command line
+        # "--onnx-parity-images DIR" (two arguments) can make pytest pick its rootdir and ini file from DIR
+        # before this plugin is loaded; refuse a run configured that way (rootdir.py explains)
+        from ..settings import OPTIONS
+        from .rootdir import check_space_form_paths
+
+        moved = check_space_form_paths(config, [f"--onnx-parity-{o.noun}" for o in OPTIONS if o.ini_type != "bool"])
+        if moved:
+            raise pytest.UsageError(moved)
+    try:
+        settings = resolve(config)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if settings.cache_dir is None:
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            from dataclasses import replace
+
+            settings = replace(settings, cache_dir=str(cache.mkdir("onnx-parity")))
+    config.stash[SETTINGS_KEY] = settings
+    typed = [str(a) for a in config.invocation_params.args]  # typed on the command line (not addopts, not ini)
+    if not settings.enabled and any(a == "--onnx-parity-models" or a.startswith("--onnx-parity-models=") for a in typed):
+        raise pytest.UsageError("--onnx-parity-models configures the ONNX parity gate, which runs only with "
+                                "--onnx-parity: add --onnx-parity (and -m onnx_parity to run the gate alone)")
+    if settings.enabled:
+        from .gate import GatePlugin
+
+        config.pluginmanager.register(GatePlugin(config, settings), "onnx-parity-gate")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("onnx_parity"):
+        unknown = sorted(set(marker.kwargs) - MARKER_KEYWORDS)
+        if unknown or marker.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.onnx_parity got unknown "
+                f"{'keyword(s) ' + ', '.join(unknown) if unknown else 'positional arguments'}; "
+                f"use keywords: {', '.join(sorted(MARKER_KEYWORDS))}"
+            )
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+class _Store:
+    """Session-wide cache of models, exports and sessions, so nothing is exported twice."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[Any, Any] = {}
+        self.exports: dict[Any, Any] = {}
+        self.sessions: dict[Any, Any] = {}
+
+    def options(self, request: pytest.FixtureRequest | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        from ..runtime.forward import DEFAULT_BATCH
+
+        s = self.settings
+        opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter[0], "opset": s.opset[0] if s.opset else None, "seed": s.seed,
+                                "atol": s.atol, "rtol": s.rtol, "batch_size": DEFAULT_BATCH, "images": s.images,
+                                "test_time": s.test_time}
+        marker = request.node.get_closest_marker("onnx_parity") if request is not None else None
+        if marker is not None:
+            opts.update(marker.kwargs)
+        opts.update({k: v for k, v in overrides.items() if v is not None})
+        return opts
+
+    def model_key(self, opts: dict[str, Any]) -> tuple[Any, ...]:
+        """What identifies the fixtures' model: the spec, its weights and seed; or a given module itself.
+
+        A given module is part of the key (the store holds it, so no later object can
+        take its place the way a reused ``id()`` could).
+        """
+        spec = opts.get("model")
+        if spec is None:
+            raise _no_model()
+        if not isinstance(spec, str):
+            return ("module", spec)
+        weights = opts.get("weights") or (None if "=" in spec else self.settings.weights)
+        return ("spec", spec, weights, opts["seed"])
+
+    def model(self, opts: dict[str, Any]) -> Any:
+        key = self.model_key(opts)
+        if key[0] == "module":
+            return key[1]
+        if key not in self.models:
+            from ..model.build import load_model
+
+            _, spec, weights, seed = key
+            self.models[key] = load_model(spec, weights, seed=seed)
+        return self.models[key]
+
+    def export(self, opts: dict[str, Any]) -> Any:
+        from ..onnxfile.export import export_onnx
+
+        model = self.model(opts)
+        key = (self.model_key(opts), opts["exporter"], opts["opset"])
+        if key not in self.exports:
+            self.exports[key] = export_onnx(model, exporter=opts["exporter"], opset=opts["opset"],
+                                            cache_dir=self.settings.cache_dir, seed=opts["seed"])
+        return self.exports[key]
+
+    def session(self, opts: dict[str, Any]) -> Any:
+        exp = self.export(opts)
+        key = str(exp.path)
+        if key not in self.sessions:
+            self.sessions[key] = exp.session()
+        return self.sessions[key]
+
+
+def _no_model() -> Exception:
+    from ..errors import SpecError
+
+    return SpecError("no model for the onnx-parity fixtures: mark the test with "
+                     "@pytest.mark.onnx_parity(model='resnet18') (or pass model= to onnx_export)")
+
+
+@pytest.fixture(scope="session")
+def onnx_parity_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved ``--onnx-parity-*`` options and ini keys (a frozen object)."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def _onnx_parity_store(onnx_parity_settings: Settings) -> _Store:
+    return _Store(onnx_parity_settings)
+
+
+@pytest.fixture
+def timm_model(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> Any:
+    """The marker's timm model in eval mode, built once per session (do not modify it in place)."""
+    return _onnx_parity_store.model(_onnx_parity_store.options(request, {}))
+
+
+@pytest.fixture
+def onnx_export(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> Callable[..., Any]:
+    """Factory: ``onnx_export(model=None, exporter=None, opset=None, weights=None, seed=None) -> OnnxExport``.
+
+    Defaults come from the ``onnx_parity`` marker and the ``--onnx-parity-*`` options;
+    each distinct export is made once per session (and cached across sessions).
+    """
+    def factory(model: Any = None, *, exporter: str | None = None, opset: int | None = None,
+                weights: str | None = None, seed: int | None = None) -> Any:
+        opts = _onnx_parity_store.options(request, {"model": model, "exporter": exporter, "opset": opset,
+                                                     "weights": weights, "seed": seed})
+        return _onnx_parity_store.export(opts)
+
+    return factory
+
+
+@pytest.fixture
+def data_config(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> dict[str, Any]:
+    """The marker model's own data config (input_size, interpolation, mean, std, crop_pct, crop_mode)."""
+    from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config
+
+    opts = _onnx_parity_store.options(request, {})
+    cfg = resolve_data_config(_onnx_parity_store.model(opts))
+    return apply_test_time(cfg) if opts["test_time"] else {k: cfg[k] for k in DATA_CONFIG_FIELDS}
+
+
+@pytest.fixture
+def random_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_config: dict[str, Any]) -> Any:
+    """A seeded batch of random pixels normalised for the marker model: float32 NCHW numpy array."""
+    from ..runtime.forward import random_batch as make
+
+    opts = _onnx_parity_store.options(request, {})
+    return make(data_config, int(opts["batch_size"]), int(opts["seed"]))
+
+
+@pytest.fixture
+def real_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_config: dict[str, Any]) -> Any:
+    """Real photos (bundled, or ``--onnx-parity-images``) preprocessed for the marker model: float32 NCHW."""
+    from ..preprocessing.images import real_batch as make
+
+    return make(data_config, _onnx_parity_store.options(request, {})["images"])[0]
+
+
+@pytest.fixture
+def ort_session(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> Any:
+    """An ONNX Runtime CPU session on the marker model's export (one per export per session)."""
+    return _onnx_parity_store.session(_onnx_parity_store.options(request, {}))

@@ -1,0 +1,1 @@
+"""timm's eval preprocessing without torch: data configs, the transform, photos and image folders."""

@@ -1,0 +1,183 @@
+"""Real images: the bundled sample photos, user folders, labelled ImageFolder trees.
+
+* :func:`bundled_image_paths`: four downscaled public-domain / CC0 photos
+  shipped inside the package (cat, coffee, astronaut, rocket; see
+  ``data/SOURCES.md``, kept beside ``data/images/`` so that folder holds
+  images only), the default real batch.
+* :func:`find_images`: every image file below a folder, recursively, in a
+  deterministic order.
+* :func:`load_images`: decode files, failing once with every unreadable file listed.
+* :func:`labelled_folder`: ImageNet labels of an ImageFolder-style tree.
+* :func:`real_batch` and :func:`iter_batches`: preprocessed batches of them.
+
+Nothing here imports torch; timm is imported only by :func:`labelled_folder`,
+for its list of ImageNet-1k synsets.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+from ..errors import ImageError
+from .decode import open_image
+from .imagefiles import IMAGE_SUFFIXES, bad_files_message, find_images
+from .transform import ConfigLike, EvalTransform, preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "bundled_image_paths",
+    "find_images",
+    "iter_batches",
+    "labelled_folder",
+    "load_images",
+    "real_batch",
+]
+
+#: File name endings (case-insensitive) that count as images.
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
+
+_SYNSET = re.compile(r"n\d{8}")
+_INDEX = re.compile(r"\d{1,4}")
+
+
+def bundled_image_paths() -> list[Path]:
+    """The sample photos shipped with the package, sorted by file name."""
+    paths = sorted(p for p in BUNDLED_DIR.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:  # a broken install, not a user error
+        raise ImageError(
+            f"the bundled sample photos are missing from {BUNDLED_DIR}. Reinstall pytest-onnx-parity, "
+            "or pass your own folder with --onnx-parity-images DIR."
+        )
+    return paths
+
+
+def load_images(paths: Iterable[str | os.PathLike[str]]) -> list["Image.Image"]:
+    """Decode every file to an RGB PIL image, as timm's loader does.
+
+    Every file is tried; if any cannot be read, one :class:`ImageError`
+    lists all of them (nothing is skipped silently).
+    """
+    images: list[Image.Image] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            images.append(open_image(path))
+        except ImageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ImageError(bad_files_message(problems))
+    return images
+
+
+def labelled_folder(directory: str | os.PathLike[str]) -> list[tuple[Path, int]] | None:
+    """``(path, ImageNet-1k class index)`` for every image of an ImageFolder-style tree.
+
+    The tree is labelled when every image lies in a direct sub-folder of
+    ``directory`` and every such folder is named either by an ImageNet-1k
+    synset (``n01440764``; mapped through timm's ``ImageNetInfo``) or by a
+    class index (``0`` .. ``999``). Otherwise (images at the top level or
+    deeper down, other folder names, synsets outside ImageNet-1k, or a mix of
+    synsets and indices) it returns ``None``: the folder is then a plain set
+    of images. Folders without images are ignored. Paths come in
+    :func:`find_images` order.
+    """
+    root = Path(directory)
+    paths = find_images(root)
+    by_class: dict[str, list[Path]] = {}
+    for path in paths:
+        parts = path.relative_to(root).parts
+        if len(parts) != 2:
+            return None
+        by_class.setdefault(parts[0], []).append(path)
+    names = list(by_class)
+    if all(_SYNSET.fullmatch(n) for n in names):
+        index_of = _imagenet_synset_index()
+        if not all(n in index_of for n in names):
+            return None
+        label = {n: index_of[n] for n in names}
+    elif all(_INDEX.fullmatch(n) and int(n) < 1000 for n in names):
+        label = {n: int(n) for n in names}
+    else:
+        return None
+    return [(path, label[path.relative_to(root).parts[0]]) for path in paths]
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_synset_index() -> dict[str, int]:
+    """ImageNet-1k synset -> class index, from timm's own ``ImageNetInfo``."""
+    import timm.data
+
+    return {synset: i for i, synset in enumerate(timm.data.ImageNetInfo("imagenet-1k").label_names())}
+
+
+def real_batch(
+    config: ConfigLike,
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    test_time: bool = False,
+) -> tuple["np.ndarray", list[Path]]:
+    """A preprocessed batch of real photos and the paths it came from.
+
+    ``images`` is ``None`` (the bundled sample photos), a folder (every image
+    below it, see :func:`find_images`) or a list of image files. ``config``
+    is what :func:`~pytest_onnx_parity.preprocessing.transform.preprocess` takes. Returns
+    ``(array, paths)``, the array float32 NCHW in ``paths`` order.
+    """
+    paths = _resolve_paths(images)
+    return preprocess(paths, config, test_time=test_time), paths
+
+
+def iter_batches(
+    paths: Sequence[str | os.PathLike[str]],
+    config: ConfigLike,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    test_time: bool = False,
+) -> Iterator[tuple["np.ndarray", list[Path]]]:
+    """Stream ``(array, paths)`` batches of preprocessed images, decoding on ``workers`` threads.
+
+    Memory holds a batch or two at a time, so a folder of 50,000 images
+    streams in constant memory. Pillow releases the GIL while decoding and
+    resizing, so threads use several cores. A batch holding unreadable files
+    raises one :class:`ImageError` listing them all.
+    """
+    import numpy as np
+
+    transform = EvalTransform.from_config(config, test_time=test_time)
+    paths = [Path(p) for p in paths]
+    workers = workers or min(4, os.cpu_count() or 1)
+
+    def one(path: Path) -> "np.ndarray | str":
+        try:
+            return transform(open_image(path))
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            results = list(pool.map(one, chunk))
+            problems = [r for r in results if isinstance(r, str)]
+            if problems:
+                raise ImageError(bad_files_message(problems))
+            yield np.stack(results), chunk  # type: ignore[arg-type]
+
+
+def _resolve_paths(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> list[Path]:
+    if images is None:
+        return bundled_image_paths()
+    if isinstance(images, (str, os.PathLike)):
+        path = Path(images)
+        return find_images(path) if path.is_dir() or not path.exists() else [path]
+    return [Path(p) for p in images]
+

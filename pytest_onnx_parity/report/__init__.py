@@ -1,0 +1,1 @@
+"""The report: its schema and merge, the summary table and pages, plots and reproducer bundles."""

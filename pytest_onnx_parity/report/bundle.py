@@ -1,0 +1,268 @@
+"""Reproducer bundles: everything needed to rerun a failing model's check elsewhere.
+
+``--onnx-parity-artifacts DIR`` makes the gate call :func:`write_bundle` for each
+failing model. ``DIR/<model>/`` then holds:
+
+``model.onnx``       the exported file (and its external data files, if any)
+``inputs.npz``       ``input``: the random batch the gate used (float32 NCHW)
+``outputs.npz``      ``torch`` and ``onnx``: the logits of both sides on that batch
+``layers.txt``       the per-layer table, or why there is none
+``result.json``      the gate's result for the model (one entry of the JSON report)
+``bundle.json``      what the bundle holds: model, tolerances, versions, problems
+``weights.pt``       the torch state dict (when below 256 MB), for ``reproduce.py --torch``
+``reproduce.py``     reruns ONNX Runtime on the inputs and compares with the stored
+                     torch logits; needs only numpy and onnxruntime (plus torch and
+                     timm for ``--torch``); exits 1 on a mismatch, 0 otherwise
+``README.txt``       how to use it
+
+A problem in making one part (ONNX Runtime cannot load the file, the model cannot
+run again, ...) is written into ``bundle.json`` and ``README.txt`` instead of
+raising; only a folder that cannot be written raises ``OSError``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..files import safe_name
+from ..onnxfile.io import external_files
+
+WEIGHTS_LIMIT = 256 * 2**20  # bytes of state dict written as weights.pt
+ONNX_NAME = "model.onnx"
+#: The reproducer, a module of this package (linted and tested as code), copied into each bundle.
+REPRODUCE_SCRIPT = Path(__file__).resolve().parents[1] / "reproduce.py"
+
+
+def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
+    """Write the reproducer bundle of one failing gate run into ``directory/<model>/``; return that folder.
+
+    ``run_state`` is a :class:`pytest_onnx_parity.run.ParityRun` after
+    ``execute`` (``.model``, ``.export``, ``.inputs``, ``.result``). The folder
+    is written in a temporary place and renamed into position, replacing an older
+    bundle of the same model.
+    """
+    result = getattr(run_state, "result", None)
+    label = str(getattr(result, "model", None) or "model")
+    root = Path(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{safe_name(label)}-", dir=root))
+    except OSError as exc:
+        raise OSError(f"onnx-parity: cannot write the reproducer bundle of {label} into {root}: {exc}") from exc
+    target = root / safe_name(label)
+    try:
+        _fill(run_state, label, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"onnx-parity: cannot write the reproducer bundle of {label} into {target}: {exc}") from exc
+    return target
+
+
+def _fill(run_state: Any, label: str, out: Path) -> None:
+    import numpy as np
+
+    problems: list[str] = []
+    files: list[str] = []
+
+    def attempt(what: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except OSError:
+            raise
+        except Exception as exc:  # recorded, never raised into the gate
+            problems.append(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+            return None
+
+    result = getattr(run_state, "result", None)
+    model = getattr(run_state, "model", None)
+    export = getattr(run_state, "export", None)
+    options = getattr(run_state, "options", None)
+
+    # the ONNX file, with its external data
+    onnx_src = Path(export.path) if export is not None and getattr(export, "path", None) else None
+    onnx_file = None
+    if onnx_src is None or not onnx_src.is_file():
+        problems.append(f"ONNX file: not available ({onnx_src or 'the model was not exported'})")
+    else:
+        extra = attempt("external data of the ONNX file", lambda: external_files(onnx_src)) or []
+        for data in extra:
+            if data.is_file():
+                shutil.copyfile(data, out / data.name)
+                files.append(data.name)
+            else:
+                problems.append(f"external data file missing: {data}")
+        shutil.copyfile(onnx_src, out / ONNX_NAME)
+        onnx_file = out / ONNX_NAME
+        files.append(ONNX_NAME)
+
+    # the inputs
+    x = getattr(run_state, "inputs", None)
+    if x is None and model is not None:
+        x = attempt("inputs (rebuilt: the gate did not reach the random batch)", lambda: _rebuild_inputs(model, options))
+    if x is not None:
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        np.savez(out / "inputs.npz", input=x)
+        files.append("inputs.npz")
+    else:
+        problems.append("inputs: none (the gate did not reach the random batch)")
+
+    # both outputs
+    outputs: dict[str, Any] = {}
+    input_name = None
+    if x is not None and model is not None:
+        t = attempt("torch logits", lambda: _torch_logits(model, x))
+        if t is not None:
+            outputs["torch"] = t
+    if x is not None and onnx_file is not None:
+        got = attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x))
+        if got is not None:
+            input_name, outputs["onnx"] = got
+    if outputs:
+        np.savez(out / "outputs.npz", **outputs)
+        files.append("outputs.npz")
+
+    # the per-layer table
+    cmp = getattr(result, "layer_comparison", None)
+    if cmp is not None and hasattr(cmp, "table"):
+        table = attempt("per-layer table", cmp.table)
+        text = table if isinstance(table, str) else "The per-layer table could not be drawn (see bundle.json).\n"
+        summary = attempt("per-layer summary", cmp.summary) if hasattr(cmp, "summary") else None
+        if isinstance(summary, str):
+            text = summary + "\n\n" + text
+    else:
+        check = result.check("layers") if result is not None and hasattr(result, "check") else None
+        why = f" ({check.message})" if check is not None and check.message else ""
+        text = (f"No per-layer comparison was run for this model{why}.\n"
+                "Run the gate with --onnx-parity-layers always (or on-failure) to get the table here.\n")
+    (out / "layers.txt").write_text(text if text.endswith("\n") else text + "\n")
+    files.append("layers.txt")
+
+    # the gate's result
+    rdict = attempt("result.json", result.to_dict) if result is not None else None
+    if rdict is not None:
+        (out / "result.json").write_text(json.dumps(rdict, indent=2) + "\n")
+        files.append("result.json")
+
+    # weights for rebuilding the torch side
+    spec = getattr(model, "onnx_parity_spec", None) if model is not None else None
+    arch = str(getattr(spec, "name", None) or label.split("=")[0])
+    weights_kind = str(getattr(spec, "weights_kind", None) or getattr(result, "weights", "") or "")
+    if model is not None:
+        saved = attempt("weights.pt", lambda: _save_weights(model, out / "weights.pt"))
+        if saved:
+            files.append("weights.pt")
+        elif saved is False:
+            problems.append(f"weights.pt: not written, the state dict exceeds {WEIGHTS_LIMIT >> 20} MB "
+                            "(the ONNX file holds the same weights)")
+
+    atol, rtol, tol_source = _tolerances(result, options, outputs.get("torch"))
+    failing = [f"{c.name} ({c.status})" for c in getattr(result, "checks", []) if c.status in ("failed", "error")]
+    meta = {
+        "model": label, "architecture": arch, "weights": weights_kind or None,
+        "seed": getattr(options, "seed", None), "exporter": getattr(result, "exporter", None),
+        "opset": getattr(result, "opset", None), "status": getattr(result, "status", None),
+        "failing_checks": failing, "atol": atol, "rtol": rtol, "tolerance": tol_source,
+        "default_tolerance": _default_tolerances(),
+        "input_name": input_name, "onnx_file": ONNX_NAME if onnx_file else None,
+        "files": sorted(files + ["bundle.json", "reproduce.py", "README.txt"]),
+        "versions": _versions(), "problems": problems,
+    }
+    (out / "bundle.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    shutil.copyfile(REPRODUCE_SCRIPT, out / "reproduce.py")
+    (out / "README.txt").write_text(_readme(meta))
+
+
+def _rebuild_inputs(model: Any, options: Any) -> Any:
+    from ..preprocessing.dataconfig import resolve_data_config
+    from ..runtime.forward import DEFAULT_BATCH, random_batch
+
+    return random_batch(resolve_data_config(model), int(getattr(options, "batch_size", DEFAULT_BATCH)), int(getattr(options, "seed", 0)))
+
+
+def _torch_logits(model: Any, x: Any) -> Any:
+    from ..runtime.forward import torch_forward
+
+    return torch_forward(model, x)
+
+
+def _onnx_logits(path: Path, x: Any) -> tuple[str, Any]:
+    import numpy as np
+
+    from ..runtime.session import make_session
+
+    sess = make_session(path)
+    name = sess.get_inputs()[0].name
+    return name, np.asarray(sess.run(None, {name: x})[0])
+
+
+def _save_weights(model: Any, path: Path) -> bool:
+    import torch
+
+    sd = model.state_dict()
+    size = sum(t.numel() * t.element_size() for t in sd.values() if hasattr(t, "numel"))
+    if size > WEIGHTS_LIMIT:
+        return False
+    torch.save(sd, str(path))
+    return True
+
+
+def _tolerances(result: Any, options: Any, torch_logits: Any) -> tuple[float | None, float | None, str]:
+    """The logits tolerance of the bundle: the gate's own figures, else the library's rule."""
+    from ..tolerances import logits_tolerance
+
+    check = result.check("logits") if result is not None and hasattr(result, "check") else None
+    details = getattr(check, "details", None) or {}
+    if details.get("atol") is not None and details.get("rtol") is not None:
+        return float(details["atol"]), float(details["rtol"]), "as used by the gate's logits check"
+    if torch_logits is not None:
+        try:
+            return logits_tolerance(torch_logits, getattr(options, "atol", None), getattr(options, "rtol", None))
+        except Exception:  # noqa: BLE001 - reproduce.py then applies default_tolerance from bundle.json
+            pass
+    return None, None, "the library's default for the stored logits' dtype (default_tolerance)"
+
+
+def _default_tolerances() -> dict[str, dict[str, float]]:
+    """dtype -> the library's default logits tolerance, for reproduce.py (it has none of its own)."""
+    from ..tolerances import DEFAULT_TOLERANCES
+
+    return {dt: {"rtol": rt, "atol_factor": f} for dt, (rt, f) in DEFAULT_TOLERANCES.items()}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("torch", "timm", "onnx", "onnxruntime", "onnxscript", "numpy", "pytest-onnx-parity"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+def _readme(meta: dict[str, Any]) -> str:
+    lines = [
+        f"Reproducer bundle of {meta['model']} (pytest-onnx-parity)",
+        "",
+        f"The gate found: {', '.join(meta['failing_checks']) or meta['status']}.",
+        "",
+        "Rerun the logits comparison (needs numpy and onnxruntime only):",
+        "    python reproduce.py",
+        "Also rebuild the torch side from weights.pt (needs torch and timm):",
+        "    python reproduce.py --torch",
+        "Exit code 1: ONNX Runtime disagrees with torch beyond the tolerance; 0: they agree.",
+        "",
+        "Files: " + ", ".join(meta["files"]),
+        f"Made with: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
+    ]
+    if meta["problems"]:
+        lines += ["", "Parts that could not be made:"] + [f"  - {p}" for p in meta["problems"]]
+    return "\n".join(lines) + "\n"

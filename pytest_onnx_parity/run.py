@@ -1,0 +1,399 @@
+"""One parity run: build or take the model, export or take the file, run the checks, fold the status.
+
+:class:`ParityRun` owns a run's state and its whole lifecycle, and :meth:`ParityRun.execute`
+is the one entry point that :func:`check_parity` (plain Python), :func:`check_file`
+(``onnx-parity check``) and the gate item (:mod:`.plugin.gate`) call. The checks are
+:mod:`.checks`, one module each, in this order:
+
+``weights`` (:mod:`.checks.weights`)
+    the file's initializers against the model's parameters (the file holds these weights?).
+``data_config`` (:mod:`.checks.data_config`)
+    the config read back from the file equals the model's own resolved config.
+``logits`` (:mod:`.checks.logits`)
+    torch against ONNX Runtime on a seeded random batch, tolerance scaled by the logits.
+``topk`` (:mod:`.checks.topk`)
+    top-k agreement on that batch; near-tie swaps are reported, not failed.
+``batch_consistency`` (:mod:`.checks.batch_consistency`)
+    a sample run alone gives what it gives inside the batch.
+``real_images`` (:mod:`.checks.real_images`; :mod:`.checks.int8` for an int8 file)
+    end to end on real photos: timm's eval transform on the torch side, the file's metadata
+    and :func:`~.preprocessing.transform.preprocess` on the ONNX side.
+``layers`` (:mod:`.checks.layers`)
+    the first module where ONNX Runtime departs from torch.
+
+A check that did not run is ``skipped`` with its reason, never ``passed``. The status folds
+the checks: ``failed`` if any failed, else ``error`` (inconclusive) if any could not be
+judged, else ``passed`` only when at least one check passed; a variant this model or machine
+cannot run is ``skipped``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import MissingMetadataError, OnnxFileError, OnnxParityError, SpecError, VariantSkip
+from .options import ParityOptions
+from .results import CheckResult, ParityResult
+from .specs import ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from .checks.context import CheckContext
+    from .onnxfile.export import OnnxExport
+
+__all__ = ["ParityRun", "check_file", "check_parity", "fold_status"]
+
+
+class ParityRun:
+    """One model's run. Build it, call :meth:`execute` once, read ``result``, then :meth:`close`
+    (or use it as a context manager). ``prebuilt``: a model built for an earlier variant of the
+    same spec (it is only read by the checks)."""
+
+    def __init__(self, model: Any, onnx: Any = None, options: ParityOptions | None = None, *,
+                 progress: Callable[[str], None] | None = None, prebuilt: "torch.nn.Module | None" = None) -> None:
+        self.options = options or ParityOptions()
+        self.model_arg = model
+        self.onnx_arg = onnx
+        self.progress = progress or (lambda msg: None)
+        self.result = ParityResult(model=_label(model, onnx),
+                                   exporter=None if onnx is not None else self.options.exporter)
+        self.model: "torch.nn.Module | None" = prebuilt
+        self.export: "OnnxExport | None" = None
+        self._prebuilt = prebuilt is not None
+        self._session: "onnxruntime.InferenceSession | None" = None
+        self._tmpdir: str | None = None
+        self._ctx: "CheckContext | None" = None
+        self._given_file = False
+        self._embedded = False
+        self._model_part: Path | None = None
+
+    # -- the lifecycle ---------------------------------------------------------------------------------
+    def execute(self, *, raise_errors: bool = False) -> ParityResult:
+        """Prepare, check and fold; the result, with its timings. A model or file that cannot be built,
+        exported or read gives status ``error`` with the reason in ``.error`` (``raise_errors=True``
+        raises instead); a variant that cannot run here gives ``skipped``."""
+        t0 = time.perf_counter()
+        r = self.result
+        try:
+            self._prepare()
+        except VariantSkip as exc:
+            r.status, r.error = "skipped", str(exc)
+            if r.variant is None:
+                from .variants import variant_dict
+
+                r.variant = variant_dict(self.options)
+        except OnnxParityError as exc:
+            if raise_errors:
+                raise
+            r.status, r.error = "error", str(exc)
+        else:
+            self._run_checks()
+        r.timings["total_s"] = time.perf_counter() - t0
+        return r
+
+    def close(self) -> None:
+        """Drop the session and delete a no-cache export."""
+        self._session = None
+        if self._tmpdir is not None:
+            import shutil
+
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> "ParityRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- what helpers may read (bundles, plots) ------------------------------------------------------
+    @property
+    def context(self) -> "CheckContext | None":
+        """The checks' context (None before the checks ran)."""
+        return self._ctx
+
+    @property
+    def inputs(self) -> "np.ndarray | None":
+        """The random batch torch ran (float32 NCHW), once the checks ran."""
+        return self._ctx.inputs.x if self._ctx is not None and self._ctx.inputs is not None else None
+
+    @property
+    def onnx_file_given(self) -> bool:
+        """True when the run checks a file made elsewhere (``onnx=`` or ``@FILE``), not its own export."""
+        return self._given_file
+
+    def session(self) -> "onnxruntime.InferenceSession":
+        if self._session is None:
+            from .runtime.session import make_session
+
+            assert self.export is not None
+            self._session = make_session(self.export.path, ort_opt=self.options.ort_opt, provider=self.options.provider)
+        return self._session
+
+    # -- phases ------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Build the model and export it (or take the given file). Errors propagate."""
+        from .onnxfile.metadata import file_exporter, file_opset
+        from .runtime.session import missing_provider
+        from .variants import check_variant, variant_dict
+
+        o, r = self.options, self.result
+        why = missing_provider(o.provider)
+        if why:
+            raise VariantSkip(why)
+        t = time.perf_counter()
+        self.progress("build")
+        onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
+        if self.model is None:
+            self.model = _build(self.model_arg, o)
+        r.variant = variant_dict(o, self.model)
+        check_variant(self.model, o)  # VariantSkip: a variant this model or machine cannot run
+        spec = getattr(self.model, "onnx_parity_spec", None)
+        r.weights = spec.weights if spec is not None else (o.weights or "given module")
+        r.timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if onnx_arg is None:
+            self._export()
+        else:
+            self._take_file(onnx_arg)
+        assert self.export is not None
+        if onnx_arg is None:
+            r.exporter = self.export.exporter or r.exporter
+        else:  # made elsewhere: what the file says, never the exporter option (which made nothing here)
+            r.exporter = file_exporter(self.export.path, self.export.provenance)
+            if r.variant is not None:
+                r.variant["exporter"] = r.exporter
+        r.opset = self.export.opset or file_opset(self.export.path)
+        r.cache_hit = self.export.cache_hit
+        r.onnx_path = str(self.export.path if onnx_arg is None else self.export.path.resolve())  # as the shell and gate
+        r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0
+        r.timings["prepare_s"] = time.perf_counter() - t
+
+    def _export(self) -> None:
+        from .onnxfile.export import export_onnx
+        from .onnxfile.variants import variant_export
+
+        o = self.options
+        self.progress("export")
+        path = None
+        if not o.use_cache:
+            path = Path(self._workdir()) / "model.onnx"
+        base = export_onnx(self.model, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
+                           use_cache=o.use_cache, seed=o.seed, dynamic_size=o.dynamic_size)
+        self.export, self._model_part = variant_export(base, o, workdir=self._tmpdir)
+        self._embedded = o.embed_preprocessing
+        self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
+
+    def _take_file(self, onnx_arg: Any) -> None:
+        """A file made elsewhere, read (never written): its metadata, and an image input the checks can feed."""
+        from .onnxfile.export import OnnxExport
+        from .onnxfile.io import read_metadata
+        from .onnxfile.metadata import read_data_config, read_provenance
+        from .preprocessing.dataconfig import resolve_data_config
+        from .runtime.forward import choose_logits_output, image_input_problem
+        from .variants import given_file_variant, variant_dict
+
+        if hasattr(onnx_arg, "graph"):
+            raise SpecError("check_parity(onnx=...) takes the path of an ONNX file")
+        path = Path(onnx_arg).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix.lower() != ".onnx"):
+            raise OnnxFileError(f"{path} is not an ONNX file (expected a file ending in .onnx). Pass the path of the "
+                                ".onnx file your export step wrote.")
+        read_metadata(path)  # parses the file: a clear error for missing or corrupt files
+        try:
+            cfg = read_data_config(path)
+        except MissingMetadataError:
+            cfg = {}
+        self.export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
+        self._given_file = True
+        assert self.model is not None
+        o = self.options
+        o.precision, self._embedded, self._model_part = given_file_variant(path, o.precision, self._workdir)
+        o.embed_preprocessing = o.embed_preprocessing or self._embedded
+        self.result.variant = variant_dict(o, self.model)
+        problem = None if self._embedded else image_input_problem(
+            self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
+        if problem:
+            raise OnnxFileError(f"{path}: {problem}")
+        try:
+            choose_logits_output(self.session(), getattr(self.model, "num_classes", None), o.output)
+        except OnnxFileError as exc:
+            raise OnnxFileError(f"{path}: {exc}") from None
+
+    def _workdir(self) -> str:
+        if self._tmpdir is None:
+            import tempfile
+
+            self._tmpdir = tempfile.mkdtemp(prefix="onnx-parity-")
+        return self._tmpdir
+
+    def _context(self) -> "CheckContext":
+        from .checks.context import CheckContext
+        from .model.build import model_name
+        from .preprocessing.dataconfig import resolve_data_config
+
+        assert self.model is not None and self.export is not None
+        spec = getattr(self.model, "onnx_parity_spec", None)
+        return CheckContext(
+            model=self.model, export=self.export, options=self.options, model_config=resolve_data_config(self.model),
+            session_factory=self.session, model_label=model_name(self.model), given_file=self._given_file,
+            embedded=self._embedded, model_part=self._model_part,
+            random_weights=spec is not None and spec.weights_kind == "random", progress=self.progress)
+
+    def _run_checks(self) -> None:
+        from .checks import batch_consistency, data_config, layers, logits, real_images, topk, weights
+        from .checks.context import Inputs
+        from .preprocessing.dataconfig import DATA_CONFIG_FIELDS, sized_config
+        from .runtime.feeds import feed_for
+        from .runtime.forward import fixed_batch, torch_forward
+
+        o, r = self.options, self.result
+        t = time.perf_counter()
+        self.progress("checks")
+        ctx = self._ctx = self._context()
+        r.data_config = {k: ctx.model_config[k] for k in DATA_CONFIG_FIELDS}
+        checks = r.checks
+        checks.append(weights.check(ctx))
+        checks.append(_guarded("data_config", lambda: data_config.check(ctx)))
+        fixed = fixed_batch(self.session()) if self._given_file else None
+        feed = feed_for(self._embedded)  # float32 batches, or uint8 pixels for a file with embedded preprocessing
+        x, raw = feed.batch(sized_config(ctx.model_config, o.image_size),
+                            fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
+        ctx.inputs = Inputs(x=x, raw=raw, feed=feed, fixed_batch=fixed)
+        ctx.expected = torch_forward(self.model, x)
+        try:
+            ctx.actual = logits.ort_logits(ctx)
+        except OnnxParityError as exc:
+            checks.append(CheckResult("logits", "error", str(exc)))
+            for name in ("topk", "batch_consistency"):
+                checks.append(CheckResult(name, "skipped", "not run: ONNX Runtime could not run the file (see logits)"))
+        else:
+            if o.precision == "int8":
+                why = "not run: an int8 file is judged by top-1 agreement and accuracy on real images (see real_images)"
+                checks += [CheckResult("logits", "skipped", why), CheckResult("topk", "skipped", why)]
+            else:
+                checks.append(logits.check(ctx))
+                ctx.inconclusive = checks[-1].status == "error"
+                checks.append(topk.check(ctx))
+            checks.append(_guarded("batch_consistency", lambda: batch_consistency.check(ctx)))
+        checks.append(_guarded("real_images", lambda: real_images.check(ctx)))
+        graph_failed = any(c.status in ("failed", "error") for c in checks if c.name in ("logits", "topk", "batch_consistency"))
+        if o.precision == "int8":
+            checks.append(CheckResult("layers", "skipped", "not run: an int8 file departs from torch by whole "
+                                      "quantisation steps in every layer by design; its verdict is real_images"))
+        elif o.layers == "always" or (o.layers == "on-failure" and graph_failed):
+            checks.append(_guarded("layers", lambda: layers.check(ctx)))
+        else:
+            why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
+            checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
+        weights.point_at_weights(checks)
+        _figures(r)
+        r.timings["checks_s"] = time.perf_counter() - t
+        fold_status(r)
+
+
+def fold_status(r: ParityResult) -> None:
+    """The model's status from its checks (see the module docstring)."""
+    statuses = {c.status for c in r.checks}
+    r.status = "failed" if "failed" in statuses else "error" if "error" in statuses else "passed"
+    if r.status == "passed" and "passed" not in statuses:
+        r.checks.append(CheckResult("evidence", "error", "nothing was compared: every check was skipped"))
+        r.status = "error"
+    if r.status == "error":
+        r.error = "; ".join(f"{c.name}: {c.message.splitlines()[0]}" for c in r.checks if c.status == "error")
+
+
+def _figures(r: ParityResult) -> None:
+    """The result's headline figures, read from the checks that measured them."""
+    logits, topk, real, layers = (r.check(n) for n in ("logits", "topk", "real_images", "layers"))
+    if logits is not None and "max_abs_diff" in logits.details:
+        r.max_abs_diff = logits.details["max_abs_diff"]
+    if topk is not None and "top1_agreement" in topk.details:
+        r.top1_agreement = topk.details["top1_agreement"]
+    elif real is not None and r.variant and r.variant.get("precision") == "int8":
+        r.top1_agreement = real.details.get("top1_agreement")
+    if layers is not None and layers.comparison is not None:
+        r.layer_comparison = layers.comparison
+        first = layers.comparison.first_divergence
+        r.first_divergence = first.name if first is not None else None
+
+
+def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
+    """A check whose own errors (an unreadable image, a file ONNX Runtime cannot run) become its result."""
+    try:
+        return fn()
+    except OnnxParityError as exc:
+        return CheckResult(name, "error", str(exc))
+
+
+def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":
+    if options.dynamic_size:
+        from .model.sizes import build_model
+
+        return build_model(model_arg, options)
+    from .onnxfile.export import resolve_model
+
+    return resolve_model(model_arg, weights=options.weights, seed=options.seed)
+
+
+def _label(model: Any, onnx: Any) -> str:
+    """The result's model: the spec as written, or a module's name; ``SPEC@FILE`` (FILE as given) for a
+    file made elsewhere, as the gate and ``onnx-parity check`` name it."""
+    if isinstance(model, ModelSpec):
+        label = model.text
+    elif isinstance(model, str):
+        label = model
+    else:
+        from .model.build import model_name
+
+        label = model_name(model)
+    if onnx is not None and not hasattr(onnx, "graph") and not label.lower().endswith(".onnx"):
+        import os
+
+        label = f"{label}@{os.fspath(onnx)}"
+    return label
+
+
+def _spec_onnx_file(model: Any, weights: str | None) -> str | None:
+    """The ``@FILE.onnx`` of a spec (string or ModelSpec), or None."""
+    if isinstance(model, str):
+        from .specs import parse_spec
+
+        return parse_spec(model, default_weights=weights or "random").onnx_file
+    return model.onnx_file if isinstance(model, ModelSpec) else None
+
+
+def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
+                 progress: Callable[[str], None] | None = None, **options: Any) -> ParityResult:
+    """Everything one gate item checks; see the module docstring.
+
+    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path), or a
+    spec ``NAME[=WEIGHTS]@FILE.onnx``, that file is checked instead of a fresh export
+    (only read; see docs/shipped-file.md). Options are the fields of
+    :class:`~.options.ParityOptions`: exporter, opset, weights, seed, atol and rtol (together),
+    batch_size, topk, min_agreement, cache_dir, use_cache, images, real_images, layers,
+    layer_memory, test_time, max_accuracy_drop, int8_min_agreement, int8_max_accuracy_drop,
+    output (the logits output of a file with several), and one value of each matrix axis:
+    precision, ort_opt, provider, image_size, embed_preprocessing.
+    A model that cannot be built or exported gives ``status == "error"`` with
+    the reason in ``.error`` (``raise_errors=True`` raises instead).
+    """
+    with ParityRun(model, onnx, ParityOptions.from_kwargs(**options), progress=progress) as run:
+        return run.execute(raise_errors=raise_errors)
+
+
+def check_file(spec: ModelSpec, options: ParityOptions,
+               after: "Callable[[ParityRun], None] | None" = None) -> ParityResult:
+    """Every check of a gate item on ``spec``'s ``@FILE``; a file or model that cannot be checked gives status error.
+
+    ``after(run)`` is called once the checks ran, before the run is closed (plots, bundles).
+    """
+    with ParityRun(spec, None, options) as run:
+        result = run.execute()
+        if after is not None and run.context is not None:
+            after(run)
+        return result

@@ -1,0 +1,1 @@
+"""ONNX Runtime and the machine: sessions, feeding inputs, the environment a verdict depends on."""
