@@ -32,7 +32,7 @@ class ParityOptions:
     int8_min_agreement: float | None = None  # None: the int8 profile's (tolerances.PRECISION_PROFILES)
     int8_max_accuracy_drop: float | None = None
     output: str | None = None  # the logits output of a file with several (None: chosen by shape)
-    # the deployment matrix (matrix.py): one value of each axis per run
+    # the deployment matrix (variants.py, axes.py): one value of each axis per run
     precision: str = "fp32"
     ort_opt: str = "all"
     provider: str = "CPUExecutionProvider"

@@ -126,7 +126,7 @@ def _shard(v: str) -> tuple[int, int]:
 
 
 def _axis(name: str, *args: Any) -> Callable[[Any], Any]:
-    """A comma list of one matrix axis, parsed by :mod:`.matrix` (imported when used)."""
+    """A comma list of one matrix axis, parsed by :mod:`.variants` (imported when used)."""
     def parse(v: Any) -> Any:
         from . import variants as matrix
 
@@ -319,7 +319,10 @@ def resolve(config: Any) -> Settings:
         dest = "onnx_parity_" + attr(opt.noun)
         raw, where = config.getoption(dest), f"--onnx-parity-{opt.noun}"
         if raw is None:
-            ini = config.getini(dest)
+            try:
+                ini = config.getini(dest)
+            except ValueError as exc:  # a bool key pytest cannot read ("maybe")
+                raise SettingsError(f"ini key {dest}: bad value: {exc}; expected true or false") from None
             if ini not in (None, "", []) and ini is not False:  # an unset bool key reads False: not given
                 raw, where = ini, f"ini key {dest}"
                 if opt.parse in _PATH_PARSERS:

@@ -1,4 +1,6 @@
-"""The deployment matrix: axes, variants, and the files and sessions each variant runs on.
+"""The deployment matrix: parsing the axes' values, the variants, their item ids and shards, and what a
+variant needs of the model (:func:`check_variant`) and of a file made elsewhere (:func:`given_file_variant`).
+The file a variant runs is :mod:`.onnxfile.variants`; the axes' vocabulary is :mod:`.axes`.
 
 A gate run crosses its models with seven axes (docs/matrix.md):
 
@@ -27,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .axes import AXES, DEFAULT_PROVIDER, ORT_OPT_LEVELS, PRECISIONS
+from .axes import AXES, DEFAULT_PROVIDER
 from .errors import VariantSkip
 from .model.sizes import check_size, native_size
 
@@ -37,8 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .options import ParityOptions
 
 __all__ = [
-    "AXES", "DEFAULT_PROVIDER", "ORT_OPT_LEVELS", "PRECISIONS", "Variant", "VariantSkip", "convert_precision",
-    "item_id", "missing_provider", "shard_pairs", "variant_export",
+    "Variant", "VariantSkip", "check_variant", "given_file_variant", "item_id", "shard_pairs", "variant_dict",
     "variants_of", "varying_axes",
 ]
 

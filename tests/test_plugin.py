@@ -291,3 +291,50 @@ def test_unreadable_images_are_listed_by_name(pytester: pytest.Pytester, export_
     out = result.stdout.str()
     assert "2 images cannot be read" in out and "broken.jpg" in out and "cut.png" in out
     assert "Traceback" not in out
+
+
+# -- the gate as pytest sees it: a collector, typed ini keys ---------------------------------------------
+
+def test_the_gate_items_come_from_a_collector_pytest_counts_and_selects(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    listed = gate(pytester, cache, f"--onnx-parity-models={TINY}", "--collect-only", "-q")
+    listed.stdout.fnmatch_lines(["test_own.py::test_own", "onnx-parity[[]test_vit[]]", "onnx-parity[[]test_convnext[]]",
+                                 "3 tests collected*"])
+    tree = gate(pytester, cache, f"--onnx-parity-models={TINY}", "--collect-only")
+    tree.stdout.fnmatch_lines(["*<GateCollector onnx-parity>", "*<ParityItem onnx-parity[[]test_vit[]]>"])
+    picked = gate(pytester, cache, f"--onnx-parity-models={TINY}", "-k", "test_vit", *FAST)
+    picked.assert_outcomes(passed=1, deselected=2)
+    alone = gate(pytester, cache, f"--onnx-parity-models={TINY}", "-m", "onnx_parity", "--deselect",
+                 "onnx-parity[test_vit]", *FAST)
+    alone.assert_outcomes(passed=1, deselected=2)
+    alone.stdout.fnmatch_lines(["*collected 3 items / 2 deselected / 1 selected*"])
+
+
+def test_boolean_ini_keys_are_typed_by_pytest(pytester: pytest.Pytester) -> None:
+    from pytest_onnx_parity.plugin import SETTINGS_KEY
+
+    pytester.makeini("[pytest]\nonnx_parity_no_cache = yes\nonnx_parity_test_time = false\n")
+    config = pytester.parseconfigure()
+    settings = config.stash[SETTINGS_KEY]
+    assert settings.no_cache is True and settings.test_time is False
+    assert settings.sources == {"no_cache": "ini key onnx_parity_no_cache"}  # an unset or false key: not given
+    pytester.makeini("[pytest]\nonnx_parity_no_cache = maybe\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "ini key onnx_parity_no_cache: bad value" in result.stderr.str()
+
+
+def test_relative_ini_paths_are_anchored_at_the_ini_file_and_options_at_the_cwd(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pytest_onnx_parity.settings import resolve
+
+    ini = {"onnx_parity_report": "reports/r.json", "onnx_parity_artifacts": "/abs/bundles"}
+    cli = {"onnx_parity_plots": "plots"}
+    config = SimpleNamespace(inipath=tmp_path / "cfg" / "pytest.ini", rootpath=tmp_path,
+                             getoption=lambda dest: cli.get(dest, False if dest == "onnx_parity" else None),
+                             getini=lambda dest: ini.get(dest))
+    s = resolve(config)
+    assert s.report == str(tmp_path / "cfg" / "reports" / "r.json")
+    assert s.artifacts == "/abs/bundles" and s.plots == "plots"

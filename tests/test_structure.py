@@ -209,6 +209,19 @@ def test_the_vocabulary_of_the_axes_is_one_leaf() -> None:
             assert literal not in src, f"{name} spells {literal}: use pytest_onnx_parity.axes"
 
 
+def test_one_summary_table_and_one_way_to_show_a_figure() -> None:
+    from pytest_onnx_parity.report.render import render_markdown, summary_lines
+
+    entry = {"model": "m", "status": "failed", "exporter": "dynamo", "opset": 18, "max_abs_diff": float("inf"),
+             "top1_agreement": None, "first_divergence": None, "timings": {}, "cache_hit": False, "checks": []}
+    terminal = summary_lines([entry]).splitlines()[-1]
+    page = next(line for line in render_markdown({"schema": 1, "models": [entry]}).splitlines() if line.startswith("| `m` "))
+    for text in (terminal, page):
+        assert "inf" in text and "-" in text, text
+    defined = {name for name, src in _sources().items() if "def summary_lines(" in src or "def format_table(" in src}
+    assert defined == {"report/render.py", "compare.py"}
+
+
 def test_options_and_settings_share_one_field_list() -> None:
     from dataclasses import fields
 

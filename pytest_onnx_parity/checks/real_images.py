@@ -83,7 +83,7 @@ def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float
     pair = precision_logits_tolerance(options.precision, expected) if options.precision == "fp16" else None
     if pair is not None and pair[0] > atol:
         atol, rtol = pair[0], max(rtol, pair[1])
-        source = f"{options.precision} profile (precision.py), logit RMS {scale:.3g}"
+        source = f"{options.precision} profile (tolerances.py), logit RMS {scale:.3g}"
     return atol, rtol, source
 
 

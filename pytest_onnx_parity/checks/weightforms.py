@@ -1,6 +1,6 @@
 """The forms in which an exporter may legitimately write a model's weights.
 
-Part of the ``weights`` check (:mod:`.weightcheck`). For each weight the torch side
+Part of the ``weights`` check (:mod:`.weights`, matched in :mod:`.weightmatch`). For each weight the torch side
 offers the tensors an exporter may write in its place:
 
 * the weight itself (any shape with the same number of elements) and, for matrices and

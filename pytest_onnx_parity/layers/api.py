@@ -210,7 +210,7 @@ def _resolve_model(model: Any) -> "torch.nn.Module":
     if isinstance(model, str):
         try:
             from ..model.build import load_model
-        except ImportError as exc:  # pragma: no cover - models.py ships with the package
+        except ImportError as exc:  # pragma: no cover - model/build.py ships with the package
             raise OnnxParityError(f"cannot load the model spec {model!r}: {exc}. Pass an nn.Module instead.") from exc
         return load_model(model)
     import torch

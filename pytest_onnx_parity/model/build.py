@@ -88,7 +88,7 @@ def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
 def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
     from .hub import HubUnreachable, load_pretrained
 
-    try:  # the local cache first; an unreachable hub fails in seconds with one message (hub.py)
+    try:  # the local cache first; an unreachable hub fails in seconds with one message (model/hub.py)
         return load_pretrained(lambda: timm.create_model(spec.name, pretrained=True, **kwargs), spec.name)
     except HubUnreachable as exc:
         raise WeightsError(

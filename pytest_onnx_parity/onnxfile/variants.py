@@ -16,13 +16,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def int8_format(reduce_range: bool) -> str:
     """The int8 settings of the package's own int8 files, as a cache-key value: U8S8 (uint8 activations, int8
-    weights), with 7-bit weights (``reduce_range``) on CPUs where ONNX Runtime recommends it (cpu.py)."""
+    weights), with 7-bit weights (``reduce_range``) on CPUs where ONNX Runtime recommends it (runtime/environment.py)."""
     return "U8S8-reduce_range" if reduce_range else "U8S8"
 
 
 def convert_precision(src: Path, dst: Path, precision: str, *, images: str | None = None,
                       reduce_range: bool | None = None) -> None:
-    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py.
+    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py and quantize.py.
 
     ``reduce_range`` (int8): 7-bit weights; ``None`` follows ONNX Runtime's advice for this CPU
     (:func:`pytest_onnx_parity.runtime.environment.int8_reduce_range`)."""

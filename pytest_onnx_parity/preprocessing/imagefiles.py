@@ -1,7 +1,7 @@
 """Which files are images, and how a folder of them is found: one rule for options and runs.
 
 Free of PIL and numpy; used by the option parser (to refuse a folder before a run)
-and by :mod:`.images` and :mod:`.preprocessing` (to read it).
+and by :mod:`.images` and :mod:`.transform` (to read it).
 """
 from __future__ import annotations
 

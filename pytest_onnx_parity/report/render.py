@@ -12,9 +12,10 @@ from .schema import _ANSI, STATUSES, entry_key, variant_columns
 
 
 def summary_lines(results: list[dict[str, Any]]) -> str:
+    """The summary table the gate and ``onnx-parity check`` print: one row per entry, the varying axes
+    as columns; cells formatted as in the compatibility table (:func:`cell`)."""
     from ..compare import format_table
     from ..specs import short_text
-    from .schema import entry_key, variant_columns
 
     axes = variant_columns(results)
     # paths cut to file names (the JSON report keeps them whole), unless that would make two models look alike
@@ -22,24 +23,35 @@ def summary_lines(results: list[dict[str, Any]]) -> str:
     clash = {s for s in short.values() if list(short.values()).count(s) > 1}
     rows = []
     for d in sorted(results, key=entry_key):
-        t = d.get("timings") or {}
         v = d.get("variant") or {}
-        rows.append([
-            d["model"] if short[d["model"]] in clash else short[d["model"]], *(str(v.get(a, "-")) for a in axes), d["status"],
-            _num(d.get("max_abs_diff")), _pct(d.get("top1_agreement")),
-            d.get("first_divergence") or "-",
-            f"{t['export_s']:.1f}" if t.get("export_s") else "-",
-            "yes" if d.get("cache_hit") else "no",
-        ])
+        model = d["model"] if short[d["model"]] in clash else short[d["model"]]
+        rows.append([model, *(cell(v.get(a)) for a in axes),
+                     *(cell(d, c) for c in ("status", "max abs diff", "top-1", "first divergence", "export s", "cache hit"))])
     return format_table(rows, ["model", *axes, "status", "max abs diff", "top-1", "first divergence", "export s", "cache hit"])
 
 
-def _num(v: Any) -> str:
-    return "-" if v is None or isinstance(v, str) else f"{v:.2e}"
+def cell(entry: Any, column: str | None = None) -> str:
+    """One cell of either table: ``entry[column]`` formatted for its column (``column`` None: a plain value).
 
-
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+    The one place the tables agree on what a missing or non-finite figure looks like: ``-`` for
+    unknown, ``inf``/``nan`` as such (a report keeps them as null or as the text the gate wrote).
+    """
+    if column is None:
+        return "-" if entry is None else str(entry)
+    if column in ("max abs diff", "top-1", "top-1 agreement"):
+        v = entry.get("max_abs_diff" if column == "max abs diff" else "top1_agreement")
+        if v is None or isinstance(v, str):
+            return "-" if v is None else v
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(float(v))
+        return f"{float(v):.2e}" if column == "max abs diff" else f"{100 * float(v):.1f}%"
+    if column == "export s":
+        t = (entry.get("timings") or {}).get("export_s")
+        return f"{t:.1f}" if t else "-"
+    if column == "cache hit":
+        return "yes" if entry.get("cache_hit") else "no"
+    key = column.replace(" ", "_")
+    return cell(entry.get(key) or None) if key != "status" else str(entry.get("status"))
 
 
 TABLE_COLUMNS = ("model", "status", "exporter", "opset", "max abs diff", "top-1 agreement", "first divergence")
@@ -163,20 +175,6 @@ def group_reasons(report: Mapping[str, Any], statuses: tuple[str, ...] = ("error
     return sorted(groups.values(), key=lambda g: (statuses.index(g["status"]), -len(g["models"]), g["reason"]))
 
 
-def _fmt_diff(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v  # "inf" / "nan" as written by the gate
-    return f"{float(v):.2e}"
-
-
-def _fmt_pct(v: Any) -> str:
-    if v is None or isinstance(v, str):
-        return "-" if v is None else v
-    return f"{100 * float(v):.1f}%"
-
-
 def table_columns(report: Mapping[str, Any]) -> list[str]:
     """TABLE_COLUMNS plus the variant axes that vary in this report (exporter and opset are always there)."""
     extra = [a for a in variant_columns(report.get("models", [])) if a not in ("exporter", "opset")]
@@ -188,13 +186,9 @@ def table_rows(report: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for e in sorted(report.get("models", []), key=entry_key):
         v = e.get("variant") or {}
-        rows.append([
-            str(e["model"]), str(e.get("status")), str(e.get("exporter") or "-"),
-            str(e.get("opset")) if e.get("opset") is not None else "-",
-            *(str(v.get(a)) if v.get(a) is not None else "-" for a in extra),
-            _fmt_diff(e.get("max_abs_diff")), _fmt_pct(e.get("top1_agreement")),
-            str(e.get("first_divergence") or "-"),
-        ])
+        rows.append([str(e["model"]), *(cell(e, c) for c in ("status", "exporter", "opset")),
+                     *(cell(v.get(a)) for a in extra),
+                     *(cell(e, c) for c in ("max abs diff", "top-1 agreement", "first divergence"))])
     return rows
 
 
