@@ -7,7 +7,7 @@ from typing import Any
 from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS
 from .errors import SpecError
 from .runtime.forward import DEFAULT_BATCH
-from .tolerances import check_pair
+from .tolerances import MAX_ACCURACY_DROP_PP, check_pair
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ParityOptions:
     layers: str = "always"
     layer_memory: int | None = None
     test_time: bool = False
-    max_accuracy_drop: float = 0.1
+    max_accuracy_drop: float = MAX_ACCURACY_DROP_PP
     int8_min_agreement: float | None = None  # None: the int8 profile's (tolerances.PRECISION_PROFILES)
     int8_max_accuracy_drop: float | None = None
     output: str | None = None  # the logits output of a file with several (None: chosen by shape)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_KINDS
+from .tolerances import MAX_ACCURACY_DROP_PP
 
 DEFAULT_MODELS = (
     "resnet18",
@@ -182,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="SIZE"),
     Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", _path, None, metavar="DIR"),
     Option("max-accuracy-drop", "On a labelled image folder, fail when ONNX top-1 is worse than torch by more than this many "
-           "percentage points (default: 0.1)", _nonneg_float, 0.1, metavar="PP"),
+           f"percentage points (default: {MAX_ACCURACY_DROP_PP:g})", _nonneg_float, MAX_ACCURACY_DROP_PP, metavar="PP"),
     Option("int8-min-agreement", "int8 files: least top-1 agreement with torch on the real images, a fraction "
            "(default: the int8 profile's 0.85, docs/precision.md)", _fraction, None, metavar="F"),
     Option("int8-max-accuracy-drop", "int8 files on a labelled folder: most top-1 accuracy lost against torch, in percentage "
@@ -220,7 +221,7 @@ class Settings:
     layers: str = "always"
     layer_memory: int | None = None
     plots: str | None = None
-    max_accuracy_drop: float = 0.1
+    max_accuracy_drop: float = MAX_ACCURACY_DROP_PP
     int8_min_agreement: float | None = None
     int8_max_accuracy_drop: float | None = None
     test_time: bool = False

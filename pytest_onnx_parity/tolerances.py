@@ -213,3 +213,14 @@ def run_logits_tolerance(atol: float | None, rtol: float | None, precision: str,
     if atol is not None or precision != "fp16":
         return atol, rtol
     return precision_logits_tolerance(precision, expected)
+
+
+#: the ``weights`` check: the fraction of weight elements that must match a file tensor for a pass
+#: (conv and linear kernels hold most of them)
+MIN_WEIGHT_EVIDENCE = 0.5
+#: the ``weights`` check: (rtol, atol) per file dtype. Float32 folding rounds at ~1e-7 relative;
+#: float16 halves at 2^-11, bfloat16 at 2^-8
+WEIGHT_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-4, 1e-5), "float16": (2e-3, 1e-4),
+                      "bfloat16": (1e-2, 1e-3)}
+#: a labelled image folder: the most ONNX top-1 accuracy may fall below torch's, in percentage points
+MAX_ACCURACY_DROP_PP = 0.1

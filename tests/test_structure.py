@@ -222,6 +222,25 @@ def test_one_summary_table_and_one_way_to_show_a_figure() -> None:
     assert defined == {"report/render.py", "compare.py"}
 
 
+def test_every_tolerance_and_threshold_lives_in_tolerances() -> None:
+    """Thresholds once, in tolerances.py: the weights check's evidence and per-dtype tolerances, the
+    accuracy-drop default of the option, the settings and the run's options."""
+    from pytest_onnx_parity.checks import weightmatch
+    from pytest_onnx_parity.options import ParityOptions
+    from pytest_onnx_parity.settings import OPTIONS, Settings
+    from pytest_onnx_parity.tolerances import MAX_ACCURACY_DROP_PP, MIN_WEIGHT_EVIDENCE, WEIGHT_TOLERANCES
+
+    assert weightmatch.MIN_EVIDENCE is MIN_WEIGHT_EVIDENCE or weightmatch.MIN_EVIDENCE == MIN_WEIGHT_EVIDENCE
+    assert weightmatch.DEFAULT_TOLERANCES is WEIGHT_TOLERANCES
+    drop = next(o for o in OPTIONS if o.noun == "max-accuracy-drop")
+    assert drop.default == Settings().max_accuracy_drop == ParityOptions().max_accuracy_drop == MAX_ACCURACY_DROP_PP
+    for name, src in _sources().items():
+        if name == "tolerances.py":
+            continue
+        assert not re.search(r"^(MIN_EVIDENCE|DEFAULT_TOLERANCES|\w*TOLERANCES?)\s*[:=]", src, re.M), name
+        assert not re.search(r"max_accuracy_drop: float = \d", src), name
+
+
 def test_options_and_settings_share_one_field_list() -> None:
     from dataclasses import fields
 

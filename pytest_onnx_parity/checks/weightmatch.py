@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OnnxParityError
+from ..tolerances import MIN_WEIGHT_EVIDENCE as MIN_EVIDENCE
+from ..tolerances import WEIGHT_TOLERANCES as DEFAULT_TOLERANCES
 from .weightfile import close, dtype_name, file_tensors, near, provenance_model, weight_kernels
 from .weightforms import Form, trace_weights, tracked_weights, weight_forms
 
@@ -47,8 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
 
-MIN_EVIDENCE = 0.5
-"""Fraction of weight elements that must match for a pass (conv and linear kernels hold most of them)."""
 SIGNATURE = 16
 FIX_OTHER = ("Looser tolerances would not help: the logits differ because the weights do. Test the model whose "
              "weights the file holds (NAME=pretrained, or NAME=/path/to/checkpoint in the model spec), or "
@@ -56,9 +56,6 @@ FIX_OTHER = ("Looser tolerances would not help: the logits differ because the we
 FIX_SOME = ("Looser tolerances would not help: these layers differ in the file itself. The file was edited, or "
             "exported from a modified model: re-export it from the model under test, or test the checkpoint "
             "it was exported from (NAME=/path/to/checkpoint in the model spec).")
-# (rtol, atol) per file dtype: float32 folding rounds at ~1e-7 relative; float16 halves at 2^-11, bfloat16 at 2^-8
-DEFAULT_TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-4, 1e-5), "float16": (2e-3, 1e-4),
-                      "bfloat16": (1e-2, 1e-3)}
 
 
 def _scope_tools() -> tuple[Any, Any]:
