@@ -41,10 +41,7 @@ from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8_lite0 import labelled_views  # the 48 labelled views
 
-try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
-    from pytest_onnx_parity.layers import scale_layer_weights
-except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing.faults import scale_layer_weights
+from pytest_onnx_parity.testing import scale_layer_weights
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 MARKER = "int8-cpu"

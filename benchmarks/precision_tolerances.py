@@ -34,10 +34,7 @@ from pytest_onnx_parity.runtime.session import make_session  # noqa: E402
 from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward  # noqa: E402
 from pytest_onnx_parity.onnxfile.precision import PRECISION_PROFILES, first_nonfinite, rel_error, to_fp16  # noqa: E402
 
-try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
-    from pytest_onnx_parity.layers import scale_layer_weights
-except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing.faults import scale_layer_weights
+from pytest_onnx_parity.testing import scale_layer_weights
 from pytest_onnx_parity.layers import compare_layers  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnety_002",

@@ -137,6 +137,7 @@ class ParityRun:
     # -- phases ------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
         """Build the model and export it (or take the given file). Errors propagate."""
+        from .onnxfile.io import load_onnx_proto
         from .onnxfile.metadata import file_exporter, file_opset
         from .runtime.session import missing_provider
         from .variants import check_variant, variant_dict
@@ -158,16 +159,16 @@ class ParityRun:
         t = time.perf_counter()
         if onnx_arg is None:
             self._export()
-        else:
-            self._take_file(onnx_arg)
-        assert self.export is not None
-        if onnx_arg is None:
+            assert self.export is not None
             r.exporter = self.export.exporter or r.exporter
-        else:  # made elsewhere: what the file says, never the exporter option (which made nothing here)
-            r.exporter = file_exporter(self.export.path, self.export.provenance)
+            r.opset = self.export.opset or file_opset(self.export.path)
+        else:  # made elsewhere: what the file says (its graph parsed once), never the exporter option
+            self._take_file(onnx_arg)
+            assert self.export is not None
+            graph = load_onnx_proto(self.export.path)
+            r.exporter, r.opset = file_exporter(graph, self.export.provenance), file_opset(graph)
             if r.variant is not None:
                 r.variant["exporter"] = r.exporter
-        r.opset = self.export.opset or file_opset(self.export.path)
         r.cache_hit = self.export.cache_hit
         r.onnx_path = str(self.export.path if onnx_arg is None else self.export.path.resolve())  # as the shell and gate
         r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0

@@ -20,10 +20,7 @@ from pytest_onnx_parity.onnxfile.precision import PRECISION_KEY, PRECISION_OPTIO
 from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
 from pytest_onnx_parity.checks.int8 import int8_verdict
 
-try:  # the fault planter moves to pytest_onnx_parity.testing.faults; one import site
-    from pytest_onnx_parity.layers import scale_layer_weights
-except ImportError:  # pragma: no cover
-    from pytest_onnx_parity.testing.faults import scale_layer_weights
+from pytest_onnx_parity.testing import scale_layer_weights
 
 FP16 = PRECISION_PROFILES["fp16"]
 

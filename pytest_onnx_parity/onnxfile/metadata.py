@@ -83,7 +83,7 @@ def write_metadata(path: "str | os.PathLike[str]", data_config: dict[str, Any], 
     return opset
 
 
-def file_exporter(path: "str | os.PathLike[str]", provenance: dict[str, Any] | None = None) -> str | None:
+def file_exporter(path: "str | os.PathLike[str] | onnx.ModelProto", provenance: dict[str, Any] | None = None) -> str | None:
     """The exporter that made a file: its provenance metadata (the plugin's exports, stamped files), else what
     its graph shows (dynamo's scope metadata, TorchScript's ``/module/path`` node names), else None (unknown)."""
     from ..axes import EXPORTERS
@@ -96,7 +96,7 @@ def file_exporter(path: "str | os.PathLike[str]", provenance: dict[str, Any] | N
     return None if seen == "unknown" else seen
 
 
-def file_opset(path: "str | os.PathLike[str]") -> int | None:
-    """The file's ai.onnx opset."""
+def file_opset(path: "str | os.PathLike[str] | onnx.ModelProto") -> int | None:
+    """The file's ai.onnx opset (``path``: a file, or its graph already loaded)."""
     proto = load_onnx_proto(path)
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
