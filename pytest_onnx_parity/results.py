@@ -52,6 +52,8 @@ class ParityResult:
     checks: list[CheckResult] = field(default_factory=list)
     layer_comparison: Any = None  # a LayerComparison when the layer check ran
     variant: dict[str, Any] | None = None  # the matrix point (matrix.Variant.to_dict)
+    output_kind: str | None = None  # logits | embedding | features (runtime.outputs)
+    data_config_source: str | None = None  # where the model's data config came from (preprocessing.dataconfig)
 
     @property
     def passed(self) -> bool:
@@ -103,7 +105,8 @@ class ParityResult:
             "top1_agreement": self.top1_agreement, "first_divergence": self.first_divergence,
             "cache_hit": self.cache_hit, "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "onnx_path": self.onnx_path, "error": self.error, "checks": [c.to_dict() for c in self.checks],
-            "variant": self.variant,
+            "variant": self.variant, "output_kind": self.output_kind,
+            "data_config_source": self.data_config_source,
         })
 
 

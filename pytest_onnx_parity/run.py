@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import MissingMetadataError, OnnxFileError, OnnxParityError, SpecError, VariantSkip
 from .options import ParityOptions
-from .results import CheckResult, ParityResult
+from .checks.sequence import fold_status
+from .results import ParityResult
 from .specs import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,89 +247,10 @@ class ParityRun:
             random_weights=spec is not None and spec.weights_kind == "random", progress=self.progress)
 
     def _run_checks(self) -> None:
-        from .checks import batch_consistency, data_config, layers, logits, real_images, topk, weights
-        from .checks.context import Inputs
-        from .preprocessing.dataconfig import DATA_CONFIG_FIELDS, sized_config
-        from .runtime.feeds import feed_for
-        from .runtime.forward import fixed_batch, torch_forward
+        from .checks.sequence import run_checks
 
-        o, r = self.options, self.result
-        t = time.perf_counter()
-        self.progress("checks")
         ctx = self._ctx = self._context()
-        r.data_config = {k: ctx.model_config[k] for k in DATA_CONFIG_FIELDS}
-        checks = r.checks
-        checks.append(weights.check(ctx))
-        checks.append(_guarded("data_config", lambda: data_config.check(ctx)))
-        fixed = fixed_batch(self.session()) if self._given_file else None
-        feed = feed_for(self._embedded)  # float32 batches, or uint8 pixels for a file with embedded preprocessing
-        x, raw = feed.batch(sized_config(ctx.model_config, o.image_size),
-                            fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
-        ctx.inputs = Inputs(x=x, raw=raw, feed=feed, fixed_batch=fixed)
-        ctx.expected = torch_forward(self.model, x)
-        try:
-            ctx.actual = logits.ort_logits(ctx)
-        except OnnxParityError as exc:
-            checks.append(CheckResult("logits", "error", str(exc)))
-            for name in ("topk", "batch_consistency"):
-                checks.append(CheckResult(name, "skipped", "not run: ONNX Runtime could not run the file (see logits)"))
-        else:
-            if o.precision == "int8":
-                why = "not run: an int8 file is judged by top-1 agreement and accuracy on real images (see real_images)"
-                checks += [CheckResult("logits", "skipped", why), CheckResult("topk", "skipped", why)]
-            else:
-                checks.append(logits.check(ctx))
-                ctx.inconclusive = checks[-1].status == "error"
-                checks.append(topk.check(ctx))
-            checks.append(_guarded("batch_consistency", lambda: batch_consistency.check(ctx)))
-        checks.append(_guarded("real_images", lambda: real_images.check(ctx)))
-        graph_failed = any(c.status in ("failed", "error") for c in checks if c.name in ("logits", "topk", "batch_consistency"))
-        if o.precision == "int8":
-            checks.append(CheckResult("layers", "skipped", "not run: an int8 file departs from torch by whole "
-                                      "quantisation steps in every layer by design; its verdict is real_images"))
-        elif o.layers == "always" or (o.layers == "on-failure" and graph_failed):
-            checks.append(_guarded("layers", lambda: layers.check(ctx)))
-        else:
-            why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
-            checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
-        weights.point_at_weights(checks)
-        _figures(r)
-        r.timings["checks_s"] = time.perf_counter() - t
-        fold_status(r)
-
-
-def fold_status(r: ParityResult) -> None:
-    """The model's status from its checks (see the module docstring)."""
-    statuses = {c.status for c in r.checks}
-    r.status = "failed" if "failed" in statuses else "error" if "error" in statuses else "passed"
-    if r.status == "passed" and "passed" not in statuses:
-        r.checks.append(CheckResult("evidence", "error", "nothing was compared: every check was skipped"))
-        r.status = "error"
-    if r.status == "error":
-        r.error = "; ".join(f"{c.name}: {c.message.splitlines()[0]}" for c in r.checks if c.status == "error")
-
-
-def _figures(r: ParityResult) -> None:
-    """The result's headline figures, read from the checks that measured them."""
-    logits, topk, real, layers = (r.check(n) for n in ("logits", "topk", "real_images", "layers"))
-    if logits is not None and "max_abs_diff" in logits.details:
-        r.max_abs_diff = logits.details["max_abs_diff"]
-    if topk is not None and "top1_agreement" in topk.details:
-        r.top1_agreement = topk.details["top1_agreement"]
-    elif real is not None and r.variant and r.variant.get("precision") == "int8":
-        r.top1_agreement = real.details.get("top1_agreement")
-    if layers is not None and layers.comparison is not None:
-        r.layer_comparison = layers.comparison
-        first = layers.comparison.first_divergence
-        r.first_divergence = first.name if first is not None else None
-
-
-def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
-    """A check whose own errors (an unreadable image, a file ONNX Runtime cannot run) become its result."""
-    try:
-        return fn()
-    except OnnxParityError as exc:
-        return CheckResult(name, "error", str(exc))
+        run_checks(ctx, self.result, given_file=self._given_file)
 
 
 def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":
