@@ -55,8 +55,9 @@ def run_embedded(
     """Run a file with embedded preprocessing on decoded images; the ``output``-th output, stacked.
 
     ``images``: file paths, PIL images (RGB, RGBA; other modes are converted
-    to RGB as timm's loader does) or uint8 arrays HxWx3 / HxWx4 (HxW is grey),
-    or one of them. Images of the same size go through ONNX Runtime as one
+    to RGB as timm's loader does) or uint8 arrays HxWx3 / HxWx4 (HxW and HxWx1
+    are grey), or one of them. The graph itself makes the grayscale input of a
+    1-channel model (Pillow's luma), so images go in as RGB either way. Images of the same size go through ONNX Runtime as one
     batch, the others one by one. Bad pixels raise :class:`EmbeddedInputError`
     before anything runs, naming the image and the fix.
     """
@@ -121,6 +122,8 @@ def _pixels(item: Any, index: int, transform: EvalTransform) -> np.ndarray:
                 f"image {index}: pixels must be uint8 (0..255), got {array.dtype}. For floats in 0..1 pass "
                 "(array * 255).round().astype(numpy.uint8); the graph normalises by itself."
             )
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] not in (3, 4):

@@ -7,7 +7,11 @@ uint8 ``(N, H, W, 3)`` or ``(N, H, W, 4)`` (RGBA: alpha dropped, as
 gives for the same pixels: the same resize size (torchvision's and timm's
 rounding), Pillow's resize reproduced in fixed point (see
 :mod:`pytest_onnx_parity.onnxfile.resample`), the same centre crop or pad, the
-same float32 normalisation. :func:`embed_preprocessing` puts it in front of a
+same float32 normalisation. For a 1-channel config (a model made with ``in_chans=1``) the
+pixels are first turned into Pillow's ``L`` luma in its own integer arithmetic,
+``(R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16``, as ``preprocess`` (and timm's
+loader) convert them before the resize, and the output is ``(N, 1, h, w)``.
+:func:`embed_preprocessing` puts it in front of a
 model whose input is float32 NCHW; :func:`run_embedded` feeds such a file
 decoded images and turns bad input into :class:`EmbeddedInputError`.
 
@@ -76,7 +80,9 @@ def preprocessing_graph(
     takes (a data-config dict, an ONNX path or model carrying one); with
     ``test_time=True`` its test-time size and crop apply. ``layout`` is the
     input's: ``"NHWC"`` (decoded image bytes, the default) or ``"NCHW"``;
-    either way 3 (RGB) or 4 (RGBA) channels. The output equals ``preprocess``
+    either way 3 (RGB) or 4 (RGBA) channels. The output has the config's channels:
+    ``(N, 3, h, w)``, or ``(N, 1, h, w)`` for a 1-channel config (Pillow's integer
+    luma, as ``convert("L")`` computes it, before the resize). It equals ``preprocess``
     on the same pixels (exactly before normalisation; float32 after).
     """
     transform = EvalTransform.from_config(config, test_time=test_time)
@@ -143,8 +149,10 @@ def _build(
     rgb = g.op("Slice", input_name, g.op("Concat", c([0], i64), first_row, first_col, axis=0),
                g.op("Concat", c([3], i64), g.op("Add", last_row, c([1], i64)), g.op("Add", last_col, c([1], i64)),
                     axis=0), c([c_axis, h_axis, w_axis], i64))
+    if t.channels == 1:
+        rgb = _luma(g, rgb, c_axis)
     if layout == "NHWC":
-        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, 3, h, w)
+        rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, C, h, w)
 
     # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
     # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
@@ -154,7 +162,7 @@ def _build(
     for order in ("vertical_first", "horizontal_first"):
         sub = g.sub()
         dims = sub.op("Shape", rgb)
-        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([3], i64))  # N * 3
+        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([t.channels], i64))  # N * C
         first, second = (kv, rows, n_rows), (kh, cols, n_cols)
         if order == "vertical_first":
             x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
@@ -168,7 +176,7 @@ def _build(
         x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
         x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
         x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
-        out = sub.op("Reshape", x, sub.op("Concat", c([-1, 3], i64), n_rows, n_cols, axis=0))
+        out = sub.op("Reshape", x, sub.op("Concat", c([-1, t.channels], i64), n_rows, n_cols, axis=0))
         branches[order] = sub.subgraph(out, order)
     shrink_h = g.op("Sub", height, new_h)
     shrink_w = g.op("Sub", width, new_w)
@@ -183,27 +191,41 @@ def _build(
     image = g.op("Cast", image, to=TensorProto.FLOAT)
     fill = t.fill
     if any(fill):
-        fill_c = c(np.asarray(fill, np.float32).reshape(1, 3, 1, 1), np.float32)
+        fill_c = c(np.asarray(fill, np.float32).reshape(1, -1, 1, 1), np.float32)
         image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0, np.float32)), fill_c)
     else:
         image = g.op("Pad", image, pads, c(0.0, np.float32))
     # ToTensor and Normalize in float32, as preprocess's lookup table computes them
     scaled = g.op("Div", image, c(255.0, np.float32))
-    mean = c(np.asarray(t.mean, np.float32).reshape(1, 3, 1, 1), np.float32)
-    std = c(np.asarray(t.std, np.float32).reshape(1, 3, 1, 1), np.float32)
+    mean = c(np.asarray(t.mean, np.float32).reshape(1, -1, 1, 1), np.float32)
+    std = c(np.asarray(t.std, np.float32).reshape(1, -1, 1, 1), np.float32)
     g.op("Div", g.op("Sub", scaled, mean), std, out=output_name)
 
     in_shape = ["N", "H", "W", "C"] if layout == "NHWC" else ["N", "C", "H", "W"]
     graph = helper.make_graph(
         g.nodes, "timm_eval_transform",
         [helper.make_tensor_value_info(input_name, TensorProto.UINT8, in_shape)],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 3, th, tw])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", t.channels, th, tw])],
         initializer=g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version,
                               producer_name="pytest-onnx-parity")
     helper.set_model_props(model, {EMBEDDED_KEY: json.dumps(_info(t, layout, input_name))})
     return model
+
+
+def _luma(g: GraphBuilder, rgb: str, c_axis: int) -> str:
+    """Pillow's ``convert("L")`` of uint8 RGB on ``c_axis``, in its integer arithmetic (exact in int32):
+    ``(R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16``, uint8 with that axis kept, of size 1."""
+    from onnx import TensorProto
+
+    shape = [1, 1, 1, 1]
+    shape[c_axis] = 3
+    weights = g.const(np.asarray([19595, 38470, 7471], np.int32).reshape(shape), np.int32)
+    total = g.op("ReduceSum", g.op("Mul", g.op("Cast", rgb, to=TensorProto.INT32), weights),
+                 g.const([c_axis], np.int64), keepdims=1)
+    luma = g.op("Div", g.op("Add", total, g.const(0x8000, np.int32)), g.const(1 << 16, np.int32))  # >= 0: floor
+    return g.op("Cast", luma, to=TensorProto.UINT8)
 
 
 def _resized_size(g: GraphBuilder, t: EvalTransform, height: str, width: str) -> tuple[str, str]:
@@ -231,7 +253,7 @@ def _resized_size(g: GraphBuilder, t: EvalTransform, height: str, width: str) ->
 def _info(t: EvalTransform, layout: str, input_name: str) -> dict[str, Any]:
     return {
         "preprocessing": "embedded", "layout": layout, "input": input_name, "dtype": "uint8", "channels": [3, 4],
-        "data_config": {"input_size": [3, *t.input_size], "interpolation": t.interpolation, "mean": list(t.mean),
+        "data_config": {"input_size": [t.channels, *t.input_size], "interpolation": t.interpolation, "mean": list(t.mean),
                         "std": list(t.std), "crop_pct": t.crop_pct, "crop_mode": t.crop_mode},
     }
 
@@ -274,12 +296,14 @@ def embed_preprocessing(
     target = inputs[0]
     tensor = target.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1] not in (3, None):
+    transform = EvalTransform.from_config(model_proto if config is None else config, test_time=test_time)
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1] not in (transform.channels, None):
         raise EmbeddingError(
             f"input {target.name!r} is {onnx.TensorProto.DataType.Name(tensor.elem_type).lower()} of shape {dims}; "
-            "embedded preprocessing feeds float32 NCHW with 3 channels"
+            f"embedded preprocessing feeds float32 NCHW with {transform.channels} channel"
+            f"{'s' if transform.channels > 1 else ''}, as the data config's input_size {[transform.channels, *transform.input_size]} "
+            "says: pass the config the model was made for"
         )
-    transform = EvalTransform.from_config(model_proto if config is None else config, test_time=test_time)
     if dims[2:] != [None, None] and tuple(dims[2:]) != transform.input_size:
         raise EmbeddingError(
             f"the model takes {dims[2]}x{dims[3]} images but the data config makes {transform.input_size[0]}x"

@@ -7,6 +7,7 @@
 * :func:`find_images`: every image file below a folder, recursively, in a
   deterministic order.
 * :func:`load_images`: decode files, failing once with every unreadable file listed.
+* :func:`model_image_mode`: the PIL mode a model's images are decoded to (RGB, or L for a 1-channel model).
 * :func:`labelled_folder`: ImageNet labels of an ImageFolder-style tree.
 * :func:`real_batch` and :func:`iter_batches`: preprocessed batches of them.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from ..errors import ImageError
-from .decode import open_image
+from .decode import image_mode, open_image
 from .imagefiles import IMAGE_SUFFIXES, bad_files_message, find_images
 from .transform import ConfigLike, EvalTransform, preprocess
 
@@ -38,6 +39,7 @@ __all__ = [
     "iter_batches",
     "labelled_folder",
     "load_images",
+    "model_image_mode",
     "real_batch",
 ]
 
@@ -60,8 +62,9 @@ def bundled_image_paths() -> list[Path]:
     return paths
 
 
-def load_images(paths: Iterable[str | os.PathLike[str]]) -> list["Image.Image"]:
-    """Decode every file to an RGB PIL image, as timm's loader does.
+def load_images(paths: Iterable[str | os.PathLike[str]], mode: str = "RGB") -> list["Image.Image"]:
+    """Decode every file to a PIL image of ``mode``, as timm's loader does: RGB, or ``"L"`` for a
+    grayscale model (:func:`~.decode.image_mode` of its data config says which).
 
     Every file is tried; if any cannot be read, one :class:`ImageError`
     lists all of them (nothing is skipped silently).
@@ -70,12 +73,26 @@ def load_images(paths: Iterable[str | os.PathLike[str]]) -> list["Image.Image"]:
     problems: list[str] = []
     for path in paths:
         try:
-            images.append(open_image(path))
+            images.append(open_image(path, mode))
         except ImageError as exc:
             problems.append(str(exc))
     if problems:
         raise ImageError(bad_files_message(problems))
     return images
+
+
+def model_image_mode(model: object) -> str:
+    """The PIL mode timm's loader decodes images to for ``model``: ``"RGB"``, or ``"L"`` when its resolved
+    data config takes 1 channel (``input_size[0]``, as timm's ``train.py`` sets ``input_img_mode``).
+
+    The torch side of a real-image check opens its files with it, :func:`~.transform.preprocess` takes
+    the same rule from its config (:func:`~.decode.image_mode`), and random weights are calibrated on
+    photos decoded with it. ``model`` is what
+    :func:`~.dataconfig.resolve_data_config` takes (a module or a spec string).
+    """
+    from .dataconfig import resolve_data_config
+
+    return image_mode(resolve_data_config(model))  # type: ignore[arg-type]
 
 
 def labelled_folder(directory: str | os.PathLike[str]) -> list[tuple[Path, int]] | None:
@@ -159,7 +176,7 @@ def iter_batches(
 
     def one(path: Path) -> "np.ndarray | str":
         try:
-            return transform(open_image(path))
+            return transform(open_image(path, transform.mode))
         except ImageError as exc:
             return str(exc)
 

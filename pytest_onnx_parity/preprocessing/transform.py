@@ -11,8 +11,11 @@ What it does, step by step, for each image:
    as timm's ``ImageDataset`` loads a file. A directory path stands for every
    image below it (see :func:`pytest_onnx_parity.preprocessing.images.find_images`).
 2. **Convert to RGB** (PIL images of any other mode, arrays of shape HxW or
-   HxWx4): ``image.convert("RGB")``, the same call timm's loader makes. That
-   means: ``L`` is replicated to three channels; ``RGBA``/``LA`` drop alpha
+   HxWx4): ``image.convert("RGB")``, the same call timm's loader makes; for a
+   1-channel config (``input_size`` ``(1, H, W)``, a model made with
+   ``in_chans=1``) ``image.convert("L")`` instead, as timm's ``train.py`` and
+   ``validate.py`` load images for it (``input_img_mode``; Pillow's integer
+   ITU-R 601-2 luma), before the resize. The RGB conversion means: ``L`` is replicated to three channels; ``RGBA``/``LA`` drop alpha
    (no compositing onto white: transparent pixels keep their stored colour);
    ``P`` is looked up in its palette; ``CMYK`` uses Pillow's naive conversion;
    16-bit and 32-bit modes (``I;16``, ``I``, ``F``) are **clipped** to 0..255,
@@ -49,9 +52,9 @@ What it does not do, as timm's eval pipeline does not:
   taken as they are stored;
 * no gamma or colour-space handling, no alpha compositing, no 16-bit rescaling;
 * only the first frame of animated GIF/WebP/multi-page TIFF files;
-* always three output channels.
+* no other channel counts than three (RGB) and one (``L``), as timm's loader makes no others.
 
-The result matches timm's transform to float32 rounding (the zoo-wide test in
+The output has the config's channels, 3 or 1. The result matches timm's transform to float32 rounding (the zoo-wide test in
 ``tests/test_preprocess.py`` allows at most 1e-4 in normalised units).
 """
 from __future__ import annotations
@@ -67,7 +70,7 @@ from PIL import Image
 from ..errors import ImageError, MissingMetadataError, SpecError
 from ..onnxfile import metadata
 from . import dataconfig
-from .decode import _as_items, _to_pil, to_rgb
+from .decode import ChannelsError, _as_items, _to_pil, image_mode, open_image, to_mode, to_rgb
 from .imagefiles import bad_files_message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,6 +82,7 @@ ConfigLike = Union[Mapping[str, Any], str, "os.PathLike[str]", "onnx.ModelProto"
 __all__ = [
     "CROP_MODES",
     "INTERPOLATIONS",
+    "ChannelsError",
     "EvalTransform",
     "open_image",
     "preprocess",
@@ -106,16 +110,19 @@ class EvalTransform:
     """timm's eval transform for one data config, in numpy and Pillow.
 
     Build it with :meth:`from_config`; call it on an RGB PIL image to get a
-    float32 CHW array. :meth:`pixels` gives the uint8 HxWx3 crop before
+    float32 CHW array. :meth:`pixels` gives the uint8 HxWxC crop before
     normalisation, :meth:`resized_size` the size the image is resized to.
+    ``channels`` is 3 (RGB) or 1 (grayscale, images converted to ``L`` first);
+    ``mean`` and ``std`` have one value per channel.
     """
 
     input_size: tuple[int, int]  # (height, width)
     interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     crop_pct: float
     crop_mode: str
+    channels: int = 3
     _lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +148,13 @@ class EvalTransform:
             std=tuple(cfg["std"]),  # type: ignore[arg-type]
             crop_pct=float(cfg["crop_pct"]),
             crop_mode=cfg["crop_mode"],
+            channels=int(cfg["input_size"][0]),
         )
+
+    @property
+    def mode(self) -> str:
+        """The PIL mode images are converted to first: ``"RGB"``, or ``"L"`` for one channel."""
+        return image_mode(self.channels)
 
     @property
     def scale_size(self) -> tuple[int, int]:
@@ -150,11 +163,11 @@ class EvalTransform:
         return math.floor(self.input_size[0] / crop_pct), math.floor(self.input_size[1] / crop_pct)
 
     @property
-    def fill(self) -> tuple[int, int, int]:
+    def fill(self) -> tuple[int, ...]:
         """The padding colour: ``round(255 * mean)`` in border mode, black otherwise."""
         if self.crop_mode == "border":
-            return tuple(round(255 * v) for v in self.mean)  # type: ignore[return-value]
-        return (0, 0, 0)
+            return tuple(round(255 * v) for v in self.mean)
+        return (0,) * self.channels
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """The (width, height) an image of that size is resized to, with timm's rounding."""
@@ -175,9 +188,9 @@ class EvalTransform:
         return new_w, new_h
 
     def pixels(self, image: Image.Image) -> np.ndarray:
-        """The resized, cropped or padded uint8 HxWx3 image, before normalisation."""
-        if image.mode != "RGB":
-            image = to_rgb(image)
+        """The resized, cropped or padded uint8 HxWxC image (C = :attr:`channels`), before normalisation."""
+        if image.mode != self.mode:
+            image = to_mode(image, self.mode)
         size = self.resized_size(*image.size)
         if size != image.size:
             if size[0] <= 0 or size[1] <= 0:
@@ -192,14 +205,15 @@ class EvalTransform:
         if tw <= w and th <= h:  # plain centre crop, done by Pillow before copying
             top = int(round((h - th) / 2.0))
             left = int(round((w - tw) / 2.0))
-            return np.asarray(image.crop((left, top, left + tw, top + th)))
-        return _center_crop_or_pad(np.asarray(image), th, tw, self.fill)
+            return _hwc(np.asarray(image.crop((left, top, left + tw, top + th))))
+        return _center_crop_or_pad(_hwc(np.asarray(image)), th, tw, self.fill)
 
     def normalize(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """uint8 HxWx3 -> float32 CHW, ``(pixels / 255 - mean) / std``."""
+        """uint8 HxWxC -> float32 CHW, ``(pixels / 255 - mean) / std``."""
         if out is None:
-            out = np.empty((3,) + pixels.shape[:2], dtype=np.float32)
-        for c in range(3):
+            out = np.empty((self.channels,) + pixels.shape[:2], dtype=np.float32)
+        pixels = _hwc(pixels)
+        for c in range(self.channels):
             np.take(self._lut[c], pixels[:, :, c], out=out[c])
         return out
 
@@ -221,17 +235,22 @@ def preprocess(images: ImageLike | Iterable[ImageLike], config: ConfigLike, *, t
     ``test_time=True`` the config's ``test_input_size`` and ``test_crop_pct``
     replace the eval ones where it has them.
 
-    Returns a float32 array of shape ``(N, 3, H, W)``. Unreadable files raise
+    A 1-channel config (``input_size`` ``(1, H, W)``, one-value ``mean`` and
+    ``std``) converts every image to grayscale (``convert("L")``) first, as
+    timm loads images for a model made with ``in_chans=1``.
+
+    Returns a float32 array of shape ``(N, C, H, W)``, C the config's channels
+    (3, or 1). Unreadable files raise
     one :class:`~pytest_onnx_parity.errors.ImageError` that lists all of them.
     """
     transform = EvalTransform.from_config(config, test_time=test_time)
     items = _as_items(images)
     h, w = transform.input_size
-    out = np.empty((len(items), 3, h, w), dtype=np.float32)
+    out = np.empty((len(items), transform.channels, h, w), dtype=np.float32)
     bad: list[str] = []
     for i, item in enumerate(items):
         try:
-            image = _to_pil(item)
+            image = _to_pil(item, transform.mode)
         except ImageError as exc:
             bad.append(str(exc))
             continue
@@ -274,10 +293,11 @@ def resolve_config(config: ConfigLike, *, test_time: bool = False) -> dict[str, 
 def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     size = cfg["input_size"]
     size = [size, size] if isinstance(size, int) else [int(v) for v in size]
-    if len(size) == 3 and size[0] != 3:
-        raise SpecError(f"input_size {tuple(size)}: preprocess makes 3-channel RGB input only")
+    channels = size[0] if len(size) == 3 else 3
+    if len(size) == 3:
+        image_mode(channels)  # 3 (RGB) or 1 (L), else a ChannelsError naming the fix
     if len(size) not in (2, 3) or min(size[-2:]) < 1:
-        raise SpecError(f"input_size {tuple(size)} is not (3, height, width)")
+        raise SpecError(f"input_size {tuple(size)} is not (channels, height, width)")
     interpolation = getattr(cfg["interpolation"], "value", cfg["interpolation"])  # torchvision's enum
     if interpolation not in INTERPOLATIONS:
         raise SpecError(
@@ -294,14 +314,14 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("mean", "std"):
         values = [float(v) for v in cfg[key]]
         if len(values) == 1:
-            values *= 3
-        if len(values) != 3:
-            raise SpecError(f"{key} {cfg[key]!r} has {len(values)} values; RGB needs 3")
+            values *= channels
+        if len(values) != channels:
+            raise ChannelsError(_stats_message(key, values, tuple(size), channels))
         stats[key] = values
     if any(s == 0 for s in stats["std"]):
         raise SpecError(f"std {cfg['std']!r} contains zero")
     return {
-        "input_size": [3, *size[-2:]],
+        "input_size": [channels, *size[-2:]],
         "interpolation": interpolation,
         "mean": stats["mean"],
         "std": stats["std"],
@@ -310,15 +330,30 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _stats_message(key: str, values: list[float], size: tuple[int, ...], channels: int) -> str:
+    if channels == 1 and len(values) == 3:
+        average = sum(values) / 3
+        return (f"{key} {tuple(values)} has 3 values, one per channel of 3-channel RGB input, but input_size {size} "
+                f"is 1-channel grayscale (timm's Normalize fails on it too): pass a 1-value {key}, e.g. their "
+                f"average [{average:.4g}]")
+    return (f"{key} {tuple(values)} has {len(values)} values; input_size {size} has {channels} channel"
+            f"{'s' if channels > 1 else ''}: pass {channels} values (or one, used for every channel)")
+
+
+def _hwc(array: np.ndarray) -> np.ndarray:
+    """An HxW (grayscale) array as HxWx1; HxWxC as it is."""
+    return array[:, :, None] if array.ndim == 2 else array
+
+
 def _center_crop_or_pad(array: np.ndarray, th: int, tw: int, fill: Sequence[int]) -> np.ndarray:
-    """torchvision's ``center_crop`` / timm's ``center_crop_or_pad`` on an HxWx3 uint8 array."""
+    """torchvision's ``center_crop`` / timm's ``center_crop_or_pad`` on an HxWxC uint8 array."""
     h, w = array.shape[:2]
     if tw > w or th > h:
         left = (tw - w) // 2 if tw > w else 0
         top = (th - h) // 2 if th > h else 0
         right = (tw - w + 1) // 2 if tw > w else 0
         bottom = (th - h + 1) // 2 if th > h else 0
-        padded = np.empty((h + top + bottom, w + left + right, 3), dtype=np.uint8)
+        padded = np.empty((h + top + bottom, w + left + right, array.shape[2]), dtype=np.uint8)
         padded[:] = np.clip(np.asarray(fill), 0, 255).astype(np.uint8)
         padded[top : top + h, left : left + w] = array
         array = padded
