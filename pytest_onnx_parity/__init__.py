@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .preprocessing.transform import preprocess
     from .results import CheckResult, ParityResult
     from .run import check_parity
-    from .specs import ModelSpec, parse_spec
+    from .model.checkpoint import Checkpoint, read_checkpoint
+    from .specs import ModelSpec, parse_model_args, parse_spec
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,9 @@ _LAZY = {
     "load_model": "model.build",
     "ModelSpec": "specs",
     "parse_spec": "specs",
+    "parse_model_args": "specs",
+    "read_checkpoint": "model.checkpoint",
+    "Checkpoint": "model.checkpoint",
     "export_onnx": "onnxfile.export",
     "OnnxExport": "onnxfile.export",
     "read_data_config": "onnxfile.metadata",

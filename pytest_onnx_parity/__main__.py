@@ -56,11 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), metavar=opt.metavar, help=opt.help)
 
     st = sub.add_parser("stamp", help="Write a model's data config and provenance into an ONNX file made elsewhere",
-                        description="The data config comes from timm's pretrained config of NAME (nothing is "
+                        description="The data config comes from the first source that has it: --data-config, a timm train.py "
+                                    "checkpoint's training args, a local-dir/hub config.json, timm's pretrained config of NAME (nothing is "
                                     "downloaded). The file is stamped in place, or copied to -o and the copy stamped.")
     st.add_argument("file", metavar="FILE.onnx", help="the ONNX file to stamp")
-    st.add_argument("--model", required=True, metavar="SPEC", help="the model the file was exported from: NAME[=WEIGHTS]")
+    st.add_argument("--model", required=True, metavar="SPEC", help="the model the file was exported from: NAME[(ARGS)][=WEIGHTS]")
     st.add_argument("-o", "--output", metavar="OUT.onnx", help="write a stamped copy to OUT.onnx instead")
+    st.add_argument("--data-config", "--onnx-parity-data-config", dest="data_config", metavar="K=V,...",
+                    help="data config fields that override the model's own, e.g. mean=(0.5,0.5,0.5),crop_pct=0.95")
+    st.add_argument("--weight-set", "--onnx-parity-weight-set", dest="weight_set", choices=("ema", "state_dict"),
+                    default="ema", help="which weights (and so which checkpoint) of a train.py checkpoint: ema or state_dict")
 
     m = sub.add_parser("merge", help="Merge JSON reports (e.g. the shards of a CI matrix) into one",
                        description="Merge schema-1 reports. One entry per model and variant (exporter, opset, precision, ...) is kept: a later "
@@ -126,11 +131,14 @@ def _check(args: argparse.Namespace) -> int:
     try:
         settings = resolve(_ArgsConfig(args))
         spec = file_spec(args.model, args.file, default_weights=settings.weights)
+        from .model.create import check_model_args
+
+        check_model_args(spec)
         options = ParityOptions.from_kwargs(**settings.parity_options(weights=spec.weights))
     except (SettingsError, OnnxParityError) as exc:
         print(f"onnx-parity check: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    print(f"onnx-parity check: {spec.onnx_file} against {spec.name} ({spec.weights} weights)", file=sys.stderr)
+    print(f"onnx-parity check: {spec.onnx_file} against {spec.label} ({spec.weights} weights)", file=sys.stderr)
     result = check_file(spec, options, after=lambda run: _extras(run, settings))
     entry = result.to_dict()
     entry["model"] = spec.text
@@ -170,14 +178,27 @@ def _stamp(args: argparse.Namespace) -> int:
     from .onnxfile.stamp import stamp_onnx
 
     try:
-        out = stamp_onnx(args.file, args.model, output=args.output)
+        from .preprocessing.dataconfig import check_overrides
+        from .specs import parse_model_args
+
+        overrides = check_overrides(parse_model_args(args.data_config, where="--data-config")) if args.data_config else None
+        out = stamp_onnx(args.file, args.model, output=args.output, data_config=overrides,
+                         use_ema=args.weight_set == "ema")
     except OnnxParityError as exc:
         print(f"onnx-parity stamp: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as exc:
         print(f"onnx-parity stamp: error: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE_ERROR
-    print(f"stamped {out} with the data config and provenance of {args.model}")
+    from .onnxfile.metadata import read_data_config, read_provenance
+
+    source = {"override": "the --data-config overrides", "checkpoint_args": "the checkpoint's training args",
+              "config_json": "its config.json", "pretrained_cfg": "timm's pretrained config"}.get(
+        str(read_provenance(out).get("data_config_source")), "the model")
+    cfg = read_data_config(out)
+    print(f"stamped {out} with the data config and provenance of {args.model} (data config from {source}: "
+          f"input {tuple(cfg['input_size'])}, mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}, "
+          f"crop_pct {cfg['crop_pct']:g}, {cfg['interpolation']})")
     return 0
 
 

@@ -19,3 +19,5 @@ AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "
 LAYER_MODES = ("always", "on-failure", "never")
 #: --onnx-parity-weights values (a checkpoint path is the third kind of weights)
 WEIGHT_KINDS = ("random", "pretrained")
+#: --onnx-parity-weight-set values: which weights of a timm train.py checkpoint holding both (EMA first, as timm)
+WEIGHT_SETS = ("ema", "state_dict")

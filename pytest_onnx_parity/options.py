@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS
+from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_SETS
 from .errors import SpecError
 from .runtime.forward import DEFAULT_BATCH
 from .tolerances import MAX_ACCURACY_DROP_PP, check_pair
@@ -32,6 +32,10 @@ class ParityOptions:
     int8_min_agreement: float | None = None  # None: the int8 profile's (tolerances.PRECISION_PROFILES)
     int8_max_accuracy_drop: float | None = None
     output: str | None = None  # the logits output of a file with several (None: chosen by shape)
+    # the model (model/build.py): timm.create_model arguments, data config overrides, a checkpoint's weight set
+    model_args: dict[str, Any] | None = None
+    data_config: dict[str, Any] | None = None
+    weight_set: str = "ema"  # a train.py checkpoint holding both: ema or state_dict (axes.WEIGHT_SETS)
     # the deployment matrix (variants.py, axes.py): one value of each axis per run
     precision: str = "fp32"
     ort_opt: str = "all"
@@ -46,7 +50,8 @@ class ParityOptions:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "output", "image_size")})
+        opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "output", "image_size",
+                                                                                   "model_args", "data_config")})
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
@@ -54,6 +59,12 @@ class ParityOptions:
             raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if opts.ort_opt not in ORT_OPT_LEVELS:
             raise SpecError(f"ort_opt={opts.ort_opt!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
+        if opts.weight_set not in WEIGHT_SETS:
+            raise SpecError(f"weight_set={opts.weight_set!r}: choose one of {', '.join(WEIGHT_SETS)}")
+        if opts.data_config is not None:
+            from .preprocessing.dataconfig import check_overrides
+
+            opts.data_config = check_overrides(opts.data_config)
         if opts.image_size is not None:
             opts.dynamic_size = True
         return opts

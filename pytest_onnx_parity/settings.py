@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_KINDS
+from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_KINDS, WEIGHT_SETS
 from .tolerances import MAX_ACCURACY_DROP_PP
 
 DEFAULT_MODELS = (
@@ -72,9 +72,10 @@ def _nonneg_float(v: str) -> float:
 
 
 def _models(v: Any) -> tuple[str, ...]:
-    from .specs import parse_spec
+    from .specs import parse_spec, split_specs
 
-    items = v if isinstance(v, (list, tuple)) else re.split(r"[,\n]", str(v))
+    # one spec a line (ini) or a comma list (CLI); commas inside NAME(ARGS) never split
+    items = [p for item in v for p in split_specs(str(item))] if isinstance(v, (list, tuple)) else split_specs(str(v))
     out = tuple(s.strip() for s in items if s and s.strip() and not s.strip().startswith("#"))
     if not out:
         raise ValueError("expected model specs such as resnet18,vit_small_patch16_224=random")
@@ -84,6 +85,17 @@ def _models(v: Any) -> tuple[str, ...]:
         except ValueError as exc:
             raise ValueError(str(exc)) from None
     return out
+
+
+def _data_config(v: Any) -> dict[str, Any]:
+    from .errors import OnnxParityError
+    from .preprocessing.dataconfig import check_overrides
+    from .specs import parse_model_args
+
+    try:
+        return check_overrides(v if isinstance(v, dict) else parse_model_args(str(v), where="data config"))
+    except OnnxParityError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _image_dir(v: str) -> str:
@@ -191,8 +203,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("test-time", "Use the models' test-time input size and crop (test_input_size, test_crop_pct) where they have them",
            _bool, False, "bool"),
     Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", _shard, None, metavar="K/N"),
-    Option("output", "Name of the logits output of a file with several outputs (default: chosen by shape (N, num_classes))",
+    Option("output", "Name of the logits (or embedding) output of a file with several outputs, or a comma list naming a "
+           "features model's outputs in order (default: chosen by shape and order)",
            _name, None, metavar="NAME"),
+    Option("data-config", "Data config fields that override the model's own (and a checkpoint's training args), "
+           "key=value pairs of Python literals, e.g. mean=(0.5,0.5,0.5),std=(0.5,0.5,0.5),crop_pct=0.95",
+           _data_config, None, metavar="K=V,..."),
+    Option("weight-set", "Which weights of a timm train.py checkpoint that holds both: ema (its state_dict_ema, as "
+           "timm.create_model(checkpoint_path=) loads) or state_dict (default: ema)", _choice(*WEIGHT_SETS), "ema",
+           metavar="ema|state_dict"),
     Option("artifacts", "Write a reproducer bundle (ONNX file, inputs, outputs, reproduce.py) per failing model into DIR",
            _path, None, metavar="DIR"),
 )
@@ -228,6 +247,8 @@ class Settings:
     shard: tuple[int, int] | None = None
     artifacts: str | None = None
     output: str | None = None
+    data_config: dict[str, Any] | None = None
+    weight_set: str = "ema"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

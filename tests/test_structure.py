@@ -248,7 +248,9 @@ def test_options_and_settings_share_one_field_list() -> None:
     from pytest_onnx_parity.settings import Settings
 
     opts = Settings().parity_options()
-    assert set(opts) == {f.name for f in fields(ParityOptions)} - {"batch_size", "topk", "min_agreement", "real_images"}
+    # per run or per spec, not settings: the batch, top-k, the real-image switch, a spec's NAME(ARGS)
+    assert set(opts) == {f.name for f in fields(ParityOptions)} - {"batch_size", "topk", "min_agreement", "real_images",
+                                                                   "model_args"}
     # a field added to both is carried over without a hand-written mapping
     assert "def parity_options" in (PACKAGE / "settings.py").read_text()
     assert "max_accuracy_drop=self.max_accuracy_drop" not in (PACKAGE / "settings.py").read_text()
@@ -474,7 +476,11 @@ def test_fixture_store_keys_a_given_module_by_the_module_not_its_id() -> None:
     ka = store.model_key({"model": a, "seed": 0})
     kb = store.model_key({"model": b, "seed": 0})
     assert ka != kb and ka[1] is a
-    assert store.model_key({"model": "resnet18", "seed": 0}) == ("spec", "resnet18", "random", 0)
+    assert store.model_key({"model": "resnet18", "seed": 0}) == ("spec", "resnet18", "random", 0, (), ())
+    # the marker's model_args and data_config are part of the key: another model, another entry
+    assert store.model_key({"model": "resnet18", "seed": 0, "model_args": {"num_classes": 0}}) != \
+        store.model_key({"model": "resnet18", "seed": 0})
+    assert store.model_key({"model": "resnet18(num_classes=0)=a.pth", "seed": 0})[2] is None  # its own weights
 
 
 # -- the public contract ---------------------------------------------------------------------------------

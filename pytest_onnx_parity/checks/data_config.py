@@ -16,24 +16,46 @@ def check(ctx: CheckContext) -> CheckResult:
     from ..onnxfile.metadata import read_data_config
     from ..preprocessing.dataconfig import diff_data_configs
 
+    from ..preprocessing.dataconfig import data_config_source
+
     model_cfg = ctx.model_config
+    source = data_config_source(ctx.model)
+    stamp_ref = stamp_model(ctx)
     try:
         file_cfg = read_data_config(ctx.path)
     except MissingMetadataError as exc:
         return CheckResult(
             "data_config", "failed",
-            f"{exc}\nFor this model: onnx-parity stamp {ctx.path} --model {ctx.model_label}\n"
+            f"{exc}\nFor this model: onnx-parity stamp {ctx.path} --model {stamp_ref}\n"
             "Without it a deployment has to guess mean, std, crop and interpolation "
             f"(this model wants {brief(model_cfg)}).", {"model": model_cfg, "file": None})
     diffs = diff_data_configs(model_cfg, file_cfg)
     if diffs:
-        msg = ("The ONNX file's data config differs from the model's own, so a deployment that reads it "
-               "preprocesses differently from training:\n  " + "\n  ".join(diffs) +
+        msg = (f"The ONNX file's data config differs from the model's own ({SOURCE_WORDS.get(source, source)}), so a "
+               "deployment that reads it preprocesses differently from training:\n  " + "\n  ".join(diffs) +
                "\nRe-export with pytest_onnx_parity.export_onnx, or write the model's own config into the file: "
-               f"onnx-parity stamp {ctx.path} --model NAME (pytest_onnx_parity.stamp_onnx).")
+               f"onnx-parity stamp {ctx.path} --model {stamp_ref} (pytest_onnx_parity.stamp_onnx).")
         return CheckResult("data_config", "failed", msg,
-                           {"differs": [d.split(":")[0] for d in diffs], "model": model_cfg, "file": file_cfg})
-    return CheckResult("data_config", "passed", "data config in the file equals the model's", {"model": model_cfg})
+                           {"differs": [d.split(":")[0] for d in diffs], "model": model_cfg, "file": file_cfg,
+                            "source": source})
+    return CheckResult("data_config", "passed",
+                       f"data config in the file equals the model's ({SOURCE_WORDS.get(source, source)})",
+                       {"model": model_cfg, "source": source})
+
+
+#: data_config_source -> how a message names it
+SOURCE_WORDS = {"override": "from the data config overrides", "checkpoint_args": "from the checkpoint's training args",
+                "config_json": "from the model's config.json", "pretrained_cfg": "from timm's pretrained config"}
+
+
+def stamp_model(ctx: CheckContext) -> str:
+    """The ``--model`` that stamps the model's own config: its name and arguments, with its checkpoint when
+    the config came from the checkpoint's training args."""
+    spec = getattr(ctx.model, "onnx_parity_spec", None)
+    if spec is None:
+        return ctx.model_label
+    weights = f"={spec.weights}" if spec.weights_kind == "file" else ""
+    return f"'{spec.label}{weights}'" if "(" in spec.label else f"{spec.label}{weights}"
 
 
 def brief(cfg: dict[str, Any]) -> str:

@@ -23,7 +23,44 @@ def check(ctx: CheckContext) -> CheckResult:
         return CheckResult("weights", "error", str(exc))
     d = cmp.to_dict()
     details = {k: v for k, v in d.items() if k not in ("name", "status", "message")}
-    return CheckResult("weights", cmp.status, cmp.message, details)
+    message = cmp.message
+    if cmp.status == "failed":
+        other = other_weight_set(ctx)
+        if other is not None:
+            details["file_holds"] = other
+            message = other_set_message(ctx, other) + "\n\n" + message
+    return CheckResult("weights", cmp.status, message, details)
+
+
+def other_weight_set(ctx: CheckContext) -> str | None:
+    """The other weight set of the model's train.py checkpoint (EMA or not) when the file holds that one."""
+    import copy
+
+    from ..model.checkpoint import other_state_dict
+    from .weightmatch import compare_weights
+
+    ckpt = getattr(ctx.model, "onnx_parity_checkpoint", None)
+    if ckpt is None or ckpt.other_set is None:
+        return None
+    state = other_state_dict(ckpt)
+    twin = copy.deepcopy(ctx.model)
+    try:
+        twin.load_state_dict(state, strict=not getattr(ctx.model, "onnx_parity_dropped_keys", None))
+        held = compare_weights(twin, ctx.path).status == "passed"
+    except (OnnxParityError, RuntimeError):
+        return None
+    return ckpt.other_set if held else None
+
+
+def other_set_message(ctx: CheckContext, other: str) -> str:
+    from ..axes import WEIGHT_SETS
+
+    ckpt = ctx.model.onnx_parity_checkpoint
+    pick = WEIGHT_SETS[0] if "ema" in other else WEIGHT_SETS[1]
+    return (f"The file holds the checkpoint's {other} weights; the model was built from its {ckpt.weight_set} "
+            f"(the EMA weights when a train.py checkpoint holds them, as timm.create_model(checkpoint_path=) loads). "
+            f"To check the file against the weights it holds: --onnx-parity-weight-set {pick} "
+            f"(weight_set='{pick}' in check_parity; onnx-parity check --weight-set {pick}).")
 
 
 def point_at_weights(checks: list[CheckResult]) -> None:

@@ -34,11 +34,8 @@ changes the summation order of the calibration, so the last bits of BN statistic
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SpecError, WeightsError
 from ..specs import ModelSpec, check_checkpoint, check_model_name, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,80 +45,71 @@ NONDEGENERATE_VERSION = 5  # bump when the re-draw method changes: it is part of
 CALIBRATION_BATCH = 4
 
 
-def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0, **create_kwargs: Any) -> "torch.nn.Module":
+#: keyword arguments of load_model that change how a model is built, not which model it is (not in its name)
+BUILD_ONLY_ARGS = ("dynamic_img_size",)
+
+
+def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0,
+               model_args: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
+               use_ema: bool = True, **create_kwargs: Any) -> "torch.nn.Module":
     """The timm model of ``spec`` in eval mode.
 
     ``weights`` (``random``, ``pretrained`` or a checkpoint path) overrides the
     spec's own; a spec without ``=WEIGHTS`` and no ``weights`` gets ``random``.
-    ``create_kwargs`` go to ``timm.create_model`` (e.g. ``dynamic_img_size=True``).
+    ``model_args`` (and any other keyword, e.g. ``num_classes=0``) go to
+    ``timm.create_model`` beside the spec's own ``NAME(ARGS)``; with a checkpoint,
+    ``num_classes`` and ``in_chans`` not given are read from it (:mod:`.checkpoint`),
+    and ``use_ema`` picks a train.py checkpoint's weight set. ``data_config``
+    overrides the model's data config. The model carries what it was built with:
+    ``onnx_parity_spec`` (the arguments included), ``onnx_parity_data_config`` and
+    ``onnx_parity_data_config_source`` (see
+    :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`).
     """
+    from dataclasses import replace
+
+    from ..preprocessing.dataconfig import compose_data_config, pretrained_config
+    from ..specs import with_model_args
+    from .create import create, create_pretrained
+
     if isinstance(spec, str):
         spec = parse_spec(spec, default_weights=weights or "random")
     if weights is not None and weights != spec.weights:
-        spec = parse_spec(f"{spec.name}={weights}")
+        spec = replace(spec, weights=parse_spec(f"{spec.name}={weights}").weights)
+    build_only = {k: create_kwargs.pop(k) for k in BUILD_ONLY_ARGS if k in create_kwargs}
+    spec = with_model_args(spec, {**(model_args or {}), **create_kwargs})
     check_model_name(spec.name)
     import timm
     import torch
 
-    kind = spec.weights_kind
+    kind, args, ckpt = spec.weights_kind, spec.kwargs, None
+    if kind == "file":
+        from .checkpoint import infer_model_args, read_checkpoint
+
+        check_checkpoint(spec)  # the same words as the gate's and the command line's up-front check
+        ckpt = read_checkpoint(spec, use_ema=use_ema)
+        args = {**infer_model_args(ckpt.state_dict, pretrained_config(spec.name, args)[0], args), **args}
     if kind == "random":
         torch.manual_seed(seed)
-        model = _create(timm, spec, pretrained=False, **create_kwargs)
-        make_nondegenerate(model, seed)
-    elif kind == "pretrained":
-        model = _create_pretrained(timm, spec, **create_kwargs)
+    if kind == "pretrained":
+        model = create_pretrained(timm, spec, **args, **build_only)
     else:
-        model = _create_from_file(timm, spec, **create_kwargs)
-    model.eval()
+        model = create(timm, spec, pretrained=False, **args, **build_only)
+    pretrained_cfg, base = pretrained_config(spec.name, args)
     model.onnx_parity_spec = spec  # type: ignore[attr-defined]
     model.onnx_parity_seed = seed  # type: ignore[attr-defined]
+    config, source = compose_data_config(pretrained_cfg, model_args=args, overrides=data_config, base_source=base,
+                                         train_args=ckpt.train_args if ckpt is not None else None)
+    model.onnx_parity_data_config = config  # type: ignore[attr-defined]
+    model.onnx_parity_data_config_source = source  # type: ignore[attr-defined]
+    if kind == "random":
+        make_nondegenerate(model, seed)
+    elif ckpt is not None:
+        from .checkpoint import load_into
+
+        model.onnx_parity_checkpoint = ckpt  # type: ignore[attr-defined]
+        model.onnx_parity_dropped_keys = load_into(model, ckpt, spec, args)  # type: ignore[attr-defined]
+    model.eval()
     return model
-
-
-def _create(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
-    try:
-        return timm.create_model(spec.name, **kwargs)
-    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-        raise SpecError(f"timm could not build {spec.name!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _create_pretrained(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
-    from .hub import HubUnreachable, load_pretrained
-
-    try:  # the local cache first; an unreachable hub fails in seconds with one message (model/hub.py)
-        return load_pretrained(lambda: timm.create_model(spec.name, pretrained=True, **kwargs), spec.name)
-    except HubUnreachable as exc:
-        raise WeightsError(
-            f"could not fetch pretrained weights for {spec.name!r}: {exc}. Offline, use {spec.name}=random, or "
-            f"download the weights once and pass a local file: {spec.name}=/path/to/model.safetensors "
-            "(HF_HUB_OFFLINE=1 skips the hub probe)") from None
-    except Exception as exc:  # network errors come in many types (OSError, httpx, hf_hub)
-        raise WeightsError(
-            f"could not fetch pretrained weights for {spec.name!r} ({type(exc).__name__}: {_first_line(exc)}). "
-            f"Offline, use {spec.name}=random, or download the weights once and pass a local file: "
-            f"{spec.name}=/path/to/model.safetensors"
-        ) from exc
-
-
-def _create_from_file(timm: Any, spec: ModelSpec, **kwargs: Any) -> "torch.nn.Module":
-    path = Path(os.path.expanduser(spec.weights))
-    check_checkpoint(spec)  # the same words as the gate's and the command line's up-front check
-    try:
-        return timm.create_model(spec.name, pretrained=False, checkpoint_path=str(path), **kwargs)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())
-        reason = reason[:400] + ("..." if len(reason) > 400 else "")
-        raise WeightsError(
-            f"could not load checkpoint {path} into {spec.name!r}: {type(exc).__name__}: {reason}. "
-            f"Check that the file is a state dict of {spec.name} (timm's own naming; a checkpoint of another "
-            f"architecture shows as missing and unexpected keys above), or use {spec.name}=random"
-        ) from exc
-
-
-def _first_line(exc: BaseException, limit: int = 400) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    return line[:limit] + ("..." if len(line) > limit else "")
 
 
 def _is_degenerate(t: "torch.Tensor") -> bool:
@@ -202,20 +190,22 @@ def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "tor
 
     Calibrating on photos as well as noise keeps the network healthy on both: a BN
     calibrated on noise alone can blow up on natural images (efficientnet_b0: logit RMS
-    ~3000 on the photos against 1 on noise). A model the photos cannot feed (another
-    channel count) is calibrated on noise only, and that is recorded: in
+    ~3000 on the photos against 1 on noise). A model the photos cannot feed (a channel
+    count other than 3 or 1) is calibrated on noise only, and that is recorded: in
     ``model.onnx_parity_calibration`` and in :func:`weights_identity`, so such weights
     never share a cache entry with photo-calibrated ones.
     """
     import torch
 
     from ..preprocessing.dataconfig import resolve_data_config
+    from ..preprocessing.decode import CHANNEL_MODES
+    from .create import first_line
 
     noise = calibration_input(model, gen, batch=2)
     cfg = resolve_data_config(model)
     why = None
-    if cfg["input_size"][0] != 3:
-        why = f"the model takes {cfg['input_size'][0]} channels, the photos have 3"
+    if cfg["input_size"][0] not in CHANNEL_MODES:  # 3: RGB; 1: the photos converted to L, as timm loads them
+        why = f"the model takes {cfg['input_size'][0]} channels; photos decode to 3 (RGB) or 1 (L)"
     else:
         from ..preprocessing.images import bundled_image_paths
         from ..preprocessing.transform import preprocess
@@ -223,7 +213,7 @@ def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "tor
         try:
             photos = torch.from_numpy(preprocess(bundled_image_paths()[:2], cfg))
         except Exception as exc:  # noqa: BLE001 - a broken install (photos missing): recorded, not hidden
-            why = f"the bundled photos cannot be used: {_first_line(exc)}"
+            why = f"the bundled photos cannot be used: {first_line(exc)}"
     if why is not None:
         model.onnx_parity_calibration = f"noise only ({why})"
         return calibration_input(model, gen, batch=CALIBRATION_BATCH)
@@ -338,7 +328,7 @@ def model_name(model: "torch.nn.Module") -> str:
     """The timm name (with pretrained tag when known) of a model object."""
     spec = getattr(model, "onnx_parity_spec", None)
     if spec is not None:
-        return spec.name
+        return spec.label
     cfg = getattr(model, "pretrained_cfg", None) or {}
     arch = cfg.get("architecture") or type(model).__name__
     tag = cfg.get("tag")

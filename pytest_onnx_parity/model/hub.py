@@ -135,3 +135,14 @@ def load_pretrained(create: Callable[[], T], name: str) -> T:
             f"timeout) and the weights of {name!r} are not in the local cache ({cache_folder()})")
     with quiet_retries():
         return create()
+
+
+def hub_error(name: str, what: str, exc: BaseException) -> OnnxParityError:
+    """The error for ``what`` (the config.json, the weights) of an ``hf-hub:`` model that could not be fetched."""
+    from ..errors import WeightsError
+
+    reason = " ".join(str(exc).split())[:300]
+    return WeightsError(
+        f"could not fetch {what} of {name} ({type(exc).__name__}: {reason}). Offline, download the model once "
+        "(the hub's cache is used afterwards), or save it to a folder and use local-dir:FOLDER "
+        "(timm.models.save_for_hf(model, FOLDER))")

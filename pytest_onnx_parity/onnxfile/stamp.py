@@ -24,22 +24,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | torch.nn.Module", *,
-               output: "str | os.PathLike[str] | None" = None) -> Path:
+               output: "str | os.PathLike[str] | None" = None, model_args: dict[str, Any] | None = None,
+               data_config: dict[str, Any] | None = None, use_ema: bool = True) -> Path:
     """Write ``model``'s data config and provenance into an ONNX file made elsewhere; return the stamped file.
 
-    ``model`` is a spec string (``NAME`` or ``NAME=WEIGHTS``; nothing is downloaded: the data
-    config comes from timm's pretrained config of NAME) or a timm module. The file is stamped in
-    place, or copied to ``output`` (with its external data) and the copy stamped; the graph and
-    the weights are not touched. Metadata the file already has under other keys is kept.
+    ``model`` is a spec string (``NAME[(ARGS)][=WEIGHTS]``; nothing is downloaded and no model is
+    built: the data config comes from the first source that has it, see
+    :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`: ``data_config``
+    overrides, a train.py checkpoint's args, a config.json, the name's pretrained config) or a
+    timm module. The file is stamped in place, or copied to ``output`` (with its external data)
+    and the copy stamped; the graph and the weights are not touched. Metadata the file already
+    has under other keys is kept. The provenance says where the config came from
+    (``data_config_source``).
     """
-    from ..preprocessing.dataconfig import resolve_data_config
+    from ..preprocessing.dataconfig import data_config_source, resolve_data_config, spec_data_config
     from ..runtime.environment import library_versions
     from .io import copy_onnx
     from .metadata import read_provenance, write_metadata
 
     path = check_onnx_file(onnx_file)  # a clear error for a file that is not ONNX, before timm is imported
-    cfg = resolve_data_config(model)  # type: ignore[arg-type]  # a spec: timm's pretrained config, no model built
-    provenance = {**read_provenance(path), **_provenance(model), "versions": library_versions()}
+    if isinstance(model, (str, ModelSpec)):
+        cfg, source = spec_data_config(model, model_args=model_args, overrides=data_config, use_ema=use_ema)
+    else:
+        cfg = resolve_data_config(model, data_config=data_config)  # type: ignore[arg-type]
+        source = "override" if data_config else data_config_source(model)
+    provenance = {**read_provenance(path), **_provenance(model, model_args), "versions": library_versions(),
+                  "data_config_source": source}
     provenance.setdefault("exporter", None)  # made elsewhere: the exporter is not known
     target = path
     if output is not None:
@@ -53,18 +63,18 @@ def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | to
     return target
 
 
-def _provenance(model: Any) -> dict[str, Any]:
-    from ..specs import parse_spec
+def _provenance(model: Any, model_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    from ..specs import parse_spec, with_model_args
 
     if isinstance(model, (str, ModelSpec)):
-        spec = parse_spec(model) if isinstance(model, str) else model
+        spec = with_model_args(parse_spec(model) if isinstance(model, str) else model, model_args)
         if spec.onnx_file is not None:
             raise SpecError(f"model spec {spec.text!r}: give the file to stamp as the file argument, not as @FILE")
         weights = spec.weights
         if spec.weights_kind == "file":
             ckpt = Path(spec.weights).expanduser()
             weights = f"{ckpt.name} sha256:{_file_sha256(ckpt)}" if ckpt.is_file() else str(ckpt)
-        return {"model": spec.name, "weights": weights, "stamped": True}
+        return {"model": spec.label, "weights": weights, "stamped": True}
     from ..model.build import model_name, weights_identity
 
     return {"model": model_name(model), "weights": weights_identity(model), "stamped": True}

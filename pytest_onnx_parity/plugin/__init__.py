@@ -14,6 +14,7 @@ from ..settings import Settings, SettingsError, add_options, resolve
 SETTINGS_KEY = pytest.StashKey[Settings]()
 MARKER_KEYWORDS = frozenset({
     "model", "weights", "exporter", "opset", "seed", "atol", "rtol", "batch_size", "images", "test_time",
+    "model_args", "data_config",
 })
 
 
@@ -104,8 +105,12 @@ class _Store:
             raise _no_model()
         if not isinstance(spec, str):
             return ("module", spec)
-        weights = opts.get("weights") or (None if "=" in spec else self.settings.weights)
-        return ("spec", spec, weights, opts["seed"])
+        from ..specs import names_weights
+
+        weights = opts.get("weights") or (None if names_weights(spec) else self.settings.weights)
+        args = tuple(sorted((opts.get("model_args") or {}).items()))
+        config = tuple(sorted((opts.get("data_config") or {}).items()))
+        return ("spec", spec, weights, opts["seed"], args, config)
 
     def model(self, opts: dict[str, Any]) -> Any:
         key = self.model_key(opts)
@@ -114,8 +119,9 @@ class _Store:
         if key not in self.models:
             from ..model.build import load_model
 
-            _, spec, weights, seed = key
-            self.models[key] = load_model(spec, weights, seed=seed)
+            _, spec, weights, seed, args, config = key
+            self.models[key] = load_model(spec, weights, seed=seed, model_args=dict(args) or None,
+                                          data_config=dict(config) or None, use_ema=self.settings.weight_set == "ema")
         return self.models[key]
 
     def export(self, opts: dict[str, Any]) -> Any:

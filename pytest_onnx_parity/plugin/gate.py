@@ -289,6 +289,14 @@ def check_up_front(specs: list[Any], where: str) -> None:
             except ImportError as exc:  # timm missing: the items would say it too, later
                 problems.append(f"cannot check the model names: {exc}")
                 break
+    if not problems:
+        from ..model.create import check_model_args
+
+        for spec in specs:
+            try:
+                check_model_args(spec)
+            except OnnxParityError as exc:
+                problems.append(str(exc))
     if problems:
         sep = "\n  " if len(problems) > 1 else " "
         raise pytest.UsageError(f"{where}:{sep}{sep.join(problems)}")

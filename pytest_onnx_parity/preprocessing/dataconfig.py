@@ -15,9 +15,10 @@ Metadata keys (all values are JSON strings):
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import MissingMetadataError
+from ..errors import MissingMetadataError, SpecError
 from ..specs import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,48 +50,220 @@ def normalize_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_data_config(model: "torch.nn.Module | str") -> dict[str, Any]:
+#: where a model's data config came from, first source first (the JSON entry's ``data_config_source``)
+DATA_CONFIG_SOURCES = ("override", "checkpoint_args", "config_json", "pretrained_cfg")
+#: the fields an override may set: the six, and ``img_size`` (timm's train.py argument)
+OVERRIDE_FIELDS = DATA_CONFIG_FIELDS + ("img_size",)
+#: the fields of a timm train.py checkpoint's ``args`` that make up a data config
+TRAIN_ARG_FIELDS = ("input_size", "img_size", "in_chans", "mean", "std", "crop_pct", "crop_mode", "interpolation")
+
+
+def resolve_data_config(model: "torch.nn.Module | str", *, model_args: Mapping[str, Any] | None = None,
+                        data_config: Mapping[str, Any] | None = None, use_ema: bool = True) -> dict[str, Any]:
     """The model's own eval data config, resolved the way timm resolves it.
 
-    ``model`` is a timm module or a spec string: a pretrained name
-    (``vit_small_patch16_224.augreg_in21k_ft_in1k``) gives that name's pretrained
-    config, an architecture its default tag's; no weights are downloaded, and the
-    ``=WEIGHTS``/``@FILE`` parts of a spec do not change the config (it always comes
-    from the model's own pretrained config). Test-time settings (``test_input_size``,
-    ``test_crop_pct``) of the pretrained config are kept beside the six fields.
+    ``model`` is a timm module or a spec string. A module built by
+    :func:`~pytest_onnx_parity.load_model` carries the config it was built with
+    (``onnx_parity_data_config``); another module gets timm's resolution of its
+    ``pretrained_cfg``. A spec gives, from the first source that has it
+    (:data:`DATA_CONFIG_SOURCES`): ``data_config`` overrides, the checkpoint's training args
+    (a timm ``train.py`` checkpoint's ``args``), a ``local-dir:``/``hf-hub:`` config.json,
+    the name's pretrained config; the model's input arguments (``in_chans``, ``img_size``
+    in ``NAME(ARGS)`` or ``model_args``) set its input size. No weights are downloaded and
+    no model is built. Test-time settings (``test_input_size``, ``test_crop_pct``) of the
+    pretrained config are kept beside the six fields when nothing changed the size or crop.
+    """
+    if isinstance(model, (str, ModelSpec)):
+        return spec_data_config(model, model_args=model_args, overrides=data_config, use_ema=use_ema)[0]
+    config = getattr(model, "onnx_parity_data_config", None)
+    if config is not None:
+        return dict(config) if not data_config else _overridden(config, check_overrides(data_config))
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    return compose_data_config(pretrained_cfg, model_args=module_input_args(model), overrides=data_config)[0]
+
+
+def module_input_args(model: Any) -> dict[str, Any]:
+    """The input arguments a module was built with, read from the module: ``in_chans`` (its first conv, as
+    its pretrained config names it) and a fixed ``img_size`` (a ViT's patch embedding), where they differ
+    from its pretrained config's input size."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c, *hw = cfg.get("input_size") or (3, 224, 224)
+    out: dict[str, Any] = {}
+    first = cfg.get("first_conv")
+    try:
+        conv = model.get_submodule(first) if isinstance(first, str) and first else None
+    except AttributeError:
+        conv = None
+    in_chans = getattr(conv, "in_channels", None)
+    if isinstance(in_chans, int) and in_chans != c:
+        out["in_chans"] = in_chans
+    embed = getattr(model, "patch_embed", None)
+    size = getattr(embed, "img_size", None)
+    if size is not None and not getattr(embed, "dynamic_img_size", False) and tuple(size) != tuple(hw):
+        out["img_size"] = tuple(int(v) for v in size)
+    return out
+
+
+def _overridden(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out, overrides = dict(config), dict(overrides)
+    size = overrides.pop("img_size", None)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        out["input_size"] = [out["input_size"][0], int(h), int(w)]
+    out.update(overrides)
+    for key in TEST_TIME_FIELDS:
+        out.pop(key, None)
+    return normalize_data_config(out)
+
+
+def data_config_source(model: Any) -> str:
+    """Where a module's data config came from (:data:`DATA_CONFIG_SOURCES`); a module built elsewhere: its
+    ``pretrained_cfg``."""
+    return str(getattr(model, "onnx_parity_data_config_source", None) or "pretrained_cfg")
+
+
+def spec_data_config(spec: Any, *, model_args: Mapping[str, Any] | None = None,
+                     overrides: Mapping[str, Any] | None = None, use_ema: bool = True) -> tuple[dict[str, Any], str]:
+    """``(config, source)`` of a spec (see :func:`resolve_data_config`); the one rule :func:`load_model` follows."""
+    from ..specs import check_model_name, parse_spec, with_model_args
+
+    spec = with_model_args(parse_spec(spec) if isinstance(spec, str) else spec, dict(model_args or {}))
+    check_model_name(spec.name)
+    args, train_args = spec.kwargs, None
+    pretrained_cfg, base = pretrained_config(spec.name, args)
+    if spec.weights_kind == "file":
+        from ..model.checkpoint import infer_model_args, read_checkpoint
+        from ..specs import check_checkpoint
+
+        check_checkpoint(spec)  # missing or damaged: the same words as the gate's up-front check
+        ckpt = read_checkpoint(spec, use_ema=use_ema)
+        args = {**infer_model_args(ckpt.state_dict, pretrained_cfg, args), **args}
+        train_args = ckpt.train_args
+    return compose_data_config(pretrained_cfg, model_args=args, train_args=train_args, overrides=overrides,
+                               base_source=base)
+
+
+def pretrained_config(name: str, model_args: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """``(pretrained_cfg, source)`` of a model name without its weights: a ``local-dir:`` or ``hf-hub:``
+    config.json (``config_json``), else timm's registered config of the name (``pretrained_cfg``; an
+    architecture without one: the config of the model built on the meta device)."""
+    import timm.models
+
+    if name.startswith("local-dir:"):
+        from timm.models._hub import load_model_config_from_path
+
+        folder = Path(name[len("local-dir:"):]).expanduser()
+        try:
+            cfg = load_model_config_from_path(folder)[0]
+        except FileNotFoundError:
+            raise SpecError(f"{name}: no config.json in {folder}; a local-dir: folder holds config.json and the weights "
+                            "as timm's save_for_hf / push_to_hf_hub write them") from None
+        return dict(cfg), "config_json"
+    if name.startswith("hf-hub:"):
+        from timm.models._hub import load_model_config_from_hf
+
+        from ..model.hub import load_pretrained
+
+        try:
+            cfg = load_pretrained(lambda: load_model_config_from_hf(name[len("hf-hub:"):])[0], name)
+        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, no config.json: hub errors come in many types
+            from ..model.hub import hub_error
+
+            raise hub_error(name, "the config.json", exc) from None
+        return dict(cfg), "config_json"
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None:
+        return cfg.to_dict(), "pretrained_cfg"
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **dict(model_args or {}))
+    return dict(getattr(model, "pretrained_cfg", None) or {}), "pretrained_cfg"
+
+
+def compose_data_config(pretrained_cfg: Mapping[str, Any], *, model_args: Mapping[str, Any] | None = None,
+                        train_args: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
+                        base_source: str = "pretrained_cfg") -> tuple[dict[str, Any], str]:
+    """``(config, source)``: timm's ``resolve_data_config`` of ``pretrained_cfg`` with, in rising priority,
+    the model's input arguments, a checkpoint's training args and explicit overrides.
+
+    A model of C != 3 channels with a 3-value mean or std from its pretrained config gets their average,
+    C times (timm's train.py wants a mean per channel; it broadcasts a single one the same way).
     """
     import timm.data
 
-    if isinstance(model, (str, ModelSpec)):
-        return _spec_data_config(model)  # type: ignore[arg-type]
-    config = dict(timm.data.resolve_model_data_config(model))
-    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    args: dict[str, Any] = {}
+    model_args = dict(model_args or {})
+    if model_args.get("in_chans") is not None:
+        args["in_chans"] = int(model_args["in_chans"])
+    _put_size(args, model_args.get("img_size"))
+    source = base_source
+    picked = {k: v for k, v in (train_args or {}).items() if k in TRAIN_ARG_FIELDS and v not in (None, "", [], ())}
+    if picked:
+        _put_size(args, picked.pop("img_size", None))
+        args.update(picked)
+        source = "checkpoint_args"
+    if overrides:
+        overrides = dict(overrides)
+        _put_size(args, overrides.pop("img_size", None))
+        args.update(overrides)
+        source = "override"
+    try:
+        config = dict(timm.data.resolve_data_config(args=args, pretrained_cfg=dict(pretrained_cfg)))
+    except AssertionError:
+        raise SpecError(f"data config {args}: mean and std need one value or one per channel "
+                        f"({args.get('in_chans', 3)} channels)") from None
+    if "in_chans" in args and "input_size" not in args:  # timm takes the pretrained size's channels otherwise
+        config["input_size"] = (int(args["in_chans"]), *config["input_size"][1:])
+    c = int(config["input_size"][0])
+    for key in ("mean", "std"):
+        values = [float(v) for v in config[key]]
+        if len(values) != c:
+            values = [sum(values) / len(values)] * c
+        config[key] = values
+    # timm's test-time size and crop belong to the pretrained input: kept only while the input is that one
+    changed = (tuple(config["input_size"]) != tuple(pretrained_cfg.get("input_size") or ())
+               or float(config["crop_pct"]) != float(pretrained_cfg.get("crop_pct") or 0.0))
     for key in TEST_TIME_FIELDS:
-        if pretrained_cfg.get(key) is not None:
+        if pretrained_cfg.get(key) is not None and not changed:
             config[key] = pretrained_cfg[key]
-    return normalize_data_config(config)
+    return normalize_data_config(config), source
 
 
-def _spec_data_config(spec: Any) -> dict[str, Any]:
-    """The data config of a spec's NAME, from timm's pretrained config (no weights, no download)."""
-    import timm.data
-    import timm.models
+def _put_size(args: dict[str, Any], size: Any) -> None:
+    """``img_size`` (an int, or (h, w)) as timm's train.py arguments hold it."""
+    if size is None:
+        return
+    if isinstance(size, (list, tuple)):
+        h, w = (int(size[0]), int(size[-1]))
+        args.pop("img_size", None)
+        args["input_size"] = (int(args.get("in_chans", 3)), h, w)
+    else:
+        args.pop("input_size", None)
+        args["img_size"] = int(size)
 
-    from ..specs import check_model_name, parse_spec
 
-    name = parse_spec(spec).name if isinstance(spec, str) else spec.name
-    check_model_name(name)
-    cfg = None if name.startswith(("hf-hub:", "local-dir:")) else timm.models.get_pretrained_cfg(name)
-    if cfg is None:  # hub configs live with the model: build it (pretrained=False keeps pretrained_cfg)
-        import timm
-
-        return resolve_data_config(timm.create_model(name, pretrained=False))
-    pretrained_cfg = cfg.to_dict()
-    config = dict(timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg))
-    for key in TEST_TIME_FIELDS:
-        if pretrained_cfg.get(key) is not None:
-            config[key] = pretrained_cfg[key]
-    return normalize_data_config(config)
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Data config overrides (``data_config=``, ``--onnx-parity-data-config``), checked: known fields with
+    values of the right kind. Raises :class:`SpecError` naming the field and the fix."""
+    if not isinstance(overrides, Mapping):
+        raise SpecError(f"data_config={overrides!r}: give a dict of fields, e.g. {{'mean': (0.5, 0.5, 0.5)}}")
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in OVERRIDE_FIELDS:
+            raise SpecError(f"data config override {key!r} is not a data config field; known: {', '.join(OVERRIDE_FIELDS)}")
+        ok = {"input_size": lambda v: isinstance(v, (list, tuple)) and len(v) == 3,
+              "img_size": lambda v: isinstance(v, int) or (isinstance(v, (list, tuple)) and len(v) == 2),
+              "mean": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v),
+              "crop_pct": lambda v: isinstance(v, (int, float)) and 0 < v <= 2,
+              "interpolation": lambda v: isinstance(v, str), "crop_mode": lambda v: v in ("center", "squash", "border"),
+              }.get("mean" if key == "std" else key, lambda v: True)
+        if not ok(value):
+            raise SpecError(f"data config override {key}={value!r} is not valid; e.g. input_size=(3,224,224), "
+                            "img_size=160, mean=(0.5,0.5,0.5), std=(0.5,0.5,0.5), crop_pct=0.95, "
+                            "interpolation='bilinear', crop_mode='center'")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def apply_test_time(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,11 @@
-"""Model specs: ``NAME``, ``NAME=WEIGHTS`` and ``NAME[=WEIGHTS]@FILE.onnx``.
+"""Model specs: ``NAME``, ``NAME=WEIGHTS``, ``NAME(ARGS)`` and ``NAME[(ARGS)][=WEIGHTS]@FILE.onnx``.
 
 ``NAME`` is anything ``timm.create_model`` accepts (``resnet18``,
-``vit_small_patch16_224.augreg_in21k_ft_in1k``, ``hf-hub:org/repo``).
+``vit_small_patch16_224.augreg_in21k_ft_in1k``, ``hf-hub:org/repo``, ``local-dir:/path``).
+``(ARGS)`` are ``key=value`` pairs whose values are Python literals, passed to
+``timm.create_model``: ``efficientnet_b0(features_only=True,out_indices=(2,3,4))``
+(:func:`parse_model_args`). Commas inside parentheses never split a list of specs
+(:func:`split_specs`).
 ``WEIGHTS`` is ``random``, ``pretrained`` or the path of a local checkpoint
 (``.safetensors``, ``.pth``, ``.pt``, ``.bin``, ``.ckpt``).
 ``@FILE.onnx`` (the text after the last ``@``, ending in ``.onnx``) names an
@@ -12,11 +16,17 @@ against pytest's rootdir (see :func:`resolve_onnx_file`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .axes import WEIGHT_KINDS
-from .errors import SpecError, UnknownModelError, WeightsError
+from ..axes import WEIGHT_KINDS
+from ..errors import SpecError, UnknownModelError, WeightsError
+from .grammar import split_args, format_model_args, freeze, parse_model_args, split_specs
+
+__all__ = ["CHECKPOINT_SUFFIXES", "ModelSpec", "check_checkpoint", "check_model_name", "close_matches", "expand_patterns",
+           "file_spec", "format_model_args", "freeze", "names_weights", "parse_model_args", "parse_spec", "preflight",
+           "resolve_onnx_file", "short_text", "split_onnx_file", "split_specs", "with_model_args"]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
 
@@ -29,6 +39,17 @@ class ModelSpec:
     weights: str  # "random", "pretrained" or a checkpoint path
     text: str
     onnx_file: str | None = None  # NAME[=WEIGHTS]@FILE.onnx: the file to check, as written
+    model_args: tuple[tuple[str, Any], ...] = field(default=())  # NAME(ARGS), in the order written
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The model arguments for ``timm.create_model``."""
+        return dict(self.model_args)
+
+    @property
+    def label(self) -> str:
+        """NAME with its arguments, canonical (``resnet18(num_classes=0)``): the model a spec builds."""
+        return self.name + format_model_args(self.kwargs)
 
     @property
     def weights_kind(self) -> str:
@@ -65,13 +86,14 @@ def split_onnx_file(text: str) -> tuple[str, str | None]:
 
 
 def parse_spec(text: str, default_weights: str = "random") -> ModelSpec:
-    """Parse ``NAME``, ``NAME=WEIGHTS`` or ``NAME[=WEIGHTS]@FILE.onnx``; weights default to ``default_weights``."""
+    """Parse ``NAME[(ARGS)][=WEIGHTS][@FILE.onnx]``; weights default to ``default_weights``."""
     if not isinstance(text, str):
         raise SpecError(f"a model spec is a string NAME or NAME=WEIGHTS, got {type(text).__name__} {text!r}")
     raw = text.strip()
     model_part, onnx_file = split_onnx_file(raw)
+    head, args_text, model_part = split_args(model_part, raw)
     name, sep, weights = model_part.partition("=")
-    name, weights = name.strip(), weights.strip()
+    name, weights = (head if args_text is not None else name).strip(), weights.strip()
     if not name:
         raise SpecError(f"model spec {text!r} has no model name: write NAME or NAME=WEIGHTS, e.g. resnet18=random")
     if sep and not weights:
@@ -82,7 +104,33 @@ def parse_spec(text: str, default_weights: str = "random") -> ModelSpec:
             f"model spec {text!r}: weights {weights!r} are neither 'random', 'pretrained' nor a checkpoint path "
             f"(a file ending in {', '.join(CHECKPOINT_SUFFIXES)})"
         )
-    return ModelSpec(name=name, weights=weights, text=raw, onnx_file=onnx_file)
+    args = tuple(parse_model_args(args_text, where=f"model spec {text!r}").items()) if args_text is not None else ()
+    return ModelSpec(name=name, weights=weights, text=raw, onnx_file=onnx_file, model_args=args)
+
+
+def names_weights(text: str) -> bool:
+    """True when the spec ``text`` has its own ``=WEIGHTS`` (an ``=`` inside ``NAME(ARGS)`` is not one)."""
+    model_part, _ = split_onnx_file(text.strip())
+    return "=" in split_args(model_part, text)[2]
+
+
+def with_model_args(spec: ModelSpec, model_args: "dict[str, Any] | None") -> ModelSpec:
+    """``spec`` with ``model_args`` (the API's ``model_args=``) added to its ``NAME(ARGS)``.
+
+    A key given both ways with different values is a :class:`SpecError`; the spec's text stays as written.
+    """
+    if not model_args:
+        return spec
+    from dataclasses import replace
+
+    merged = spec.kwargs
+    for key, value in model_args.items():
+        value = freeze(value)
+        if key in merged and merged[key] != value:
+            raise SpecError(f"model spec {spec.text!r} sets {key}={merged[key]!r} and model_args sets {key}={value!r}; "
+                            "give it once")
+        merged[key] = value
+    return replace(spec, model_args=tuple(merged.items()))
 
 
 def resolve_onnx_file(spec: ModelSpec, root: "str | Path") -> ModelSpec:
@@ -167,7 +215,13 @@ def short_text(text: str) -> str:
         model_part, onnx_file = split_onnx_file(text)
     except SpecError:
         return text
-    name, sep, weights = model_part.partition("=")
+    try:
+        head, args_text, rest = split_args(model_part, text)
+    except SpecError:
+        return text
+    name, sep, weights = rest.partition("=")
+    if args_text is not None:
+        name = f"{head}({args_text})"
     if sep and weights.strip() not in WEIGHT_KINDS:
         weights = Path(weights.strip()).name or weights
     return f"{name}{sep}{weights}" + (f"@{Path(onnx_file).name}" if onnx_file else "")
@@ -193,7 +247,14 @@ def close_matches(name: str, n: int = 5) -> list[str]:
 
 def check_model_name(name: str) -> None:
     """Raise :class:`UnknownModelError` with close matches when timm does not know ``name``."""
-    if name.startswith("hf-hub:") or name.startswith("local-dir:"):
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):]).expanduser()
+        if not (folder / "config.json").is_file():
+            what = "is not a folder" if not folder.is_dir() else "has no config.json"
+            raise SpecError(f"{name}: {folder} {what}; a local-dir: folder holds config.json and the weights as "
+                            "timm's save_for_hf writes them (timm.models.save_for_hf(model, FOLDER))")
+        return
+    if name.startswith("hf-hub:"):
         return
     import timm
 
@@ -227,8 +288,8 @@ def expand_patterns(specs: list[str], default_weights: str = "random") -> list[M
             names = timm.list_models(spec.name) if "." not in spec.name else timm.list_pretrained(spec.name)
             if not names:
                 raise SpecError(f"model pattern {spec.name!r} matches no timm model; see timm.list_models()")
-            suffix = text.strip()[len(spec.name.strip()):] if "=" in text else ""
-            expanded = [ModelSpec(name=n, weights=spec.weights, text=n + suffix.strip()) for n in names]
+            suffix = text.strip()[len(spec.name.strip()):] if "=" in text or "(" in text else ""
+            expanded = [parse_spec(n + suffix.strip(), default_weights) for n in names]
         else:
             expanded = [spec]
         for s in expanded:
@@ -244,7 +305,7 @@ def preflight(spec: ModelSpec) -> None:
     Raises :class:`~pytest_onnx_parity.errors.OnnxParityError` (a usage error in both)."""
     check_checkpoint(spec)
     if spec.onnx_file is not None:
-        from .onnxfile.io import check_onnx_file
+        from ..onnxfile.io import check_onnx_file
 
         check_onnx_file(spec.onnx_file)
 
@@ -258,7 +319,7 @@ def file_spec(model: str, onnx_file: "str | os.PathLike[str]", default_weights: 
     """
     from dataclasses import replace
 
-    from .onnxfile.io import onnx_file_path
+    from ..onnxfile.io import onnx_file_path
 
     spec = parse_spec(model, default_weights=default_weights)
     if spec.onnx_file is not None:
