@@ -183,16 +183,25 @@ class TopkComparison:
     min_agreement: float
     disagreements: list[dict[str, Any]] = field(default_factory=list)  # real ones
     near_ties: list[dict[str, Any]] = field(default_factory=list)  # reported, not failed
+    labels: list[str] | None = field(default=None, repr=False)  # class names, when known (messages name them)
+    top1: list[int] = field(default_factory=list)  # torch's top-1 class of the first samples
+
+    def _named(self, classes: Sequence[int]) -> str:
+        from .runtime.outputs import class_name
+
+        return "[" + ", ".join(class_name(int(c), self.labels) for c in classes) + "]"
 
     def message(self) -> str:
         head = (f"top-{self.k} agreement {self.topk_agreement:.1%} (top-1 {self.top1_agreement:.1%}) over "
                 f"{self.samples} samples, {len(self.near_ties)} near-tie swap(s) not counted")
+        if self.labels is not None and self.top1:
+            head += "; torch top-1: " + ", ".join(f"sample {i} {self._named([c])[1:-1]}" for i, c in enumerate(self.top1[:4]))
         if self.passed:
             return head
         lines = [f"Top-{self.k} classes disagree!", "", head + f"; at least {self.min_agreement:.1%} required.",
                  "Disagreeing samples (torch logits of the swapped classes differ by more than the tolerance):"]
         for d in self.disagreements[:5]:
-            lines.append(f"  sample {d['sample']}: torch top-{self.k} {d['torch']} vs ONNX {d['onnx']} "
+            lines.append(f"  sample {d['sample']}: torch top-{self.k} {self._named(d['torch'])} vs ONNX {self._named(d['onnx'])} "
                          f"(torch logit gap {d['gap']:.3g}, tolerance {d['tolerance']:.3g})")
         lines.append("Change it with min_agreement= (or loosen the logits tolerance with " + TOLERANCE_HINT + ").")
         return "\n".join(lines)
@@ -210,9 +219,11 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float = 1.0,
-                 atol: float | None = None, rtol: float | None = None) -> TopkComparison:
+                 atol: float | None = None, rtol: float | None = None,
+                 labels: Sequence[str] | None = None) -> TopkComparison:
     """Top-k agreement per sample; a swap between classes whose torch logits differ by
-    less than the logits tolerance is a near tie: reported, not failed."""
+    less than the logits tolerance is a near tie: reported, not failed. ``labels``: the class
+    names (one per logit), named in the message (:func:`~.runtime.outputs.label_names`)."""
     e, a = to_numpy(expected).astype(np.float64), to_numpy(actual).astype(np.float64)
     if e.ndim == 1:
         e, a = e[None], a[None]
@@ -250,6 +261,8 @@ def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float
     return TopkComparison(
         passed=agreement >= min_agreement - 1e-12, k=k, samples=n, top1_agreement=float(top1_ok.mean()) if n else 1.0,
         topk_agreement=topk_exact, min_agreement=min_agreement, disagreements=disagreements, near_ties=ties,
+        labels=list(labels) if labels is not None and len(labels) == e2.shape[-1] else None,
+        top1=[int(c) for c in te[:8, 0]],
     )
 
 

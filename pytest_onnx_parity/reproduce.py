@@ -39,8 +39,9 @@ def default_tolerance(meta, expected):
     return float(rule["atol_factor"]) * scale, float(rule["rtol"])
 
 
-def compare(expected, actual, atol, rtol):
-    """Element-wise |actual - expected| <= atol + rtol * |expected|, and top-1 agreement.
+def compare(expected, actual, atol, rtol, classes=True):
+    """Element-wise |actual - expected| <= atol + rtol * |expected|, and top-1 agreement (of class logits:
+    ``classes``; an embedding's or features' argmax means nothing).
 
     Non-finite values must match in place and value (NaN never equals anything).
     """
@@ -58,7 +59,7 @@ def compare(expected, actual, atol, rtol):
     over = diff > allowed
     out = {"max_abs_diff": float(np.max(diff)) if diff.size else 0.0, "mismatched": int(over.sum()),
            "total": int(e.size), "atol": float(atol), "rtol": float(rtol)}
-    if e.ndim == 2 and e.shape[0]:
+    if classes and e.ndim == 2 and e.shape[0]:
         top_e, top_a = e.argmax(axis=1), a.argmax(axis=1)
         out["top1_agree"] = int((top_e == top_a).sum())
         out["batch"] = int(e.shape[0])
@@ -89,31 +90,64 @@ def report(title, r):
     return r["mismatched"] > 0
 
 
-def run_onnx(path, x):
+def run_onnx(path, x, names=None):
+    """ONNX Runtime on x: the outputs the gate compared (names, in the model's order), flat; else the first."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0], ort.__version__
+    outs = sess.run(names or None, {sess.get_inputs()[0].name: x})
+    return (flat([np.asarray(o) for o in outs]) if names else outs[0]), ort.__version__
 
 
 def run_torch(meta, x, here=HERE):
     import timm
     import torch
 
-    model = timm.create_model(meta["architecture"], pretrained=False)
+    args = meta.get("model_args") or {}  # features_only=True, num_classes=0, ...: the model the gate built
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    model = timm.create_model(meta["architecture"], pretrained=False, **args)
     weights = os.path.join(here, "weights.pt")
     if os.path.isfile(weights):
         model.load_state_dict(torch.load(weights, map_location="cpu"))
     elif meta.get("weights") == "pretrained":
-        model = timm.create_model(meta["architecture"], pretrained=True)
+        model = timm.create_model(meta["architecture"], pretrained=True, **args)
     else:
         raise SystemExit("no weights.pt in the bundle: cannot rebuild the torch model with the same weights")
     model.eval()
     with torch.no_grad():
         out = model(torch.from_numpy(x))
-    return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
+    return flat([t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else [out])])
+
+
+def flat(arrays):
+    """Each output flattened per sample, concatenated in order (an (N, C) output as it is), as the gate stores them."""
+    if len(arrays) == 1 and arrays[0].ndim == 2:
+        return arrays[0]
+    return np.concatenate([np.asarray(a).reshape(len(a), -1) for a in arrays], axis=1)
+
+
+def compare_all(meta, expected, actual, atol, rtol, given):
+    """compare() on the whole outputs, or on each output of a features model with its own tolerance
+    (bundle.json's segments) unless --atol/--rtol were given; [(title, result)]."""
+    segments = meta.get("segments") or []
+    classes = meta.get("output_kind") in (None, "logits")
+    if not segments or expected.shape != actual.shape:
+        return [("", compare(expected, actual, atol, rtol, classes))]
+    out = []
+    for seg in segments:
+        cols = slice(seg["offset"], seg["offset"] + seg["size"])
+        a_, r_ = (atol, rtol) if given or seg.get("atol") is None else (seg["atol"], seg["rtol"])
+        out.append((seg["output"] + ":", compare(expected[:, cols], actual[:, cols], a_, r_, classes)))
+    return out
+
+
+def report_all(title, results):
+    mismatch = False
+    for name, r in results:
+        mismatch = report(title if not name else "%s %s" % (title, name), r) or mismatch
+    return mismatch
 
 
 def main(argv=None):
@@ -146,15 +180,18 @@ def main(argv=None):
     print("model:   %s (exporter %s, opset %s, weights %s)"
           % (meta["model"], meta.get("exporter"), meta.get("opset"), meta.get("weights")))
     print("inputs:  %s %s from inputs.npz" % (tuple(x.shape), x.dtype))
-    actual, ort_version = run_onnx(onnx_path, x)
+    actual, ort_version = run_onnx(onnx_path, x, meta.get("output_names"))
+    given = args.atol is not None
     if "onnx" in outputs.files and outputs["onnx"].shape == actual.shape:
         same = float(np.max(np.abs(outputs["onnx"].astype(np.float64) - actual))) if actual.size else 0.0
         print("ONNX Runtime %s here; the stored ONNX logits are reproduced up to %.3g" % (ort_version, same))
-    mismatch = report("ONNX Runtime vs the stored torch logits:", compare(expected, actual, atol, rtol))
+    mismatch = report_all("ONNX Runtime vs the stored torch logits:", compare_all(meta, expected, actual, atol, rtol, given))
     if args.torch:
         fresh = run_torch(meta, x, here)
-        report("rebuilt torch model vs the stored torch logits (should agree):", compare(expected, fresh, atol, rtol))
-        mismatch = report("ONNX Runtime vs the rebuilt torch model:", compare(fresh, actual, atol, rtol)) or mismatch
+        report_all("rebuilt torch model vs the stored torch logits (should agree):",
+                   compare_all(meta, expected, fresh, atol, rtol, given))
+        mismatch = report_all("ONNX Runtime vs the rebuilt torch model:",
+                              compare_all(meta, fresh, actual, atol, rtol, given)) or mismatch
     other = [c for c in meta.get("failing_checks", []) if not c.startswith(("logits", "topk"))]
     if other:
         print("the gate also failed on: %s (not rerun by this script; see result.json)" % ", ".join(other))

@@ -152,6 +152,9 @@ class ParityRun:
         onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
         if self.model is None:
             self.model = _build(self.model_arg, o)
+        from .preprocessing.dataconfig import data_config_source
+
+        r.data_config_source = data_config_source(self.model)
         r.variant = variant_dict(o, self.model)
         check_variant(self.model, o)  # VariantSkip: a variant this model or machine cannot run
         spec = getattr(self.model, "onnx_parity_spec", None)
@@ -195,8 +198,8 @@ class ParityRun:
         from .onnxfile.export import OnnxExport
         from .onnxfile.io import read_metadata
         from .onnxfile.metadata import read_data_config, read_provenance
-        from .preprocessing.dataconfig import resolve_data_config
-        from .runtime.forward import choose_logits_output, image_input_problem
+        from .preprocessing.dataconfig import resolve_data_config, sized_config
+        from .runtime.forward import choose_outputs, image_input_problem, probe_layout
         from .variants import given_file_variant, variant_dict
 
         if hasattr(onnx_arg, "graph"):
@@ -221,8 +224,10 @@ class ParityRun:
             self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
         if problem:
             raise OnnxFileError(f"{path}: {problem}")
-        try:
-            choose_logits_output(self.session(), getattr(self.model, "num_classes", None), o.output)
+        try:  # the file's outputs for the model's kind of output (one torch forward on one sample tells it)
+            layout = probe_layout(self.model, sized_config(resolve_data_config(self.model), o.image_size), o.seed)
+            self.result.output_kind = layout.kind
+            choose_outputs(self.session(), layout, o.output)
         except OnnxFileError as exc:
             raise OnnxFileError(f"{path}: {exc}") from None
 
@@ -260,7 +265,8 @@ def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":
         return build_model(model_arg, options)
     from .onnxfile.export import resolve_model
 
-    return resolve_model(model_arg, weights=options.weights, seed=options.seed)
+    return resolve_model(model_arg, weights=options.weights, seed=options.seed, model_args=options.model_args,
+                         data_config=options.data_config, use_ema=options.weight_set == "ema")
 
 
 def _label(model: Any, onnx: Any) -> str:

@@ -215,6 +215,44 @@ def run_logits_tolerance(atol: float | None, rtol: float | None, precision: str,
     return precision_logits_tolerance(precision, expected)
 
 
+# --------------------------------------------------------------------------- outputs that are not logits
+# An embedding (num_classes=0, (N, D)) and features (unpooled maps, features_only lists; runtime/outputs.py) are
+# compared element-wise by the logits rule above, each output with the tolerance of its own RMS (a backbone's
+# stages differ in scale: a tolerance from the largest would never see a fault in the smallest).
+
+#: an embedding: the least cosine similarity of a sample's ONNX embedding to torch's, per precision. An element-wise
+#: pass at the default tolerance (atol 5e-4 x RMS, rtol 1e-4) bounds the relative error by ~6e-4, so 1 - cos by
+#: ~2e-7 (measured on clean resnet18(num_classes=0) exports, both exporters: 1 - cos < 1e-10): fp32 0.9999 (a
+#: relative error of ~1.4%) fails only what the element-wise rule fails or a loosened atol would hide. fp16 (up to
+#: 0.15 x RMS element-wise, ~6e-2 relative measured on logits: 1 - cos ~ 2e-3; resnet18 embedding measured 1 - cos
+#: ~6e-7): 0.98.
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.98}
+#: an int8 file of an embedding or features is judged by cosine alone (its elements move by ~100% of the RMS): the
+#: mean over the real images of each output's per-image cosine similarity to torch's, at least this. Measured with
+#: random weights on the 4 bundled photos (static, per-channel; per-tensor within 0.01 of it): resnet18 embedding
+#: 0.9995, unpooled resnet18 0.99, efficientnet_b0 features_only stages 2/3/4 0.99/0.97/0.94 (the deepest image
+#: 0.88). Random weights cannot tell a good int8 file from a poor one here (no outlier channels), so 0.9 is a floor
+#: against broken files (saturation, wrong calibration, a wrong graph), not a quality bar; not yet measured on
+#: real weights.
+INT8_MIN_COSINE = 0.9
+#: nearest-neighbour agreement (each sample's nearest other sample, by cosine similarity, the same under ONNX Runtime
+#: as under torch) is judged over at least this many samples: over 2, each sample's only neighbour is the other
+MIN_NEIGHBOUR_SAMPLES = 3
+
+
+def min_cosine(precision: str) -> float:
+    """The least per-sample cosine similarity of an embedding on a ``precision`` file (fp32's for any other;
+    int8 files are judged by :data:`INT8_MIN_COSINE`)."""
+    return MIN_COSINE.get(str(precision).lower(), MIN_COSINE["fp32"])
+
+
+def neighbour_tie(precision: str) -> float:
+    """The gap of torch cosine similarities under which a changed nearest neighbour is a near tie (reported,
+    not failed): each embedding within the cosine threshold turns by at most ``theta = acos(min_cosine)``, so a
+    similarity moves by at most ``2 theta`` and the gap between two by ``4 theta``."""
+    return 4.0 * math.acos(min_cosine(precision))
+
+
 #: the ``weights`` check: the fraction of weight elements that must match a file tensor for a pass
 #: (conv and linear kernels hold most of them)
 MIN_WEIGHT_EVIDENCE = 0.5

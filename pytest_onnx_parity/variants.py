@@ -209,9 +209,10 @@ def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
     spec = getattr(model, "onnx_parity_spec", None)
     if options.precision == "int8" and spec is not None and spec.weights_kind == "random":
         raise VariantSkip(
-            "int8 with random weights: an int8 file is judged by top-1 agreement and accuracy on real images, and with "
-            "random weights both sides are ~0% accurate, so that verdict would check nothing. Give the model real "
-            "weights (NAME=pretrained or NAME=/path/to/checkpoint.safetensors)")
+            "int8 with random weights: an int8 file is judged on real images (a classifier by top-1 agreement and "
+            "accuracy, an embedding or features by cosine similarity), and with random weights both sides are ~0% "
+            "accurate and good and poor quantisations look alike, so that verdict would check nothing. Give the model "
+            "real weights (NAME=pretrained or NAME=/path/to/checkpoint.safetensors)")
     if options.exporter == "dynamo" and options.opset is not None and options.opset < 18:
         raise VariantSkip(f"the dynamo exporter writes opset 18 or newer, not {options.opset}: this combination "
                           "exists only for the TorchScript exporter")

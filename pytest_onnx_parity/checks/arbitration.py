@@ -19,23 +19,25 @@ from .conditioning import float64_arbitration, torch_sensitivity
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..runtime.outputs import Segment
+
 FIX = ("These weights make the model ill-conditioned; check it with pretrained or checkpoint weights "
        "(NAME=pretrained or NAME=/path/to/weights).")
 
 
 def arbitrate(model: "torch.nn.Module", x: np.ndarray, delta: float, tolerance: float, details: dict[str, Any], *,
               expected: np.ndarray | None = None, seed: int = 0, module: str | None = None,
-              inputs_note: str = "") -> str | None:
+              inputs_note: str = "", part: "Segment | None" = None) -> str | None:
     """The "inconclusive" message when float rounding explains ``delta``, else None (the export is to blame).
 
-    ``delta``: ONNX Runtime's max abs difference from torch float32 on ``x`` at the logits (or at
-    ``module``); ``expected``: torch's logits on ``x``, for the sensitivity probe. The evidence goes
+    ``delta``: ONNX Runtime's max abs difference from torch float32 on ``x`` at the logits (at one output
+    ``part`` of several, or at ``module``); ``expected``: torch's flat outputs on ``x``, for the sensitivity probe. The evidence goes
     into ``details`` (``float64``, and ``torch_self_sensitivity`` with ``expected``).
     """
     if not np.isfinite(delta):
         return None
-    own = torch_sensitivity(model, x, expected, seed) if expected is not None else 0.0
-    arb = float64_arbitration(model, x, delta, module=module)
+    own = torch_sensitivity(model, x, expected, seed, part=part) if expected is not None else 0.0
+    arb = float64_arbitration(model, x, delta, module=module, part=part)
     if expected is not None:
         details["torch_self_sensitivity"] = own
     details["float64"] = arb.to_dict()

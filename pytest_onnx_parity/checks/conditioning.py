@@ -27,14 +27,20 @@ from ..tolerances import ARBITRATION_FACTOR, SENSITIVITY_EPS
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..runtime.outputs import Segment
 
-def torch_sensitivity(model: "torch.nn.Module", x: np.ndarray, baseline: np.ndarray, seed: int = 0) -> float:
-    """Max abs change of torch's outputs when ``x`` moves by ``SENSITIVITY_EPS`` of its largest magnitude.
 
-    ``baseline`` is ``torch_forward(model, x)``; the perturbation is seeded Gaussian noise.
+def torch_sensitivity(model: "torch.nn.Module", x: np.ndarray, baseline: np.ndarray, seed: int = 0,
+                      part: "Segment | None" = None) -> float:
+    """Max abs change of torch's outputs (of one output ``part`` of several) when ``x`` moves by
+    ``SENSITIVITY_EPS`` of its largest magnitude.
+
+    ``baseline`` is ``torch_forward(model, x)`` (flat); the perturbation is seeded Gaussian noise.
     """
     noise = np.random.default_rng(seed + 1).standard_normal(x.shape).astype(np.float32)
     moved = torch_forward(model, x + noise * np.float32(SENSITIVITY_EPS * float(np.abs(x).max())))
+    if part is not None:
+        moved, baseline = part.take(moved), part.take(baseline)
     return float(np.abs(moved - baseline).max())
 
 
@@ -44,7 +50,7 @@ class Arbitration:
 
     delta: float  # max |ONNX Runtime - torch float32|
     own: float  # max |torch float32 - torch float64|
-    where: str  # "logits" or a module path
+    where: str  # "logits", one output of several ("output 1 (N, 112, 14, 14)") or a module path
 
     @property
     def blames_export(self) -> bool:
@@ -65,8 +71,11 @@ class Arbitration:
 
 
 def _module_output(model: "torch.nn.Module", x: Any, name: str | None) -> np.ndarray:
-    """The model's output (``name`` None) or that module's first output, as float64 numpy."""
+    """The model's outputs, flat (``name`` None; :func:`~..runtime.outputs.flatten`) or that module's first
+    output, as float64 numpy."""
     import torch
+
+    from ..runtime.outputs import flatten, output_arrays
 
     captured: list[Any] = []
     handle = None
@@ -85,15 +94,14 @@ def _module_output(model: "torch.nn.Module", x: Any, name: str | None) -> np.nda
         if handle is not None:
             handle.remove()
     if name:
-        out = captured[0]
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.detach().double().cpu().numpy()
+        return captured[0].detach().double().cpu().numpy()
+    return flatten(output_arrays(out, double=True))
 
 
 def float64_arbitration(model: "torch.nn.Module", x: np.ndarray, delta: float, *,
-                        module: str | None = None) -> Arbitration:
-    """Compare torch float32 with torch float64 on ``x`` at the logits or at ``module``.
+                        module: str | None = None, part: "Segment | None" = None) -> Arbitration:
+    """Compare torch float32 with torch float64 on ``x`` at the logits (at one output ``part`` of several)
+    or at ``module``.
 
     ``delta`` is ONNX Runtime's max abs difference from torch float32 there. The
     model is copied for the float64 run; the given model is not changed.
@@ -109,8 +117,10 @@ def float64_arbitration(model: "torch.nn.Module", x: np.ndarray, delta: float, *
         t64 = _module_output(model64, xt.double(), module)
     finally:
         del model64
+    if part is not None and module is None:
+        t32, t64 = part.take(t32), part.take(t64)
     own = float(np.abs(t32 - t64).max()) if t32.size else 0.0
-    return Arbitration(delta=float(delta), own=own, where=module or "logits")
+    return Arbitration(delta=float(delta), own=own, where=module or (part.label if part is not None else "logits"))
 
 
 def first_nonfinite_module(model: "torch.nn.Module", x: np.ndarray) -> str | None:

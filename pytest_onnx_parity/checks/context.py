@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..onnxfile.export import OnnxExport
     from ..options import ParityOptions
     from ..runtime.feeds import TensorFeed
+    from ..runtime.outputs import OutputLayout
 
 
 @dataclass
@@ -48,8 +49,9 @@ class CheckContext:
     random_weights: bool = False
     progress: Callable[[str], None] = field(default=lambda msg: None)
     inputs: Inputs | None = None
-    expected: "np.ndarray | None" = None  # torch's logits on inputs.x
-    actual: "np.ndarray | None" = None  # ONNX Runtime's logits on inputs.raw
+    expected: "np.ndarray | None" = None  # torch's outputs on inputs.x, flat (N, D): the logits of a classifier
+    actual: "np.ndarray | None" = None  # ONNX Runtime's on inputs.raw, the same way
+    layout: "OutputLayout | None" = None  # the kind of output and where each output lies in expected/actual
     inconclusive: bool = False  # the logits check found the model ill-conditioned (float64 arbitration)
 
     @property
@@ -60,8 +62,14 @@ class CheckContext:
     def path(self) -> Path:
         return Path(self.export.path)
 
+    @property
+    def kind(self) -> str:
+        """``logits``, ``embedding`` or ``features`` (:func:`~..runtime.outputs.output_kind`)."""
+        return self.layout.kind if self.layout is not None else "logits"
+
     def logits_tolerance(self, expected: "np.ndarray") -> tuple[float | None, float | None]:
-        """The element-wise logits tolerance of this run (see :func:`~..tolerances.run_logits_tolerance`)."""
+        """The element-wise tolerance of this run for ``expected`` (one output: its own magnitude sets the
+        default; see :func:`~..tolerances.run_logits_tolerance`)."""
         from ..tolerances import run_logits_tolerance
 
         return run_logits_tolerance(self.options.atol, self.options.rtol, self.options.precision, expected)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..options import ParityOptions
+    from ..runtime.outputs import OutputLayout
     from .context import CheckContext
 
 
@@ -37,7 +38,7 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
 
     from ..preprocessing.images import labelled_folder, real_batch
     from ..results import CheckResult
-    from ..runtime.forward import ort_forward, torch_forward
+    from ..runtime.forward import chosen_outputs, ort_forward, torch_forward_layout
 
     labelled = labelled_folder(options.images) if options.images else None
     source: Any = [p for p, _ in labelled] if labelled else options.images
@@ -46,8 +47,12 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
 
     config = sized_config(read_data_config(path, test_time=options.test_time), options.image_size)
     x, paths = real_batch(config, source)
-    e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
+    runs = [torch_forward_layout(model, x[i:i + 16]) for i in range(0, len(x), 16)]
+    e, layout = np.concatenate([r[0] for r in runs]), runs[0][1]
     a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
+    if layout.kind != "logits":  # an embedding or features: no classes to agree on
+        v = int8_cosine_verdict(e, a, layout)
+        return CheckResult("real_images", v.status, v.message, {**v.figures, "opt_level": options.ort_opt})
     labels = np.asarray([y for _, y in labelled]) if labelled else None
     given = {"min_top1_agreement": options.int8_min_agreement, "max_accuracy_drop": options.int8_max_accuracy_drop}
     kw = {k: x for k, x in given.items() if x is not None}
@@ -58,7 +63,8 @@ def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.
         from ..runtime.session import make_session
 
         plain = make_session(path, ort_opt="disabled", provider=options.provider)
-        a0 = np.concatenate([ort_forward(plain, x[i:i + 16]) for i in range(0, len(x), 16)])
+        names = chosen_outputs(session)
+        a0 = np.concatenate([ort_forward(plain, x[i:i + 16], names) for i in range(0, len(x), 16)])
         v0 = int8_verdict(e, a0, labels, **kw)
         figures, sentence = compare_opt_levels(e, a, a0, opt_level=options.ort_opt, names=[Path(p).name for p in paths])
         details.update(figures, verdict_disabled=v0.status)
@@ -132,6 +138,43 @@ class Int8Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "message": self.message, **self.figures}
+
+
+def int8_cosine_verdict(torch_out: Any, int8_out: Any, layout: "OutputLayout") -> Int8Verdict:
+    """Judge an int8 file of an embedding or features (flat outputs on the same real images, as
+    :func:`~..runtime.forward.torch_forward` gives them) by cosine: each output's mean over the images of
+    the per-image cosine similarity to torch's must reach :data:`~..tolerances.INT8_MIN_COSINE`."""
+    import numpy as np
+
+    from ..tolerances import INT8_MIN_COSINE
+    from .kinds import cosine_per_sample
+
+    e, a = np.asarray(torch_out, dtype=np.float64), np.asarray(int8_out, dtype=np.float64)
+    if e.shape != a.shape or e.ndim != 2:
+        raise PrecisionError(f"torch and int8 outputs must be (images, D) of one shape, got {e.shape} and {a.shape}")
+    if e.shape[0] == 0:
+        return Int8Verdict("skipped", "int8 verdict skipped: no images were compared", {"min_cosine": INT8_MIN_COSINE})
+    rows = []
+    for seg in layout.segments:
+        cos = cosine_per_sample(seg.take(e), seg.take(a))
+        rows.append({"output": seg.label, "mean_cosine": float(cos.mean()), "min_cosine_image": float(cos.min()),
+                     "worst_image": int(np.argmin(cos))})
+    figures: dict[str, Any] = {"output_kind": layout.kind, "images": int(e.shape[0]), "min_cosine": INT8_MIN_COSINE,
+                               "top1_agreement": None, "outputs": rows}
+    where = (lambda r: "" if len(rows) == 1 else f"{r['output']}: ")
+    text = "; ".join(f"{where(r)}mean cosine similarity {r['mean_cosine']:.4f} (least {r['min_cosine_image']:.4f}, "
+                     f"image {r['worst_image']})" for r in rows)
+    head = f"int8 {layout.describe()} on {e.shape[0]} real images: {text}"
+    low = [r for r in rows if not r["mean_cosine"] >= INT8_MIN_COSINE]
+    if not np.isfinite(a).all():
+        return Int8Verdict("failed", f"{head}. The int8 file gives {int((~np.isfinite(a)).sum())} non-finite values.",
+                           figures)
+    if low:
+        return Int8Verdict("failed", f"int8 file's outputs depart from the torch model: {head}. "
+                           f"{', '.join(r['output'] for r in low)} below the mean cosine {INT8_MIN_COSINE:g} required "
+                           "(tolerances.INT8_MIN_COSINE).", figures)
+    return Int8Verdict("passed", f"{head}; at least {INT8_MIN_COSINE:g} required (a floor against broken int8 files, "
+                       "not a quality bar: see tolerances.INT8_MIN_COSINE)", figures)
 
 
 def int8_verdict(

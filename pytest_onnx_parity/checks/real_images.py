@@ -9,7 +9,9 @@ here even when the graph is perfect.
 On a labelled ImageFolder tree (class folders named by ImageNet synset or class
 index) both sides' top-1/top-5 accuracies are computed, streaming batches, and
 the check fails when ONNX is worse by more than ``max_accuracy_drop``
-percentage points.
+percentage points. An embedding or features (:mod:`..runtime.outputs`) have no classes:
+each output is compared within its end-to-end tolerance, an embedding also by cosine and
+nearest neighbours over the photos (:func:`.kinds.judge_real_images`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from ..errors import OnnxParityError
 from ..results import CheckResult
-from ..runtime.forward import ort_forward, torch_forward
+from ..runtime.forward import ort_forward, torch_forward_layout
 from ..tolerances import E2E_ATOL_FACTOR, E2E_RTOL, logit_rms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,9 +95,11 @@ class _Streams:
     def __init__(self, model: Any, onnx_path: Path, test_time: bool, image_size: int | None = None) -> None:
         from ..onnxfile.metadata import read_data_config
         from ..preprocessing.dataconfig import sized_config
+        from ..preprocessing.images import model_image_mode
         from ..preprocessing.transform import EvalTransform
 
         self.torch_tf = timm_eval_transform(model, test_time, image_size)
+        self.mode = model_image_mode(model)  # timm's input_img_mode: "L" for a 1-channel model
         config = str(onnx_path) if image_size is None else sized_config(read_data_config(onnx_path, test_time=test_time), image_size)
         self.onnx_tf = EvalTransform.from_config(config, test_time=test_time and image_size is None)
 
@@ -104,7 +108,7 @@ class _Streams:
         from ..preprocessing.decode import open_image
 
         try:
-            img = open_image(path)
+            img = open_image(path, self.mode)
         except ImageError as exc:
             return str(exc)
         return self.torch_tf(img).numpy(), self.onnx_tf(img)
@@ -128,6 +132,7 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
                       options: "ParityOptions", progress: Callable[[str], None] | None = None) -> CheckResult:
     from ..compare import compare_logits, compare_topk
     from ..preprocessing.images import bundled_image_paths, find_images, labelled_folder
+    from ..runtime.outputs import label_names
 
     progress = progress or (lambda msg: None)
     folder = options.images
@@ -148,6 +153,7 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
     a_list: list[np.ndarray] = []
     agree_top1 = 0
     first_x: np.ndarray | None = None
+    layout = None  # the output kind (runtime/outputs.py), from the first batch
     for chunk, x_t, x_o in _batches(streams, paths, workers):
         if first_x is None:
             first_x = x_t
@@ -158,10 +164,10 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
                 "data config differs from the model's (see the data_config check); fix it with onnx-parity stamp."),
                 {"torch_input_shape": list(x_t.shape), "onnx_input_shape": list(x_o.shape)})
         max_pix = max(max_pix, float(np.abs(x_t - x_o).max()))
-        e = torch_forward(model, x_t)
+        e, layout = torch_forward_layout(model, x_t)
         a = ort_forward(session, x_o)
         agree_top1 += int((e.argmax(-1) == a.argmax(-1)).sum())
-        if labels is not None:
+        if labels is not None and layout.kind == "logits":
             y = labels[done:done + len(chunk)]
             for side, logits in (("torch", e), ("onnx", a)):
                 top5 = np.argsort(-logits, axis=-1)[:, :5]
@@ -176,12 +182,20 @@ def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.Inferen
             last = time.perf_counter()
     if done == 0:
         return CheckResult("real_images", "skipped", f"no images to compare in {folder or 'the bundled photos'}")
+    if layout is not None and layout.kind != "logits":  # an embedding or features: each output, no classes
+        from .kinds import judge_real_images
+
+        return judge_real_images(model, e_list, a_list, first_x, layout, lambda e: e2e_tolerance(e, options), options,
+                                 images=len(paths), source=str(folder) if folder else "bundled sample photos",
+                                 max_pix=max_pix, labelled=labels is not None,
+                                 head=f"{len(paths)} real images end to end")
     e_all, a_all = np.concatenate(e_list), np.concatenate(a_list)
     atol, rtol, source = e2e_tolerance(e_all, options)
     logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
     if source:
         logits_cmp.tolerance_source = source
-    topk_cmp = compare_topk(e_all, a_all, k=min(options.topk, e_all.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
+    topk_cmp = compare_topk(e_all, a_all, k=min(options.topk, e_all.shape[-1]), atol=atol, rtol=rtol,
+                            min_agreement=options.min_agreement, labels=label_names(model, e_all.shape[-1]))
     n = len(paths)
     details: dict[str, Any] = {
         "images": n, "source": str(folder) if folder else "bundled sample photos",
@@ -249,25 +263,36 @@ def check_real_images_embedded(model: "torch.nn.Module", session: "onnxruntime.I
                                options: "ParityOptions") -> CheckResult:
     """Photos of different sizes through one session against torch on timm's transform of the same photos."""
     from ..compare import compare_logits, compare_topk
-    from ..onnxfile.embedded import run_embedded
-    from ..preprocessing.images import bundled_image_paths, find_images, load_images
-    from ..runtime.forward import torch_forward
+    from ..preprocessing.images import bundled_image_paths, find_images, load_images, model_image_mode
+    from ..runtime.feeds import embedded_outputs
+    from ..runtime.outputs import flatten, label_names
 
     paths: Sequence[Path] = find_images(options.images) if options.images else bundled_image_paths()
     images = load_images(paths)  # decoded as timm's loader does; every unreadable file named in one ImageError
     if not images:
         return CheckResult("real_images", "skipped", "no images to compare")
     tf = timm_eval_transform(model, options.test_time)
-    x = np.stack([tf(im).numpy() for im in images])
-    e = np.concatenate([torch_forward(model, x[i:i + 16]) for i in range(0, len(x), 16)])
-    a = np.asarray(run_embedded(session, images), dtype=np.float32)
+    mode = model_image_mode(model)  # the torch side decodes as timm's loader does ("L": 1 channel); the graph takes RGB
+    x = np.stack([tf(im).numpy() for im in (images if mode == "RGB" else load_images(paths, mode))])
+    runs = [torch_forward_layout(model, x[i:i + 16]) for i in range(0, len(x), 16)]
+    e, layout = np.concatenate([r[0] for r in runs]), runs[0][1]
+    a = flatten(embedded_outputs(session, images))  # every output the run chose (the logits of a classifier)
     sizes = sorted({im.size for im in images})
+    if layout.kind != "logits":  # an embedding or features: each output, no classes
+        from .kinds import judge_real_images
+
+        return judge_real_images(model, [e], [a], None, layout, lambda t: e2e_tolerance(t, options), options,
+                                 images=len(images), source=str(options.images or "bundled sample photos"),
+                                 max_pix=None, labelled=False, head=f"{len(images)} real images of {len(sizes)} sizes "
+                                 "as raw pixels through one session (preprocessing in the graph) against torch on "
+                                 "timm's transform")
     atol, rtol, _ = e2e_tolerance(e, options)
     logits_cmp = compare_logits(e, a, atol=atol, rtol=rtol)
     if logits_cmp.expected_nonfinite:
         return CheckResult("real_images", "error", "inconclusive: torch's own logits on the real images hold NaN or Inf, "
                            "so no comparison with them can pass or fail the export.\n" + logits_cmp.message())
-    topk_cmp = compare_topk(e, a, k=min(options.topk, e.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement)
+    topk_cmp = compare_topk(e, a, k=min(options.topk, e.shape[-1]), atol=atol, rtol=rtol, min_agreement=options.min_agreement,
+                            labels=label_names(model, e.shape[-1]))
     n = len(images)
     agree = float((e.argmax(-1) == a.argmax(-1)).mean())
     details = {"images": n, "distinct_sizes": len(sizes), "source": str(options.images or "bundled sample photos"),

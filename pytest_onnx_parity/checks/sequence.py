@@ -21,7 +21,7 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
     from . import batch_consistency, data_config, layers, logits, real_images, topk, weights
     from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, sized_config
     from ..runtime.feeds import feed_for
-    from ..runtime.forward import fixed_batch, torch_forward
+    from ..runtime.forward import fixed_batch, torch_forward_layout
     from .context import Inputs
 
     o = ctx.options
@@ -36,7 +36,8 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
     x, raw = feed.batch(sized_config(ctx.model_config, o.image_size),
                         fixed * -(-o.batch_size // fixed) if fixed else o.batch_size, o.seed)
     ctx.inputs = Inputs(x=x, raw=raw, feed=feed, fixed_batch=fixed)
-    ctx.expected = torch_forward(ctx.model, x)
+    ctx.expected, ctx.layout = torch_forward_layout(ctx.model, x)  # the output kind, decided once
+    r.output_kind = ctx.layout.kind
     try:
         ctx.actual = logits.ort_logits(ctx)
     except OnnxParityError as exc:
@@ -45,7 +46,9 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
             checks.append(CheckResult(name, "skipped", "not run: ONNX Runtime could not run the file (see logits)"))
     else:
         if o.precision == "int8":
-            why = "not run: an int8 file is judged by top-1 agreement and accuracy on real images (see real_images)"
+            how = ("top-1 agreement and accuracy" if ctx.kind == "logits" else
+                   "the cosine similarity of its outputs to torch's")
+            why = f"not run: an int8 file is judged by {how} on real images (see real_images)"
             checks += [CheckResult("logits", "skipped", why), CheckResult("topk", "skipped", why)]
         else:
             checks.append(logits.check(ctx))

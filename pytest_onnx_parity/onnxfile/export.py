@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EXPORT_BATCH = 2
 INPUT_NAME = "input"
+#: the output of a classifier; an embedding's is ``embedding``, features' ``features_0``, ``features_1``, ...
+#: (:func:`~..runtime.outputs.export_output_names`)
 OUTPUT_NAME = "logits"
 
 
@@ -61,11 +63,27 @@ class OnnxExport:
         return make_session(self.path, **kwargs)
 
 
-def resolve_model(model: "str | ModelSpec | torch.nn.Module", *, weights: str | None = None, seed: int = 0) -> "torch.nn.Module":
+def resolve_model(model: "str | ModelSpec | torch.nn.Module", *, weights: str | None = None, seed: int = 0,
+                  model_args: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
+                  use_ema: bool = True) -> "torch.nn.Module":
+    """A spec built by :func:`~pytest_onnx_parity.load_model`, or a module as given; ``data_config`` overrides
+    are recorded on a given module (``onnx_parity_data_config``), as load_model records them."""
     if isinstance(model, (str, ModelSpec)):
         from ..model.build import load_model
 
-        return load_model(model, weights, seed=seed)  # type: ignore[arg-type]
+        return load_model(model, weights, seed=seed, model_args=model_args, data_config=data_config,  # type: ignore[arg-type]
+                          use_ema=use_ema)
+    if model_args:
+        from ..errors import SpecError
+
+        raise SpecError("model_args= builds a model from a spec; a module given is already built: pass the spec "
+                        "string (e.g. 'resnet18') with model_args, or build the module with those arguments")
+    if data_config:
+        from ..preprocessing.dataconfig import resolve_data_config
+
+        config = resolve_data_config(model, data_config=data_config)  # type: ignore[arg-type]
+        model.onnx_parity_data_config = config  # type: ignore[union-attr]
+        model.onnx_parity_data_config_source = "override"  # type: ignore[union-attr]
     return model  # type: ignore[return-value]
 
 
@@ -104,13 +122,17 @@ def export_onnx(
     batch_size: int = EXPORT_BATCH,
     dynamic_size: bool = False,
     embed_preprocessing: bool = False,
+    model_args: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    use_ema: bool = True,
 ) -> OnnxExport:
     """Export ``model`` (a spec string or a timm ``nn.Module``) to ONNX.
 
     With ``use_cache`` (the default) the file is taken from, or written to, the
     export cache under ``cache_dir`` (default: ``~/.cache/pytest-onnx-parity``);
     ``path``, when given, receives a copy. Without the cache, ``path`` is required.
-    ``dynamic_size``: height and width are dynamic too (a ViT must be built with
+    ``model_args``, ``data_config`` and ``use_ema`` build a spec as
+    :func:`~pytest_onnx_parity.load_model` does. ``dynamic_size``: height and width are dynamic too (a ViT must be built with
     ``dynamic_img_size=True``). ``embed_preprocessing``: the file takes uint8 pixels
     of any size, timm's eval transform in the graph (:mod:`.pregraph`); it is derived
     from the plain export and cached under its own key.
@@ -118,9 +140,12 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     if embed_preprocessing:
+        model = resolve_model(model, weights=weights, seed=seed, model_args=model_args, data_config=data_config,
+                              use_ema=use_ema)
         return _export_embedded(model, path, exporter=exporter, opset=opset, cache_dir=cache_dir, use_cache=use_cache,
                                 weights=weights, seed=seed, batch_size=batch_size, dynamic_size=dynamic_size)
-    torch_model = resolve_model(model, weights=weights, seed=seed)
+    torch_model = resolve_model(model, weights=weights, seed=seed, model_args=model_args, data_config=data_config,
+                                use_ema=use_ema)
     seed = getattr(torch_model, "onnx_parity_seed", seed)
     fields = export_key_fields(torch_model, exporter=exporter, opset=opset, batch=batch_size, seed=seed,
                                dynamic_size=dynamic_size)
@@ -252,6 +277,7 @@ def _export_to(
     x = calibration_input(model, gen, batch=batch)
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = n_bytes > EXTERNAL_DATA_THRESHOLD
+    names = _output_names(model, x)
     try:
         # exporters warn a lot (TracerWarning, deprecations); a user's filterwarnings=error must not
         # turn that noise into export failures
@@ -261,7 +287,7 @@ def _export_to(
                 _require_onnxscript()
                 program = torch.onnx.export(
                     model, (x,), dynamo=True, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    input_names=[INPUT_NAME], output_names=names,
                     dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096),
                                      **({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} if dynamic_size else {})},),
                     verbose=False,
@@ -275,15 +301,27 @@ def _export_to(
             else:
                 torch.onnx.export(
                     model, (x,), str(target), dynamo=False, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    input_names=[INPUT_NAME], output_names=names,
                     dynamic_axes={INPUT_NAME: {0: "batch", **({2: "height", 3: "width"} if dynamic_size else {})},
-                                  OUTPUT_NAME: {0: "batch"}},
+                                  **{name: {0: "batch"} for name in names}},
                 )
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"{exporter} exporter failed: {_exporter_reason(exc)}") from exc
     return write_metadata(target, data_config, provenance={**provenance, "exporter": exporter})
+
+
+def _output_names(model: "torch.nn.Module", x: "torch.Tensor") -> list[str]:
+    """The names of the file's outputs, by the kind of the model's output on ``x`` (one forward)."""
+    import torch
+
+    from ..runtime.outputs import export_output_names, output_kind
+
+    with torch.no_grad():
+        out = model(x)
+    count = len(out) if isinstance(out, (list, tuple)) else 1
+    return export_output_names(output_kind(out, getattr(model, "num_classes", None)), count)
 
 
 def _require_onnxscript() -> None:

@@ -5,7 +5,9 @@ failing model. ``DIR/<model>/`` then holds:
 
 ``model.onnx``       the exported file (and its external data files, if any)
 ``inputs.npz``       ``input``: the random batch the gate used (float32 NCHW)
-``outputs.npz``      ``torch`` and ``onnx``: the logits of both sides on that batch
+``outputs.npz``      ``torch`` and ``onnx``: the outputs of both sides on that batch, flat (N, D): the
+                     logits of a classifier; an embedding; features flattened per sample and
+                     concatenated in order (``bundle.json``'s ``segments`` say where each lies)
 ``layers.txt``       the per-layer table, or why there is none
 ``result.json``      the gate's result for the model (one entry of the JSON report)
 ``bundle.json``      what the bundle holds: model, tolerances, versions, problems
@@ -120,8 +122,9 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         t = attempt("torch logits", lambda: _torch_logits(model, x))
         if t is not None:
             outputs["torch"] = t
+    names = attempt("the file's outputs", lambda: _output_names(run_state))
     if x is not None and onnx_file is not None:
-        got = attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x))
+        got = attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x, names))
         if got is not None:
             input_name, outputs["onnx"] = got
     if outputs:
@@ -163,6 +166,8 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
                             "(the ONNX file holds the same weights)")
 
     atol, rtol, tol_source = _tolerances(result, options, outputs.get("torch"))
+    logits_check = result.check("logits") if result is not None and hasattr(result, "check") else None
+    parts = (getattr(logits_check, "details", None) or {}).get("outputs") or []
     failing = [f"{c.name} ({c.status})" for c in getattr(result, "checks", []) if c.status in ("failed", "error")]
     meta = {
         "model": label, "architecture": arch, "weights": weights_kind or None,
@@ -171,6 +176,11 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         "failing_checks": failing, "atol": atol, "rtol": rtol, "tolerance": tol_source,
         "default_tolerance": _default_tolerances(),
         "input_name": input_name, "onnx_file": ONNX_NAME if onnx_file else None,
+        "output_kind": getattr(result, "output_kind", None), "output_names": names,
+        "model_args": dict(getattr(spec, "kwargs", None) or {}),
+        # features: each output's columns of the flat outputs and its own tolerance, as the logits check used them
+        "segments": [{k: p.get(k) for k in ("output", "offset", "size", "atol", "rtol")} for p in parts
+                     if len(parts) > 1],
         "files": sorted(files + ["bundle.json", "reproduce.py", "README.txt"]),
         "versions": _versions(), "problems": problems,
     }
@@ -192,14 +202,25 @@ def _torch_logits(model: Any, x: Any) -> Any:
     return torch_forward(model, x)
 
 
-def _onnx_logits(path: Path, x: Any) -> tuple[str, Any]:
+def _output_names(run_state: Any) -> list[str] | None:
+    """The file's outputs the run compared, in the model's order (None: the file's first)."""
+    if getattr(run_state, "export", None) is None or not hasattr(run_state, "session"):
+        return None
+    from ..runtime.forward import chosen_outputs
+
+    return chosen_outputs(run_state.session())
+
+
+def _onnx_logits(path: Path, x: Any, names: list[str] | None = None) -> tuple[str, Any]:
     import numpy as np
 
+    from ..runtime.outputs import flatten
     from ..runtime.session import make_session
 
     sess = make_session(path)
     name = sess.get_inputs()[0].name
-    return name, np.asarray(sess.run(None, {name: x})[0])
+    outs = sess.run(names or None, {name: x})
+    return name, np.asarray(flatten([np.asarray(o) for o in outs]) if names else outs[0])
 
 
 def _save_weights(model: Any, path: Path) -> bool:

@@ -26,10 +26,17 @@ class TensorFeed:
         x = random_batch(config, batch_size, seed)
         return x, x
 
-    def run(self, session: "onnxruntime.InferenceSession", raw: Any) -> np.ndarray:
-        from .forward import ort_forward
+    def outputs(self, session: "onnxruntime.InferenceSession", raw: Any) -> list[np.ndarray]:
+        """The session's chosen outputs on ``raw``, each as ONNX Runtime gives it (:func:`~.forward.ort_outputs`)."""
+        from .forward import ort_outputs
 
-        return ort_forward(session, raw)
+        return ort_outputs(session, raw)
+
+    def run(self, session: "onnxruntime.InferenceSession", raw: Any) -> np.ndarray:
+        """The chosen outputs as one flat (N, D) array (:func:`~.outputs.flatten`)."""
+        from .outputs import flatten
+
+        return flatten(self.outputs(session, raw))
 
     def one(self, raw: Any, i: int) -> Any:
         return raw[i:i + 1]
@@ -48,18 +55,27 @@ class PixelFeed(TensorFeed):
         pixels = rng.integers(0, 256, (batch_size, h + EXTRA_PIXELS[0], w + EXTRA_PIXELS[1], 3), dtype=np.uint8)
         return preprocess(list(pixels), config), pixels
 
-    def run(self, session: "onnxruntime.InferenceSession", raw: Any) -> np.ndarray:
+    def outputs(self, session: "onnxruntime.InferenceSession", raw: Any) -> list[np.ndarray]:
         from ..errors import OnnxFileError
-        from ..onnxfile.embedded import run_embedded
 
         try:
-            out = run_embedded(session, list(raw))
+            return embedded_outputs(session, list(raw))
         except Exception as exc:  # ONNX Runtime's own failure: the same error class as ort_forward's
             if isinstance(exc, OnnxFileError):
                 raise
             raise OnnxFileError(f"ONNX Runtime failed to run the embedded file on uint8 images {tuple(raw.shape)}: "
                                 f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}") from exc
-        return np.asarray(out, dtype=np.float32)
+
+
+def embedded_outputs(session: "onnxruntime.InferenceSession", images: list[Any]) -> list[np.ndarray]:
+    """A file with embedded preprocessing on decoded images (:func:`~..onnxfile.embedded.run_embedded`): each
+    of the session's chosen outputs (:func:`~.forward.chosen_outputs`), in order, as float32."""
+    from ..onnxfile.embedded import run_embedded
+    from .forward import chosen_outputs
+
+    names = [o.name for o in session.get_outputs()]
+    return [np.asarray(run_embedded(session, images, output=names.index(n)), dtype=np.float32)
+            for n in chosen_outputs(session)]
 
 
 def feed_for(embedded: bool) -> TensorFeed:

@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
     import torch
 
+    from .outputs import OutputLayout
+
 #: Samples in the random batch of a parity run and of the ``random_batch`` fixture.
 DEFAULT_BATCH = 2
 
@@ -27,15 +29,26 @@ def random_batch(config: dict[str, Any], batch_size: int = DEFAULT_BATCH, seed: 
 
 
 def torch_forward(model: "torch.nn.Module", x: Any) -> np.ndarray:
+    """torch on ``x``: its outputs as one flat (N, D) float32 array (:func:`~.outputs.flatten`; a classifier's
+    logits as they are)."""
+    return torch_forward_layout(model, x)[0]
+
+
+def torch_forward_layout(model: "torch.nn.Module", x: Any) -> "tuple[np.ndarray, OutputLayout]":
+    """torch on ``x``: the flat (N, D) float32 outputs and their layout (the kind decided by :func:`~.outputs.output_kind`)."""
     import torch
 
     from ..compare import to_numpy
+    from .outputs import flatten, layout_of, output_arrays
 
     with torch.no_grad():
         out = model(torch.as_tensor(to_numpy(x)))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.float().numpy()
+    return flatten(output_arrays(out)), layout_of(out, getattr(model, "num_classes", None))
+
+
+def probe_layout(model: "torch.nn.Module", config: dict[str, Any], seed: int = 0) -> "OutputLayout":
+    """The layout of the model's output on one random sample of ``config``'s input size."""
+    return torch_forward_layout(model, random_batch(config, 1, seed))[1]
 
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -109,17 +122,18 @@ def input_mismatch(session: "onnxruntime.InferenceSession", shape: tuple[int, ..
             "Check the model's input size (its data config) against the size the file was exported at.")
 
 
-#: the logits output chosen for a session (see choose_logits_output); dies with the session
-_CHOSEN: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+#: the outputs chosen for a session, in the model's order (see choose_outputs); dies with the session
+_CHOSEN: "weakref.WeakKeyDictionary[Any, list[str]]" = weakref.WeakKeyDictionary()
 
 
 def logits_output(session: "onnxruntime.InferenceSession", num_classes: int | None = None,
-                  name: str | None = None) -> str:
+                  name: str | None = None, *, what: str = "logits") -> str:
     """The name of the file's logits output; raises :class:`OnnxFileError` saying which to name when unclear.
 
     ``name`` (the user's choice) must be one of the outputs. Otherwise: the only output;
     or the one output of shape (N, ``num_classes``); or the only rank-2 output; or the
-    first output when it is rank 2 and nothing else fits better.
+    first output when it is rank 2 and nothing else fits better. ``what`` names the output
+    in the message (``"embedding"`` for an embedding of width ``num_classes``).
     """
     from ..errors import OnnxFileError
 
@@ -139,26 +153,86 @@ def logits_output(session: "onnxruntime.InferenceSession", num_classes: int | No
     if rank2 and rank2[0] is outs[0] and not exact:
         return outs[0].name
     want = f"(N, {num_classes})" if num_classes else "(N, num_classes)"
-    raise OnnxFileError(f"the file has {len(outs)} outputs ({listed}) and none is clearly the logits {want}. "
-                        "Name the logits output: check_parity(..., output=NAME), --onnx-parity-output NAME.")
+    raise OnnxFileError(f"the file has {len(outs)} outputs ({listed}) and none is clearly the {what} {want}. "
+                        f"Name the {what} output: check_parity(..., output=NAME), --onnx-parity-output NAME.")
 
 
 def choose_logits_output(session: "onnxruntime.InferenceSession", num_classes: int | None = None,
                          name: str | None = None) -> str:
     """Pick the logits output (see :func:`logits_output`) and remember it for :func:`ort_forward` on this session."""
     chosen = logits_output(session, num_classes, name)
+    _CHOSEN[session] = [chosen]
+    return chosen
+
+
+def feature_outputs(session: "onnxruntime.InferenceSession", layout: "OutputLayout", name: str | None = None) -> list[str]:
+    """The file's outputs that match a features layout, in the model's order; :class:`OnnxFileError` naming the fix.
+
+    The outputs are matched to torch's by order: the file must have as many outputs as the
+    model returns (or ``name``, a comma list of that many), each of the same shape
+    (a dimension the file leaves symbolic matches any size).
+    """
+    from ..errors import OnnxFileError
+
+    outs = session.get_outputs()
+    listed = ", ".join(f"{o.name!r} {_shown(o.shape)}" for o in outs)
+    fix = ("The file's outputs are matched to the model's by order: export every output of the model's forward, in "
+           "order (the same features_only / out_indices / global_pool arguments), or name the file's outputs in the "
+           "model's order: check_parity(..., output='A,B,C'), --onnx-parity-output=A,B,C.")
+    by_name = {o.name: o for o in outs}
+    if name is not None:
+        wanted = [n.strip() for n in name.split(",") if n.strip()]
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            raise OnnxFileError(f"the file has no output {missing[0]!r}; its outputs are {listed}. Name {len(layout.segments)} "
+                                "of them, in the model's order.")
+        picked = [by_name[n] for n in wanted]
+    else:
+        picked = list(outs)
+    if len(picked) != len(layout.segments):
+        raise OnnxFileError(f"the model returns {layout.describe()}, the file {'names' if name else 'has'} {len(picked)} "
+                            f"output(s) ({', '.join(f'{o.name!r} {_shown(o.shape)}' for o in picked) or 'none'}). {fix}")
+    for seg, o in zip(layout.segments, picked):
+        want = (None, *seg.shape)
+        got = list(o.shape)
+        if len(got) != len(want) or any(isinstance(g, int) and g > 0 and w is not None and g != w
+                                        for g, w in zip(got, want)):
+            raise OnnxFileError(f"the file's output {seg.index} {o.name!r} has shape {_shown(got)}; torch's {seg.label} "
+                                f"does not fit it. {fix}")
+    return [o.name for o in picked]
+
+
+def choose_outputs(session: "onnxruntime.InferenceSession", layout: "OutputLayout", name: str | None = None) -> list[str]:
+    """The file's outputs the checks compare with torch's of ``layout``, in order, remembered for
+    :func:`ort_forward` on this session: the logits (:func:`logits_output`), the embedding (the same
+    rule at its width) or every feature output (:func:`feature_outputs`)."""
+    if layout.kind == "features":
+        chosen = feature_outputs(session, layout, name)
+    else:
+        chosen = [logits_output(session, layout.width, name, what=layout.kind)]
     _CHOSEN[session] = chosen
     return chosen
 
 
-def ort_forward(session: "onnxruntime.InferenceSession", x: Any) -> np.ndarray:
-    """ONNX Runtime on ``x`` (NCHW; cast to the input's float type); the logits output, as float32.
+def chosen_outputs(session: "onnxruntime.InferenceSession") -> list[str]:
+    """The outputs chosen for this session (:func:`choose_outputs`); unchosen: every output of a file this
+    package exported with features (``features_0``, ``features_1``, ...), else :func:`logits_output`'s one."""
+    chosen = _CHOSEN.get(session)
+    if chosen:
+        return list(chosen)
+    names = [o.name for o in session.get_outputs()]
+    if names and names == [f"features_{i}" for i in range(len(names))]:
+        return names
+    return [logits_output(session)]
+
+
+def ort_outputs(session: "onnxruntime.InferenceSession", x: Any, outputs: "list[str] | None" = None) -> list[np.ndarray]:
+    """ONNX Runtime on ``x`` (NCHW; cast to the input's float type): each of ``outputs`` (default:
+    :func:`chosen_outputs`), float16 read as float32.
 
     Files as they come: an (N, H, W, C) input gets ``x`` transposed; a batch fixed in the file
-    runs ``x`` in slices of that size; of several outputs the one chosen by
-    :func:`choose_logits_output` (or :func:`logits_output`'s rule) is returned. A shape the file
-    cannot take, or any runtime failure, raises :class:`OnnxFileError` naming the input, the
-    shapes expected and given, and what to do.
+    runs ``x`` in slices of that size. A shape the file cannot take, or any runtime failure,
+    raises :class:`OnnxFileError` naming the input, the shapes expected and given, and what to do.
     """
     from ..compare import to_numpy
     from ..errors import OnnxFileError
@@ -171,15 +245,23 @@ def ort_forward(session: "onnxruntime.InferenceSession", x: Any) -> np.ndarray:
     if problem:
         raise OnnxFileError(problem)
     dtype = _NUMPY_TYPES.get(inp.type, np.float32)
-    output = _CHOSEN.get(session) or logits_output(session)
+    names = outputs or chosen_outputs(session)
     step = fixed_batch(session) or max(len(arr), 1)
     try:
-        outs = [session.run([output], {inp.name: np.ascontiguousarray(arr[i:i + step], dtype=dtype)})[0]
+        runs = [session.run(names, {inp.name: np.ascontiguousarray(arr[i:i + step], dtype=dtype)})
                 for i in range(0, len(arr), step)]
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300]
         raise OnnxFileError(f"ONNX Runtime could not run the file on input {inp.name!r} (expects {_shown(inp.shape)} of "
                             f"{inp.type}; given {tuple(arr.shape)} of {np.dtype(dtype).name}). Check that the file was "
                             f"exported from this model at this input size. (runtime said: {reason})") from exc
-    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-    return np.asarray(out, dtype=np.float32) if out.dtype == np.float16 else out
+    outs = [np.concatenate([r[k] for r in runs]) if len(runs) > 1 else runs[0][k] for k in range(len(names))]
+    return [np.asarray(o, dtype=np.float32) if o.dtype == np.float16 else o for o in outs]
+
+
+def ort_forward(session: "onnxruntime.InferenceSession", x: Any, outputs: "list[str] | None" = None) -> np.ndarray:
+    """ONNX Runtime on ``x``: the chosen outputs (:func:`ort_outputs`) as one flat (N, D) array, as
+    :func:`torch_forward` gives torch's (a classifier's logits as they are)."""
+    from .outputs import flatten
+
+    return flatten(ort_outputs(session, x, outputs))
