@@ -64,6 +64,13 @@ def test_commas_inside_parentheses_never_split_a_list() -> None:
     assert short_text("resnet18(num_classes=0)=/ckpt/run7/emb.safetensors") == "resnet18(num_classes=0)=emb.safetensors"
 
 
+def test_a_pattern_keeps_its_arguments_for_every_name() -> None:
+    from pytest_onnx_parity.specs import expand_patterns
+
+    specs = expand_patterns(["convnext_at*(num_classes=0)=random"])
+    assert specs and all(s.kwargs == {"num_classes": 0} and s.text == f"{s.name}(num_classes=0)=random" for s in specs)
+
+
 def test_model_args_join_the_spec_and_a_conflict_is_named() -> None:
     from pytest_onnx_parity.specs import with_model_args
 
