@@ -14,7 +14,9 @@ DEFAULT_PROVIDER = "CPUExecutionProvider"
 #: where the deployment's preprocessing runs: ``preprocess`` beside the file, or inside it
 PREPROCESSING = ("external", "embedded")
 #: the axes of the deployment matrix, in the order item ids and report columns name them
-AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing")
+AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing", "simplifier")
+#: --onnx-parity-simplifier values: the export as it is, or run through onnxslim or onnx-simplifier
+SIMPLIFIERS = ("none", "onnxslim", "onnxsim")
 #: --onnx-parity-layers values
 LAYER_MODES = ("always", "on-failure", "never")
 #: --onnx-parity-weights values (a checkpoint path is the third kind of weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_SETS
+from .axes import LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, SIMPLIFIERS, WEIGHT_SETS
 from .errors import SpecError
 from .runtime.forward import DEFAULT_BATCH
 from .tolerances import MAX_ACCURACY_DROP_PP, check_pair
@@ -42,6 +42,7 @@ class ParityOptions:
     provider: str = "CPUExecutionProvider"
     image_size: int | None = None  # None: the model's own
     embed_preprocessing: bool = False
+    simplifier: str = "none"  # axes.SIMPLIFIERS: the export as it is, or simplified
     dynamic_size: bool = False  # export with dynamic height and width (sizes other than the model's own)
 
     @classmethod
@@ -57,6 +58,8 @@ class ParityOptions:
         check_pair(opts.atol, opts.rtol)
         if opts.precision not in PRECISIONS:
             raise SpecError(f"precision={opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if opts.simplifier not in SIMPLIFIERS:
+            raise SpecError(f"simplifier={opts.simplifier!r}: choose one of {', '.join(SIMPLIFIERS)}")
         if opts.ort_opt not in ORT_OPT_LEVELS:
             raise SpecError(f"ort_opt={opts.ort_opt!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
         if opts.weight_set not in WEIGHT_SETS:

@@ -71,6 +71,7 @@ class ParityRun:
         self._given_file = False
         self._embedded = False
         self._model_part: Path | None = None
+        self._unsimplified: Path | None = None
 
     # -- the lifecycle ---------------------------------------------------------------------------------
     def execute(self, *, raise_errors: bool = False) -> ParityResult:
@@ -167,6 +168,9 @@ class ParityRun:
             r.exporter = self.export.exporter or r.exporter
             r.opset = self.export.opset or file_opset(self.export.path)
         else:  # made elsewhere: what the file says (its graph parsed once), never the exporter option
+            if o.simplifier != "none":
+                raise VariantSkip(f"--onnx-parity-simplifier {o.simplifier}: a file made elsewhere is checked as it is "
+                                  "(simplify it in your pipeline and give the simplified file)")
             self._take_file(onnx_arg)
             assert self.export is not None
             graph = load_onnx_proto(self.export.path)
@@ -190,6 +194,8 @@ class ParityRun:
         base = export_onnx(self.model, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
                            use_cache=o.use_cache, seed=o.seed, dynamic_size=o.dynamic_size)
         self.export, self._model_part = variant_export(base, o, workdir=self._tmpdir)
+        if o.simplifier != "none" and o.precision == "fp32" and not o.embed_preprocessing:
+            self._unsimplified = base.path  # who to blame when the simplified file departs (checks/simplifier.py)
         self._embedded = o.embed_preprocessing
         self.progress("cache hit" if self.export.cache_hit else f"exported in {self.export.export_s:.1f}s")
 
@@ -248,7 +254,7 @@ class ParityRun:
         return CheckContext(
             model=self.model, export=self.export, options=self.options, model_config=resolve_data_config(self.model),
             session_factory=self.session, model_label=model_name(self.model), given_file=self._given_file,
-            embedded=self._embedded, model_part=self._model_part,
+            embedded=self._embedded, model_part=self._model_part, unsimplified=self._unsimplified,
             random_weights=spec is not None and spec.weights_kind == "random", progress=self.progress)
 
     def _run_checks(self) -> None:
@@ -256,6 +262,10 @@ class ParityRun:
 
         ctx = self._ctx = self._context()
         run_checks(ctx, self.result, given_file=self._given_file)
+        if ctx.unsimplified is not None:
+            from .checks.simplifier import blame_simplifier
+
+            blame_simplifier(ctx, self.result)
 
 
 def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":

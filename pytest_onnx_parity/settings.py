@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, WEIGHT_KINDS, WEIGHT_SETS
+from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, SIMPLIFIERS, WEIGHT_KINDS, WEIGHT_SETS
 from .tolerances import MAX_ACCURACY_DROP_PP
 
 DEFAULT_MODELS = (
@@ -178,6 +178,9 @@ OPTIONS: tuple[Option, ...] = (
            "(default: CPUExecutionProvider)", _axis("parse_providers"), ("CPUExecutionProvider",), metavar="A,B"),
     Option("image-size", "Input size(s) to check, a comma list of pixels (default: the model's own); the export gets "
            "dynamic height and width", _axis("parse_image_sizes"), (), metavar="224,288"),
+    Option("simplifier", "Simplifier(s) run on the export, each its own item, a comma list of " + ", ".join(SIMPLIFIERS) +
+           " (default: none); one not installed is skipped with the pip install that brings it",
+           _axis("choice_list", *SIMPLIFIERS), ("none",), metavar="none,onnxslim,onnxsim"),
     Option("embed-preprocessing", "Also check the file with timm's eval transform embedded in the graph (uint8 pixels in)",
            _bool, False, "bool"),
     Option("atol", "Absolute logits tolerance; give with --onnx-parity-rtol (default: 5e-4 x logit RMS for float32)",
@@ -229,6 +232,7 @@ class Settings:
     ort_opt: tuple[str, ...] = ("all",)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     image_size: tuple[int, ...] = ()
+    simplifier: tuple[str, ...] = ("none",)
     embed_preprocessing: bool = False
     atol: float | None = None
     rtol: float | None = None
@@ -253,7 +257,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         # the matrix axes are tuples; a single value (Settings(opset=18), as before the matrix) is one-element
-        for name in ("exporter", "opset", "precision", "ort_opt", "providers", "image_size"):
+        for name in ("exporter", "opset", "precision", "ort_opt", "providers", "image_size", "simplifier"):
             v = getattr(self, name)
             if v is None or isinstance(v, (str, int)):
                 object.__setattr__(self, name, () if v is None else (v,))
@@ -278,7 +282,7 @@ class Settings:
         parts = [f"exporter={','.join(self.exporter)}", f"opset={','.join(map(str, self.opset)) or 'default'}",
                  f"weights={self.weights}", f"seed={self.seed}", f"layers={self.layers}"]
         for name, default in (("precision", ("fp32",)), ("ort_opt", ("all",)), ("providers", ("CPUExecutionProvider",)),
-                              ("image_size", ())):
+                              ("image_size", ()), ("simplifier", ("none",))):
             if getattr(self, name) != default:
                 parts.append(f"{name}={','.join(map(str, getattr(self, name)))}")
         if self.embed_preprocessing:
@@ -292,7 +296,7 @@ class Settings:
 
 #: ParityOptions field -> the Settings axis (a tuple) whose first value it takes
 _AXIS_FIELDS = {"exporter": "exporter", "opset": "opset", "precision": "precision", "ort_opt": "ort_opt",
-                "provider": "providers", "image_size": "image_size"}
+                "provider": "providers", "image_size": "image_size", "simplifier": "simplifier"}
 _SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings)) - set(_AXIS_FIELDS) - {"embed_preprocessing"}
 
 

@@ -2,7 +2,7 @@
 variant needs of the model (:func:`check_variant`) and of a file made elsewhere (:func:`given_file_variant`).
 The file a variant runs is :mod:`.onnxfile.variants`; the axes' vocabulary is :mod:`.axes`.
 
-A gate run crosses its models with seven axes (docs/matrix.md):
+A gate run crosses its models with eight axes (docs/matrix.md):
 
 ``exporter``, ``opset``
     which file is made (one export per model, exporter, opset and dynamic-size need);
@@ -16,7 +16,9 @@ A gate run crosses its models with seven axes (docs/matrix.md):
     the input size checked (``None``: the model's own); any size given makes the export
     dynamic in height and width, and every size is checked from that one file;
 ``preprocessing``
-    ``external`` (the deployment runs :func:`preprocess`) or ``embedded`` (the file takes pixels).
+    ``external`` (the deployment runs :func:`preprocess`) or ``embedded`` (the file takes pixels);
+``simplifier``
+    ``none`` (the export as it is), ``onnxslim`` or ``onnxsim`` (the export simplified, cached).
 
 Each combination is one :class:`Variant`; its item id names only the axes given more
 than one value. Nothing here imports torch, onnx or onnxruntime at import time.
@@ -110,6 +112,7 @@ class Variant:
     image_size: int | None = None
     preprocessing: str = "external"
     dynamic_size: bool = False  # sizes were given: the export is dynamic in H and W
+    simplifier: str = "none"  # the export as it is, or simplified (onnxfile/simplify.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,23 +129,26 @@ class Variant:
             return f"{v}px" if v is not None else "native"
         if axis == "ort_opt":
             return f"opt-{v}"
+        if axis == "simplifier" and v == "none":
+            return "unsimplified"
         return str(v)
 
     def parity_options(self) -> dict[str, Any]:
         """The ParityOptions fields this variant sets."""
         return {"exporter": self.exporter, "opset": self.opset, "precision": self.precision, "ort_opt": self.ort_opt,
                 "provider": self.provider, "image_size": self.image_size,
-                "embed_preprocessing": self.preprocessing == "embedded", "dynamic_size": self.dynamic_size}
+                "embed_preprocessing": self.preprocessing == "embedded", "dynamic_size": self.dynamic_size,
+                "simplifier": self.simplifier}
 
 
 def variants_of(settings: Any) -> list[Variant]:
     """Every combination of the settings' axes, in a stable order."""
     sizes: Sequence[int | None] = tuple(settings.image_size) or (None,)
     pre = ("external", "embedded") if settings.embed_preprocessing else ("external",)
-    return [Variant(e, o, p, opt, prov, size, pp, dynamic_size=bool(settings.image_size))
-            for e, o, p, opt, prov, size, pp in itertools.product(
+    return [Variant(e, o, p, opt, prov, size, pp, dynamic_size=bool(settings.image_size), simplifier=simp)
+            for e, o, p, opt, prov, size, pp, simp in itertools.product(
                 settings.exporter, settings.opset or (None,), settings.precision, settings.ort_opt,
-                settings.providers, sizes, pre)]
+                settings.providers, sizes, pre, getattr(settings, "simplifier", None) or ("none",))]
 
 
 def varying_axes(variants: Iterable[Variant]) -> tuple[str, ...]:
@@ -213,6 +219,12 @@ def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
             "accuracy, an embedding or features by cosine similarity), and with random weights both sides are ~0% "
             "accurate and good and poor quantisations look alike, so that verdict would check nothing. Give the model "
             "real weights (NAME=pretrained or NAME=/path/to/checkpoint.safetensors)")
+    if options.simplifier != "none":
+        from .onnxfile.simplify import simplifier_missing
+
+        why = simplifier_missing(options.simplifier)
+        if why:
+            raise VariantSkip(why)
     if options.exporter == "dynamo" and options.opset is not None and options.opset < 18:
         raise VariantSkip(f"the dynamo exporter writes opset 18 or newer, not {options.opset}: this combination "
                           "exists only for the TorchScript exporter")
@@ -233,7 +245,7 @@ def variant_dict(options: "ParityOptions", model: "torch.nn.Module | None" = Non
         except Exception:  # noqa: BLE001 - a module timm cannot resolve: the size stays unknown
             size = None
     return Variant(options.exporter, options.opset, options.precision, options.ort_opt, options.provider, size,
-                   "embedded" if options.embed_preprocessing else "external").to_dict()
+                   "embedded" if options.embed_preprocessing else "external", simplifier=options.simplifier).to_dict()
 
 
 # -- files of a variant -----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class CheckContext:
     given_file: bool = False  # a file made elsewhere (onnx= or @FILE), not the run's own export
     embedded: bool = False  # the file takes uint8 pixels (embedded preprocessing)
     model_part: Path | None = None  # what the per-layer check reads: the file without embedded preprocessing
+    unsimplified: Path | None = None  # a simplifier variant: the export before the simplifier ran
     random_weights: bool = False
     progress: Callable[[str], None] = field(default=lambda msg: None)
     inputs: Inputs | None = None

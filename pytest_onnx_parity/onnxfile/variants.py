@@ -50,6 +50,13 @@ def variant_export(base: "OnnxExport", options: "ParityOptions", *, workdir: str
     from .export import derive_export
 
     out = base
+    if options.simplifier != "none":
+        from .simplify import simplifier_version, simplify
+
+        name = options.simplifier
+        out = derive_export(out, {"simplifier": name, "simplifier_version": simplifier_version(name)},
+                            lambda s, d: simplify(s, d, name), cache_dir=options.cache_dir, use_cache=options.use_cache,
+                            workdir=workdir)
     if options.precision != "fp32":
         prec = options.precision
         fields: dict[str, Any] = {"precision": prec, "calibration": options.images if prec == "int8" else None}
