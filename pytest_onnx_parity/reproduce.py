@@ -3,6 +3,8 @@
 
     python reproduce.py           # ONNX Runtime on inputs.npz vs the stored torch logits
     python reproduce.py --torch   # also rebuild the torch model (needs torch and timm)
+    python reproduce.py --module  # the divergent module's subgraph alone, on torch's values, at every
+                                  # ONNX Runtime optimisation level (--reduced: its smallest diverging range)
 
 Needs numpy and onnxruntime only (torch and timm for --torch); the plugin itself
 is not needed. Exit code 1 when the outputs mismatch, 0 when they agree, 2 when
@@ -150,16 +152,99 @@ def report_all(title, results):
     return mismatch
 
 
+def module_compare(expected, actual, atol, rtol):
+    """The per-layer rule: max |actual - expected| <= atol + rtol * rms(expected), over each output; NaN never passes."""
+    worst = None
+    for name, e in expected.items():
+        e = np.asarray(e, dtype=np.float64)
+        a = np.asarray(actual[name], dtype=np.float64)
+        if e.shape != a.shape:
+            return {"max_abs_diff": float("inf"), "rms": 0.0, "tolerance": atol, "passed": False}
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(a - e)
+        diff[e == a] = 0.0
+        diff[~np.isfinite(diff)] = np.inf
+        finite = e[np.isfinite(e)]
+        rms = float(np.sqrt(np.mean(finite ** 2))) if finite.size else 0.0
+        m = float(diff.max()) if diff.size else 0.0
+        r = {"max_abs_diff": m, "rms": rms, "tolerance": atol + rtol * rms, "passed": m <= atol + rtol * rms}
+        if worst is None or (not r["passed"] and worst["passed"]) or r["max_abs_diff"] > worst["max_abs_diff"]:
+            worst = r
+    return worst
+
+
+def module_main(meta, here, reduced=False, atol=None, rtol=None):
+    """--module: the divergent module's subgraph alone, on torch's values, at every ONNX Runtime level."""
+    import onnxruntime as ort
+
+    mod = meta.get("module") or {}
+    part = mod.get("reduced") if reduced else mod
+    if not mod.get("file") or not part:
+        what = "reduced subgraph" if reduced and mod.get("file") else "module subgraph"
+        print("this bundle has no %s (%s; see README.txt)" % (what, mod.get("problem") or "the per-layer check "
+              "placed no first divergence, or the module could not be cut out"))
+        return 2
+    try:
+        data = np.load(os.path.join(here, part["values"]))
+        feeds = {i["name"]: data[i["key"]] for i in part["inputs"]}
+        expected = {o["name"]: data[o["key"]] for o in part["outputs"]}
+    except (OSError, KeyError) as exc:
+        print("this bundle is incomplete: %s (see README.txt)" % exc)
+        return 2
+    atol = mod["atol"] if atol is None else atol
+    rtol = mod["rtol"] if rtol is None else rtol
+    fused = " with %s fused by the exporter" % ", ".join(mod["fused"]) if mod.get("fused") else ""
+    print("module:  %s (%s%s) of %s (exporter %s, opset %s)"
+          % (mod["module"], mod["module_type"], fused, meta["model"], meta.get("exporter"), meta.get("opset")))
+    print("graph:   %s: %d of the %d nodes of %s (%s)" % (part["file"], part["nodes"], mod["file_nodes"],
+                                                          meta.get("onnx_file") or "model.onnx", ", ".join(part["ops"])))
+    if reduced:
+        print("         reduced from the module's %d nodes; nodes in %s" % (part["of_nodes"], ", ".join(part["modules"])))
+    for i in part["inputs"]:
+        print("input:   %s %s from %s: %s" % (i["name"], tuple(i["shape"]), part["values"], i["source"]))
+    against = part.get("expected", "torch's output")
+    print("ONNX Runtime %s, each optimisation level against %s (max abs diff <= atol %.3g + rtol %.3g x RMS):"
+          % (ort.__version__, against, atol, rtol))
+    failing = []
+    for level, enum in mod["ort_levels"].items():
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, enum)
+        sess = ort.InferenceSession(os.path.join(here, part["file"]), sess_options=opts,
+                                    providers=["CPUExecutionProvider"])
+        got = dict(zip(list(expected), sess.run(list(expected), feeds), strict=True))
+        r = module_compare(expected, got, atol, rtol)
+        print("  %-9s max abs diff %.4g (%.3g x RMS %.3g), allowed %.3g: %s" % (
+            level + ":", r["max_abs_diff"], r["max_abs_diff"] / r["rms"] if r["rms"] else float("inf"), r["rms"],
+            r["tolerance"], "ok" if r["passed"] else "DIFFERS"))
+        if not r["passed"]:
+            failing.append(level)
+    if mod.get("blame"):
+        print("the gate's verdict: %s" % mod["blame"]["line"])
+    if failing:
+        print("MISMATCH: ONNX Runtime's %s differs from %s at %s" % (mod["module"], against, ", ".join(failing)))
+        return 1
+    print("OK: ONNX Runtime's %s agrees with %s at every optimisation level" % (mod["module"], against))
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Reproduce the ONNX parity mismatch of this bundle")
     p.add_argument("--bundle", default=HERE, help="the bundle's folder (default: this script's folder)")
     p.add_argument("--torch", action="store_true", help="also rebuild the torch side with timm from weights.pt")
+    p.add_argument("--module", action="store_true", help="run the divergent module's subgraph alone (module.onnx)")
+    p.add_argument("--reduced", action="store_true", help="with --module: its smallest diverging node range")
     p.add_argument("--atol", type=float, help="absolute tolerance (default: the gate's)")
     p.add_argument("--rtol", type=float, help="relative tolerance (default: the gate's)")
     args = p.parse_args(argv)
     here = args.bundle
+    if (args.atol is None) != (args.rtol is None):
+        print("give --atol and --rtol together")
+        return 2
     try:
         meta = load_meta(here)
+        if args.module or args.reduced:
+            return module_main(meta, here, args.reduced, args.atol, args.rtol)
         x = np.load(os.path.join(here, "inputs.npz"))["input"]
         outputs = np.load(os.path.join(here, "outputs.npz"))
         expected = outputs["torch"]

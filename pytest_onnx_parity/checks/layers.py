@@ -2,7 +2,10 @@
 
 The comparison itself is :mod:`..layers` (one pass each side, the growth rule); this
 module turns it into the check: too thin a comparison is skipped, a divergence goes to
-float64 arbitration at that module.
+float64 arbitration at that module. A divergence that stands is then isolated
+(:func:`..layers.repro.isolate_divergence`): the module cut out of the file and run alone on
+torch's inputs, and who to blame (exporter, runtime or simplifier), in the message and in
+``details["blame"]`` / ``details["module_repro"]``.
 """
 from __future__ import annotations
 
@@ -48,4 +51,26 @@ def check(ctx: CheckContext) -> CheckResult:
         return result
     result.status = "failed"
     result.message = f"{text}\n{details['float64']['where']}: ONNX Runtime's error is well beyond torch float32's own (float64 check)"
+    isolation = _isolate(ctx, cmp, x[:1], details)
+    if isolation is not None:
+        result.message += "\n" + isolation.message()
+        result.isolation = isolation  # type: ignore[attr-defined]  # what a reproducer bundle writes out
     return result
+
+
+def _isolate(ctx: CheckContext, cmp: Any, x: Any, details: dict[str, Any]) -> Any:
+    """The divergent module cut out and blamed (layers/repro.py): its line for the message, its figures in
+    ``details`` (``blame``: the verdict, ``module_repro``: the cut, the figures, the reduction). An aid: a
+    module that cannot be cut is said in ``details`` and never changes the verdict."""
+    from ..layers.repro import isolate_divergence
+
+    exporter = getattr(ctx.export, "exporter", None) or (cmp.exporter if cmp.exporter != "unknown" else None)
+    try:
+        isolation = isolate_divergence(ctx.model, ctx.model_part or ctx.path, x, cmp, exporter=exporter,
+                                       level=ctx.options.ort_opt, unsimplified=ctx.unsimplified)
+    except Exception as exc:  # noqa: BLE001 - the verdict stands without the reproducer
+        details["module_repro"] = {"problem": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        return None
+    details["blame"] = isolation.blame.verdict
+    details["module_repro"] = isolation.to_dict()
+    return isolation

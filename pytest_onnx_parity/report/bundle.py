@@ -12,9 +12,13 @@ failing model. ``DIR/<model>/`` then holds:
 ``result.json``      the gate's result for the model (one entry of the JSON report)
 ``bundle.json``      what the bundle holds: model, tolerances, versions, problems
 ``weights.pt``       the torch state dict (when below 256 MB), for ``reproduce.py --torch``
+``module.onnx``      with ``module_io.npz`` (and ``module_reduced.*``): the first divergent module's
+                     subgraph alone with torch's values at its boundary (:mod:`.modulepart`)
 ``reproduce.py``     reruns ONNX Runtime on the inputs and compares with the stored
                      torch logits; needs only numpy and onnxruntime (plus torch and
-                     timm for ``--torch``); exits 1 on a mismatch, 0 otherwise
+                     timm for ``--torch``); exits 1 on a mismatch, 0 otherwise;
+                     ``--module`` runs the module's subgraph alone
+``ISSUE.md``         a bug report ready to paste, with who to blame (:mod:`.issue`)
 ``README.txt``       how to use it
 
 A problem in making one part (ONNX Runtime cannot load the file, the model cannot
@@ -39,13 +43,15 @@ ONNX_NAME = "model.onnx"
 REPRODUCE_SCRIPT = Path(__file__).resolve().parents[1] / "reproduce.py"
 
 
-def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
+def write_bundle(run_state: Any, directory: "str | os.PathLike[str]", *,
+                 unsimplified: "str | os.PathLike[str] | None" = None) -> Path:
     """Write the reproducer bundle of one failing gate run into ``directory/<model>/``; return that folder.
 
     ``run_state`` is a :class:`pytest_onnx_parity.run.ParityRun` after
     ``execute`` (``.model``, ``.export``, ``.inputs``, ``.result``). The folder
     is written in a temporary place and renamed into position, replacing an older
-    bundle of the same model.
+    bundle of the same model. ``unsimplified``: the file before a simplifier ran; when
+    it passes the per-layer check, the module's blame is ``simplifier``.
     """
     result = getattr(run_state, "result", None)
     label = str(getattr(result, "model", None) or "model")
@@ -57,7 +63,7 @@ def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
         raise OSError(f"onnx-parity: cannot write the reproducer bundle of {label} into {root}: {exc}") from exc
     target = root / safe_name(label)
     try:
-        _fill(run_state, label, tmp)
+        _fill(run_state, label, tmp, unsimplified)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -67,8 +73,11 @@ def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
     return target
 
 
-def _fill(run_state: Any, label: str, out: Path) -> None:
+def _fill(run_state: Any, label: str, out: Path, unsimplified: Any = None) -> None:
     import numpy as np
+
+    from .issue import issue_markdown, platform_info
+    from .modulepart import MODULE_FILES, write_module_part
 
     problems: list[str] = []
     files: list[str] = []
@@ -146,6 +155,8 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
                 "Run the gate with --onnx-parity-layers always (or on-failure) to get the table here.\n")
     (out / "layers.txt").write_text(text if text.endswith("\n") else text + "\n")
     files.append("layers.txt")
+    module = write_module_part(run_state, out, attempt, unsimplified)
+    files += [f for f in MODULE_FILES if (out / f).is_file()]
 
     # the gate's result
     rdict = attempt("result.json", result.to_dict) if result is not None else None
@@ -181,10 +192,13 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         # features: each output's columns of the flat outputs and its own tolerance, as the logits check used them
         "segments": [{k: p.get(k) for k in ("output", "offset", "size", "atol", "rtol")} for p in parts
                      if len(parts) > 1],
-        "files": sorted(files + ["bundle.json", "reproduce.py", "README.txt"]),
-        "versions": _versions(), "problems": problems,
+        "files": sorted(files + ["bundle.json", "reproduce.py", "README.txt", "ISSUE.md"]),
+        "versions": _versions(), "platform": platform_info(), "module": module, "problems": problems,
     }
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    from ..results import jsonable
+
+    (out / "bundle.json").write_text(json.dumps(jsonable(meta), indent=2, default=str) + "\n")
+    (out / "ISSUE.md").write_text(issue_markdown(meta))
     shutil.copyfile(REPRODUCE_SCRIPT, out / "reproduce.py")
     (out / "README.txt").write_text(_readme(meta))
 
@@ -260,12 +274,13 @@ def _default_tolerances() -> dict[str, dict[str, float]]:
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    out = {}
-    for dist in ("torch", "timm", "onnx", "onnxruntime", "onnxscript", "numpy", "pytest-onnx-parity"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "missing"
+    from ..runtime.environment import library_versions
+
+    out = library_versions()
+    try:
+        out["numpy"] = md.version("numpy")
+    except md.PackageNotFoundError:
+        out["numpy"] = "missing"
     return out
 
 
@@ -280,6 +295,12 @@ def _readme(meta: dict[str, Any]) -> str:
         "Also rebuild the torch side from weights.pt (needs torch and timm):",
         "    python reproduce.py --torch",
         "Exit code 1: ONNX Runtime disagrees with torch beyond the tolerance; 0: they agree.",
+        *(["Run the divergent module's subgraph alone (module.onnx, torch's values in module_io.npz):",
+           "    python reproduce.py --module"] if (meta.get("module") or {}).get("file") else []),
+        *(["Its smallest node range that still diverges:", "    python reproduce.py --module --reduced"]
+          if (meta.get("module") or {}).get("reduced") else []),
+        *([f"{meta['module']['blame']['line']}", "ISSUE.md is a bug report ready to paste."]
+          if (meta.get("module") or {}).get("blame") else []),
         "",
         "Files: " + ", ".join(meta["files"]),
         f"Made with: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
