@@ -54,3 +54,7 @@ class VariantSkip(OnnxParityError):
 
     The gate reports it as a skipped item with this message as the reason.
     """
+
+
+class GoldenError(OnnxParityError):
+    """A golden reference (``--onnx-parity-golden``) that cannot be read or written; the message names the file."""

@@ -44,6 +44,8 @@ class ParityOptions:
     embed_preprocessing: bool = False
     simplifier: str = "none"  # axes.SIMPLIFIERS: the export as it is, or simplified
     dynamic_size: bool = False  # export with dynamic height and width (sizes other than the model's own)
+    golden: str | None = None  # folder of golden references (checks/golden.py); None: no golden check
+    golden_update: bool = False  # rewrite the goldens of that folder
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ParityOptions":
@@ -70,4 +72,6 @@ class ParityOptions:
             opts.data_config = check_overrides(opts.data_config)
         if opts.image_size is not None:
             opts.dynamic_size = True
+        if opts.golden_update and not opts.golden:
+            raise SpecError("golden_update=True rewrites the goldens of a folder: give golden=DIR too")
         return opts

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 #: The checks of a parity run, in the order they are recorded.
-CHECK_NAMES = ("weights", "data_config", "logits", "topk", "batch_consistency", "real_images", "layers")
+CHECK_NAMES = ("weights", "data_config", "logits", "topk", "batch_consistency", "real_images", "layers", "golden")
 STATUSES = ("passed", "failed", "skipped", "error")
 
 
@@ -31,7 +31,10 @@ class CheckResult:
         return self.status == "passed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "message": self.message, **jsonable(self.details)}
+        # the check's own name, status and message win over same-named details (a layer comparison's summary
+        # is its "message": it would hide the check's words, a blame line among them)
+        return {"name": self.name, "status": self.status, "message": self.message,
+                **{k: v for k, v in jsonable(self.details).items() if k not in ("name", "status", "message")}}
 
 
 @dataclass

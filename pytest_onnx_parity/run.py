@@ -20,6 +20,8 @@ is the one entry point that :func:`check_parity` (plain Python), :func:`check_fi
     and :func:`~.preprocessing.transform.preprocess` on the ONNX side.
 ``layers`` (:mod:`.checks.layers`)
     the first module where ONNX Runtime departs from torch.
+``golden`` (:mod:`.checks.golden`; only with ``golden=DIR``)
+    each side against the golden an earlier run recorded: which one moved, between which versions.
 
 A check that did not run is ``skipped`` with its reason, never ``passed``. The status folds
 the checks: ``failed`` if any failed, else ``error`` (inconclusive) if any could not be
@@ -317,7 +319,8 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
     batch_size, topk, min_agreement, cache_dir, use_cache, images, real_images, layers,
     layer_memory, test_time, max_accuracy_drop, int8_min_agreement, int8_max_accuracy_drop,
     output (the logits output of a file with several), and one value of each matrix axis:
-    precision, ort_opt, provider, image_size, embed_preprocessing.
+    precision, ort_opt, provider, image_size, embed_preprocessing; golden (a folder of golden
+    references) and golden_update.
     A model that cannot be built or exported gives ``status == "error"`` with
     the reason in ``.error`` (``raise_errors=True`` raises instead).
     """

@@ -217,6 +217,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="ema|state_dict"),
     Option("artifacts", "Write a reproducer bundle (ONNX file, inputs, outputs, reproduce.py) per failing model into DIR",
            _path, None, metavar="DIR"),
+    Option("golden", "Golden references in DIR, one file per spec and variant: recorded when missing (check golden skipped, "
+           "saying where), else torch's and ONNX Runtime's outputs each compared with theirs", _path, None, metavar="DIR"),
+    Option("golden-update", "Rewrite the goldens of --onnx-parity-golden (after an intended change)", _bool, False, "bool"),
 )
 
 
@@ -253,6 +256,8 @@ class Settings:
     output: str | None = None
     data_config: dict[str, Any] | None = None
     weight_set: str = "ema"
+    golden: str | None = None
+    golden_update: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -291,6 +296,7 @@ class Settings:
             parts.append(f"atol={self.atol:g} rtol={self.rtol:g}")
         if self.shard:
             parts.append(f"shard={self.shard[0]}/{self.shard[1]}")
+        parts += [f"golden={self.golden}{' (update)' if self.golden_update else ''}"] if self.golden else []
         return ", ".join(parts)
 
 
@@ -378,6 +384,8 @@ def resolve(config: Any) -> Settings:
                        defaults="the dtype's defaults, scaled by the logits")
         except SpecError as exc:
             raise SettingsError(str(exc)) from None
+    if values.get("golden_update") and "golden" not in values:
+        raise SettingsError(f"{sources['golden_update']} rewrites the goldens of a folder: give --onnx-parity-golden=DIR too")
     low = [o for o in values.get("opset", ()) if o < 18]
     if "torchscript" not in values.get("exporter", ("dynamo",)) and low:  # with both, dynamo x low opset items are skipped
         raise SettingsError(

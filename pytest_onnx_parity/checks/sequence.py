@@ -65,6 +65,10 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
     else:
         why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"
         checks.append(CheckResult("layers", "skipped", f"not run: {why}"))
+    if o.golden:  # after the others: it reads the logits verdict before recording a golden
+        from . import golden
+
+        checks.append(_guarded("golden", lambda: golden.check(ctx, r)))
     weights.point_at_weights(checks)
     _figures(r)
     r.timings["checks_s"] = time.perf_counter() - t
