@@ -192,13 +192,14 @@ def shard_pairs(pairs: list[tuple[Any, Variant]], shard: tuple[int, int] | None)
 
 
 def given_file_variant(path: Path, precision: str, workdir: Callable[[], str]) -> tuple[str, bool, Path]:
-    """A file made elsewhere: ``(precision, embedded, model_part)``. Its precision and embedded preprocessing
-    come from its metadata (a float32 option gives way to the file's fp16 or int8); an embedded file's
+    """A file made elsewhere: ``(precision, embedded, model_part)``. Its precision comes from its metadata, else
+    from its graph (float16 weights, quantised ops), and its embedded preprocessing from its metadata (a float32
+    option gives way to the file's fp16 or int8); an embedded file's
     model part (what the per-layer check reads) is cut out into ``workdir()``."""
-    from .onnxfile.io import read_metadata
     from .onnxfile.pregraph import embedded_info
+    from .onnxfile.precision import file_precision
 
-    said = read_metadata(path).get("onnx_parity.precision")
+    said = file_precision(path)  # its metadata, else what its graph shows (a float16 file converted elsewhere)
     if precision == "fp32" and said in ("fp16", "int8"):
         precision = said
     if embedded_info(path) is None:

@@ -82,10 +82,43 @@ def logits_tolerance(precision: str, expected: "np.ndarray") -> tuple[float, flo
 
 
 def file_precision(path: "str | os.PathLike[str]") -> str:
-    """The precision recorded in a file's metadata; ``"fp32"`` when none is (a plain export)."""
+    """The precision recorded in a file's metadata, else the one its graph shows (:func:`graph_precision`)."""
     from .io import read_metadata
 
-    return read_metadata(Path(path)).get(PRECISION_KEY, "fp32")
+    said = read_metadata(Path(path)).get(PRECISION_KEY)
+    return said if said else graph_precision(path)
+
+
+def graph_precision(path: "str | os.PathLike[str]") -> str:
+    """The precision a file's graph shows, for files whose metadata does not say (converted elsewhere):
+
+    ``int8`` when it quantises (a ``DequantizeLinear`` of 8-bit integers, ``QLinear*`` or ``*Integer`` ops, as
+    ``onnxruntime.quantization`` writes them); else ``fp16`` when most of its float weights (by element count,
+    initializers and constants) are float16, as onnxruntime's and onnxconverter-common's
+    ``convert_float_to_float16`` leave a file, with ``keep_io_types`` either way; else ``fp32``.
+    Read from the graph without loading external weights (their types and shapes are in the graph).
+    """
+    import math
+
+    import onnx
+
+    from .io import load_onnx_proto
+
+    graph = load_onnx_proto(path).graph
+    init = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type.startswith("QLinear") or node.op_type.endswith("Integer"):
+            return "int8"
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in init \
+                and init[node.input[0]].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            return "int8"
+    counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                                         if a.name == "value" and a.HasField("t")]
+    for t in tensors:
+        if t.data_type in counts:
+            counts[t.data_type] += math.prod(t.dims) if t.dims else 1
+    return "fp16" if counts[onnx.TensorProto.FLOAT16] > counts[onnx.TensorProto.FLOAT] else "fp32"
 
 
 def _load_source(src: "str | os.PathLike[str]") -> "onnx.ModelProto":
