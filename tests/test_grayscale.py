@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from PIL import Image
 from pytest_onnx_parity.errors import OnnxParityError, SpecError
 from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 from pytest_onnx_parity.preprocessing.decode import ChannelsError, image_mode, open_image
-from pytest_onnx_parity.preprocessing.images import bundled_image_paths, iter_batches, load_images, real_batch
+from pytest_onnx_parity.preprocessing.images import iter_batches, load_images, real_batch
 from pytest_onnx_parity.preprocessing.transform import EvalTransform, preprocess
 from pytest_onnx_parity.testing import strategies as ops
 
@@ -52,23 +51,8 @@ def gray(cfg: dict) -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def photo_paths() -> list[Path]:
-    return bundled_image_paths()
-
-
-@pytest.fixture(scope="module")
-def photos(photo_paths: list[Path]) -> list[Image.Image]:
-    return [open_image(p) for p in photo_paths]
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """One torch thread for this module (conftest.py); the photos are conftest's ``photo_paths``/``photos``."""
 
 
 # --- the luma and the mode rule ---------------------------------------------------------------------

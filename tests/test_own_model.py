@@ -266,16 +266,22 @@ def _failed(result: Any) -> set[str]:
     return {c.name for c in result.checks if c.status == "failed"}
 
 
-def test_a_10_class_fine_tune_passes_and_a_5_percent_fault_fails(ckpts: dict[str, Path], tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("spec", "ckpt", "kind"), [
+    ("resnet18={}", "ft10", "logits"),  # a 10-class fine-tune, no arguments: the head is read from the checkpoint
+    ("resnet18(num_classes=0)={}", "emb", "embedding"),  # a pooled embedding
+])
+def test_a_fine_tune_passes_and_a_5_percent_layer_fault_fails(ckpts: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str], spec: str, ckpt: str,
+                                                              kind: str) -> None:
     from pytest_onnx_parity import check_parity, load_model
 
-    spec = f"resnet18={ckpts['ft10']}"
-    path = _export(load_model(spec), 224, tmp_path / "ft10.onnx")
+    spec = spec.format(ckpts[ckpt])
+    path = _export(load_model(spec), 224, tmp_path / f"{ckpt}.onnx")
     _stamp(path, spec, capsys)
     ok = check_parity(f"{spec}@{path}")
     assert ok.passed, ok.failure_message()
-    assert ok.output_kind == "logits" and ok.data_config_source == "pretrained_cfg"
+    assert ok.output_kind == kind and ok.data_config_source == "pretrained_cfg"
+    assert (ok.check("topk").status == "skipped") == (kind == "embedding")  # top-k has no meaning for an embedding
     bad = check_parity(f"{spec}@{_faulty(path, spec, 'layer3.0.conv2')}", **FAST)
     assert bad.status == "failed" and "logits" in _failed(bad)
 
@@ -316,20 +322,6 @@ def test_the_other_weight_set_is_named_by_the_weights_check(ckpts: dict[str, Pat
     assert "--onnx-parity-weight-set state_dict" in weights.message
     ok = check_parity(f"{spec}@{raw}", weight_set="state_dict", **FAST)
     assert ok.passed, ok.failure_message()
-
-
-def test_a_pooled_embedding_passes_and_a_5_percent_fault_fails(ckpts: dict[str, Path], tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_onnx_parity import check_parity, load_model
-
-    spec = f"resnet18(num_classes=0)={ckpts['emb']}"
-    path = _export(load_model(spec), 224, tmp_path / "emb.onnx")
-    _stamp(path, spec, capsys)
-    ok = check_parity(f"{spec}@{path}")
-    assert ok.passed, ok.failure_message()
-    assert ok.output_kind == "embedding" and ok.check("topk").status == "skipped"
-    bad = check_parity(f"{spec}@{_faulty(path, spec, 'layer3.0.conv2')}", **FAST)
-    assert bad.status == "failed" and "logits" in _failed(bad)
 
 
 def test_a_features_only_backbone_passes_and_a_deep_fault_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,6 @@ from PIL import Image, ImageOps
 from pytest_onnx_parity.testing import strategies as ops
 from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
 from pytest_onnx_parity.errors import ImageError, MissingMetadataError, SpecError
-from pytest_onnx_parity.preprocessing.images import bundled_image_paths
-from pytest_onnx_parity.preprocessing.decode import open_image
 from pytest_onnx_parity.preprocessing.transform import EvalTransform, preprocess
 
 timm_data = pytest.importorskip("timm.data")
@@ -48,24 +46,8 @@ def assert_matches_timm(image: Image.Image, config: dict, got: np.ndarray | None
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """timm's transform normalises with torch: one thread is 8x cheaper than two on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def photo_paths() -> list[Path]:
-    return bundled_image_paths()
-
-
-@pytest.fixture(scope="module")
-def photos(photo_paths: list[Path]) -> list[Image.Image]:
-    return [open_image(p) for p in photo_paths]
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """One torch thread for this module (conftest.py); the photos are conftest's ``photo_paths``/``photos``."""
 
 
 @pytest.fixture(scope="module")

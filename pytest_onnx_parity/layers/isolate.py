@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import OnnxParityError
+from ..onnxfile.subgraph import GraphPart
 from .results import LayerComparison, LayerResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +38,7 @@ __all__ = ["ModuleCut", "cut_module", "innermost_modules"]
 
 
 @dataclass
-class ModuleCut:
+class ModuleCut(GraphPart):
     """One module's ONNX subgraph and torch's values at its boundary."""
 
     module: str
@@ -62,14 +63,6 @@ class ModuleCut:
     anchors: dict[str, "np.ndarray"] = field(default_factory=dict)
     """Torch's values at ONNX values inside the cut (inputs and outputs of the compared rows in it)."""
     module_types: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def nodes(self) -> int:
-        return len(self.proto.graph.node)
-
-    @property
-    def ops(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(n.op_type for n in self.proto.graph.node))
 
     def describe(self) -> str:
         """``layer3.0.bn2 (BatchNorm2d, with layer3.0.conv2 fused): 1 of 49 nodes (Conv)``."""

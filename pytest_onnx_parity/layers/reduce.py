@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..onnxfile.subgraph import GraphPart
 from ..tolerances import REDUCE_ABOVE_NODES, REDUCE_LINEAR_STEPS
 from .blame import measure_values, run_levels, run_reference
 
@@ -45,7 +46,7 @@ __all__ = ["Reduction", "reduce_cut"]
 
 
 @dataclass
-class Reduction:
+class Reduction(GraphPart):
     """The smallest diverging node range of a module's subgraph, ready to run on its own."""
 
     proto: "onnx.ModelProto"
@@ -65,14 +66,6 @@ class Reduction:
     of_nodes: int
     """Nodes of the module's subgraph it was reduced from."""
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def nodes(self) -> int:
-        return len(self.proto.graph.node)
-
-    @property
-    def ops(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(n.op_type for n in self.proto.graph.node))
 
     def describe(self) -> str:
         mods = ", ".join(dict.fromkeys(m or "(no module)" for m in self.node_modules))

@@ -31,6 +31,21 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["all_values", "extract_nodes", "live_nodes", "node_reads", "range_boundary"]
 
 
+class GraphPart:
+    """What a piece of a file cut out as its own model (``self.proto``) says of itself."""
+
+    proto: "onnx.ModelProto"
+
+    @property
+    def nodes(self) -> int:
+        return len(self.proto.graph.node)
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """Its op types, in first-seen order."""
+        return tuple(dict.fromkeys(n.op_type for n in self.proto.graph.node))
+
+
 def node_reads(node: Any) -> list[str]:
     """The values ``node`` reads: its inputs, and what its subgraphs read from the enclosing graph."""
     reads = [v for v in node.input if v]
