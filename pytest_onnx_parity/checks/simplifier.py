@@ -13,10 +13,6 @@ from ..errors import OnnxParityError
 from ..results import CheckResult, ParityResult
 from .context import CheckContext
 
-#: the checks rerun on the unsimplified file (they compare the file's outputs with torch's on the run's batch)
-RERUN = ("logits", "topk", "batch_consistency")
-
-
 def blame_simplifier(ctx: CheckContext, r: ParityResult) -> None:
     """When a simplified file failed, say whether the unsimplified export passes (then: blame the simplifier)."""
     failed = [c for c in r.checks if c.status == "failed"]
@@ -35,6 +31,7 @@ def blame_simplifier(ctx: CheckContext, r: ParityResult) -> None:
             choose_outputs(session, ctx.layout, o.output)
         base = replace(ctx, session_factory=lambda: session, export=replace(ctx.export, path=ctx.unsimplified))
         base.actual = ctx.inputs.feed.run(session, ctx.inputs.raw)
+        # the checks that compare the file's outputs with torch's on the run's batch: rerun on the unsimplified file
         reruns = {"logits": logits.check, "topk": topk.check, "batch_consistency": batch_consistency.check}
         before = {name: fn(base) for name, fn in reruns.items() if r.check(name) is not None}
     except OnnxParityError:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..specs import ModelSpec, check_checkpoint, check_model_name, parse_spec
+from ..specs import ModelSpec, check_model_name, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -67,7 +67,7 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
     """
     from dataclasses import replace
 
-    from ..preprocessing.dataconfig import compose_data_config, pretrained_config
+    from ..preprocessing.dataconfig import spec_inputs
     from ..specs import with_model_args
     from .create import create, create_pretrained
 
@@ -81,24 +81,18 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
     import timm
     import torch
 
-    kind, args, ckpt = spec.weights_kind, spec.kwargs, None
-    if kind == "file":
-        from .checkpoint import infer_model_args, read_checkpoint
-
-        check_checkpoint(spec)  # the same words as the gate's and the command line's up-front check
-        ckpt = read_checkpoint(spec, use_ema=use_ema)
-        args = {**infer_model_args(ckpt.state_dict, pretrained_config(spec.name, args)[0], args), **args}
+    kind = spec.weights_kind
+    inputs = spec_inputs(spec, use_ema=use_ema)  # the checkpoint read once; the head and stem read from it
+    args, ckpt = inputs.args, inputs.checkpoint
     if kind == "random":
         torch.manual_seed(seed)
     if kind == "pretrained":
         model = create_pretrained(timm, spec, **args, **build_only)
     else:
         model = create(timm, spec, pretrained=False, **args, **build_only)
-    pretrained_cfg, base = pretrained_config(spec.name, args)
     model.onnx_parity_spec = spec  # type: ignore[attr-defined]
     model.onnx_parity_seed = seed  # type: ignore[attr-defined]
-    config, source = compose_data_config(pretrained_cfg, model_args=args, overrides=data_config, base_source=base,
-                                         train_args=ckpt.train_args if ckpt is not None else None)
+    config, source = inputs.data_config(data_config)  # the rule resolve_data_config(spec) follows
     model.onnx_parity_data_config = config  # type: ignore[attr-defined]
     model.onnx_parity_data_config_source = source  # type: ignore[attr-defined]
     if kind == "random":

@@ -106,7 +106,7 @@ def _pixels(item: Any, index: int, transform: EvalTransform) -> np.ndarray:
     """One image as a uint8 HxWx3 or HxWx4 array, checked as the graph would check it."""
     from PIL import Image
 
-    from ..preprocessing.decode import open_image, to_rgb
+    from ..preprocessing.decode import check_pixels, open_image, to_rgb
 
     if isinstance(item, (str, os.PathLike)):
         try:
@@ -116,21 +116,12 @@ def _pixels(item: Any, index: int, transform: EvalTransform) -> np.ndarray:
     elif isinstance(item, Image.Image):
         array = np.asarray(item if item.mode in ("RGB", "RGBA") else to_rgb(item))
     elif isinstance(item, np.ndarray) or hasattr(item, "__array__"):
-        array = np.asarray(item)
-        if array.dtype != np.uint8:
-            raise EmbeddedInputError(
-                f"image {index}: pixels must be uint8 (0..255), got {array.dtype}. For floats in 0..1 pass "
-                "(array * 255).round().astype(numpy.uint8); the graph normalises by itself."
-            )
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[:, :, 0]
+        try:
+            array = check_pixels(np.asarray(item))
+        except ImageError as exc:
+            raise EmbeddedInputError(f"image {index}: {exc}") from None
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise EmbeddedInputError(
-                f"image {index}: pixels must be HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}. "
-                "A CHW array needs array.transpose(1, 2, 0); BGR (OpenCV) needs array[:, :, ::-1]."
-            )
     else:
         raise EmbeddedInputError(f"image {index}: cannot feed a {type(item).__name__}; pass paths, PIL images or arrays")
     height, width = array.shape[:2]

@@ -16,7 +16,7 @@ Metadata keys (all values are JSON strings):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from ..errors import MissingMetadataError, SpecError
 from ..specs import ModelSpec
@@ -124,23 +124,44 @@ def data_config_source(model: Any) -> str:
 
 def spec_data_config(spec: Any, *, model_args: Mapping[str, Any] | None = None,
                      overrides: Mapping[str, Any] | None = None, use_ema: bool = True) -> tuple[dict[str, Any], str]:
-    """``(config, source)`` of a spec (see :func:`resolve_data_config`); the one rule :func:`load_model` follows."""
+    """``(config, source)`` of a spec (see :func:`resolve_data_config`); :func:`load_model` follows the same
+    rule, from the same :func:`spec_inputs`."""
     from ..specs import check_model_name, parse_spec, with_model_args
 
     spec = with_model_args(parse_spec(spec) if isinstance(spec, str) else spec, dict(model_args or {}))
     check_model_name(spec.name)
-    args, train_args = spec.kwargs, None
-    pretrained_cfg, base = pretrained_config(spec.name, args)
-    if spec.weights_kind == "file":
-        from ..model.checkpoint import infer_model_args, read_checkpoint
-        from ..specs import check_checkpoint
+    inputs = spec_inputs(spec, use_ema=use_ema)
+    return inputs.data_config(overrides)
 
-        check_checkpoint(spec)  # missing or damaged: the same words as the gate's up-front check
-        ckpt = read_checkpoint(spec, use_ema=use_ema)
-        args = {**infer_model_args(ckpt.state_dict, pretrained_cfg, args), **args}
-        train_args = ckpt.train_args
-    return compose_data_config(pretrained_cfg, model_args=args, train_args=train_args, overrides=overrides,
-                               base_source=base)
+
+class SpecInputs(NamedTuple):
+    """What a spec builds from: its model arguments (with the head and stem read from its checkpoint), the
+    name's pretrained config and where that came from, and the checkpoint (None for random or pretrained)."""
+
+    args: dict[str, Any]
+    pretrained_cfg: dict[str, Any]
+    base_source: str
+    checkpoint: Any = None  # model.checkpoint.Checkpoint
+
+    def data_config(self, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+        train_args = self.checkpoint.train_args if self.checkpoint is not None else None
+        return compose_data_config(self.pretrained_cfg, model_args=self.args, train_args=train_args,
+                                   overrides=overrides, base_source=self.base_source)
+
+
+def spec_inputs(spec: ModelSpec, *, use_ema: bool = True) -> SpecInputs:
+    """:class:`SpecInputs` of a parsed spec whose name is known: its checkpoint read once (checked first, with
+    the gate's words), ``num_classes``/``in_chans`` not given taken from it."""
+    args = spec.kwargs
+    pretrained_cfg, base = pretrained_config(spec.name, args)
+    if spec.weights_kind != "file":
+        return SpecInputs(args, pretrained_cfg, base)
+    from ..model.checkpoint import infer_model_args, read_checkpoint
+    from ..specs import check_checkpoint
+
+    check_checkpoint(spec)  # missing or damaged: the same words as the gate's up-front check
+    ckpt = read_checkpoint(spec, use_ema=use_ema)
+    return SpecInputs({**infer_model_args(ckpt.state_dict, pretrained_cfg, args), **args}, pretrained_cfg, base, ckpt)
 
 
 def pretrained_config(name: str, model_args: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:

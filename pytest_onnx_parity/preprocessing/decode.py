@@ -138,7 +138,11 @@ def _to_pil(item: Any, mode: str = "RGB") -> Image.Image:
     )
 
 
-def _array_to_pil(array: np.ndarray) -> Image.Image:
+def check_pixels(array: np.ndarray) -> np.ndarray:
+    """An image array as the package takes it: uint8, HxW (HxWx1 squeezed), HxWx3 or HxWx4, with pixels.
+
+    Raises :class:`ImageError` naming the fix; the one rule for ``preprocess`` and the embedded graph's feed.
+    """
     if array.dtype != np.uint8:
         raise ImageError(
             f"an image array must be uint8 (0..255), got {array.dtype}. For floats in 0..1 pass "
@@ -153,4 +157,9 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"an image array of shape {array.shape} has no pixels")
+    return array
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    array = check_pixels(array)
     return Image.fromarray(np.ascontiguousarray(array))

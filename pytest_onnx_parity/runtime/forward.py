@@ -157,14 +157,6 @@ def logits_output(session: "onnxruntime.InferenceSession", num_classes: int | No
                         f"Name the {what} output: check_parity(..., output=NAME), --onnx-parity-output NAME.")
 
 
-def choose_logits_output(session: "onnxruntime.InferenceSession", num_classes: int | None = None,
-                         name: str | None = None) -> str:
-    """Pick the logits output (see :func:`logits_output`) and remember it for :func:`ort_forward` on this session."""
-    chosen = logits_output(session, num_classes, name)
-    _CHOSEN[session] = [chosen]
-    return chosen
-
-
 def feature_outputs(session: "onnxruntime.InferenceSession", layout: "OutputLayout", name: str | None = None) -> list[str]:
     """The file's outputs that match a features layout, in the model's order; :class:`OnnxFileError` naming the fix.
 
