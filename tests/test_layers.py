@@ -89,7 +89,8 @@ def test_clean_export_shows_no_divergence(exported: Any, arch: str, exporter: st
     assert cmp.first_divergence is None, cmp.table()
     assert cmp.passed
     assert cmp.exporter == exporter
-    assert cmp.onnx_runs == 1 and cmp.torch_forwards == 1
+    assert cmp.onnx_runs == 1 and cmp.forced_runs == 1 and cmp.torch_forwards == 1
+    assert all(layer.own_diff is not None for layer in cmp.layers) and not cmp.own_note
     assert len(cmp.layers) >= 20
     worst = max(layer.ratio for layer in cmp.layers)
     assert worst < 0.1, f"clean export uses {worst:.2f} of the tolerance somewhere:\n{cmp.table()}"
@@ -129,7 +130,8 @@ def test_planted_fault_is_named_at_its_layer(exported: Any, arch: str, layer: st
     if later:
         assert max(layer.upstream_rel for layer in later) >= first.max_rel_diff
     assert re.fullmatch(
-        rf"first divergence at {re.escape(expected)} \(\w+\): max abs diff [0-9.e+-]+, [0-9.e]+x its tolerance( \(.*\))?",
+        rf"first divergence at {re.escape(expected)} \(\w+\): own error [0-9.e+-]+, [0-9.e]+x its tolerance "
+            r"\(max abs diff [0-9.e+-]+ with what it inherited(; .*)?\)",
         cmp.message(),
     ), cmp.message()
 
@@ -155,7 +157,7 @@ def test_fused_conv_is_listed_as_uncompared(exported: Any, exporter: str) -> Non
 # --------------------------------------------------------------------------- one pass, chunks
 
 
-def test_one_onnx_runtime_run_and_one_forward(exported: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_onnx_runtime_runs_and_one_forward(exported: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     model, path, x = exported("test_convnext", "dynamo")
     runs: list[str] = []
     for method in ("run", "run_with_ort_values", "run_with_iobinding"):
@@ -172,9 +174,9 @@ def test_one_onnx_runtime_run_and_one_forward(exported: Any, monkeypatch: pytest
         cmp = compare_layers(model, path, x)
     finally:
         handle.remove()
-    assert len(runs) == 1
+    assert len(runs) == 2  # end to end, and teacher forced
     assert len(forwards) == 1
-    assert cmp.onnx_runs == 1 and len(cmp.layers) > 50
+    assert cmp.onnx_runs == 1 and cmp.forced_runs == 1 and len(cmp.layers) > 50
 
 
 @pytest.mark.parametrize(("arch", "exporter", "layer"), [("test_resnet", "dynamo", "layer2.0.conv2"), ("test_vit", "torchscript", "blocks.3.mlp.fc1")])
@@ -185,7 +187,7 @@ def test_chunked_mode_gives_the_same_result(exported: Any, arch: str, exporter: 
     budget = 3 * max(layer.shape and _numel(layer.shape) for layer in whole.layers) * 4
     chunked = compare_layers(model, faulty, x, memory_budget=budget)
     assert whole.onnx_runs == 1
-    assert chunked.onnx_runs > 3 and chunked.torch_forwards == chunked.onnx_runs
+    assert chunked.onnx_runs > 3 and chunked.torch_forwards == chunked.onnx_runs == chunked.forced_runs
     assert chunked.peak_tensor_bytes <= budget
     assert [r.name for r in chunked.layers] == [r.name for r in whole.layers]
     assert [r.passed for r in chunked.layers] == [r.passed for r in whole.layers]
@@ -195,6 +197,7 @@ def test_chunked_mode_gives_the_same_result(exported: Any, arch: str, exporter: 
         assert a.onnx_value == b.onnx_value
         # ONNX Runtime may fuse differently when fewer values are asked for: equal up to float rounding
         assert a.max_abs_diff == pytest.approx(b.max_abs_diff, rel=0.05, abs=1e-5)
+        assert a.own_diff == pytest.approx(b.own_diff, rel=0.05, abs=1e-5)  # each chunk forced from its feeders too
     assert {u.name: u.reason for u in chunked.uncompared} == {u.name: u.reason for u in whole.uncompared}
 
 
@@ -215,7 +218,7 @@ def test_assert_layers_close(exported: Any) -> None:
     with pytest.raises(ParityFailure) as info:
         assert_layers_close(model, faulty, x)
     text = str(info.value)
-    assert text.startswith("first divergence at stages.1.blocks.0.mlp.fc1 (Linear): max abs diff ")
+    assert text.startswith("first divergence at stages.1.blocks.0.mlp.fc1 (Linear): own error ")
     assert re.search(r"^\s*\d+\s+stages\.1\.blocks\.0\.mlp\.fc1\s.*FAIL$", text, re.M)
     assert text.rstrip().endswith("to change the per-layer tolerance.")
     # looser tolerances change the verdict; atol and rtol come together

@@ -43,6 +43,7 @@ def compare_layers(
     rtol: float | None = None,
     memory_budget: int | str | None = None,
     growth: float | None = None,
+    teacher_forcing: bool = True,
 ) -> LayerComparison:
     """Compare each torch module's output with the ONNX value that computes it.
 
@@ -54,6 +55,10 @@ def compare_layers(
     ``atol + rms(torch activation) * max(rtol, growth * upstream_rel)``.
     ``memory_budget`` (bytes, or a string such as ``"512MiB"``) bounds the copies of
     intermediate tensors held at once; above it layers are compared in chunks.
+
+    Each layer's own error (``own_diff``: its ONNX nodes on torch's values at its inputs, :mod:`.teacher`)
+    decides its verdict: ``own_diff <= atol + rtol * rms``; ``teacher_forcing=False`` skips that run and
+    judges every layer by the growth rule on its end-to-end difference.
     """
     atol, rtol = layer_tolerance(atol, rtol)
     growth = LAYER_GROWTH if growth is None else float(growth)
@@ -71,7 +76,7 @@ def compare_layers(
     was_training = model.training
     model.eval()
     try:
-        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types)
+        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types, teacher_forcing)
     finally:
         tracer.close()
         if was_training:
@@ -87,6 +92,8 @@ def compare_layers(
         growth=growth,
         exporter=graph.exporter,
         onnx_runs=run.runs,
+        forced_runs=run.forced_runs,
+        own_note=run.own_note if teacher_forcing else "teacher_forcing=False",
         torch_forwards=run.forwards,
         memory_budget=budget,
         peak_tensor_bytes=run.peak,
@@ -140,46 +147,87 @@ class _Run:
         self.uncompared: dict[str, Uncompared] = {}
         self.peak = 0
         self.runs = 0
+        self.forced_runs = 0
         self.forwards = 0
+        self.own_note = ""
 
 
 def _run_chunks(
-    tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray", x_torch: "torch.Tensor", types: dict[str, int]
+    tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray", x_torch: "torch.Tensor", types: dict[str, int],
+    teacher_forcing: bool = True,
 ) -> _Run:
-    """One torch forward and one ONNX Runtime run per chunk; each pair measured, then freed."""
+    """One torch forward and two ONNX Runtime runs per chunk: end to end, then teacher forced (each module's
+    nodes on torch's values at the boundaries it reads, :mod:`.teacher`); each pair measured, then freed."""
+    from .teacher import boundaries
+
     run = _Run()
+    bounds = None
     chunk_index = 0
     while True:
         captured = tracer.forward(x_torch, chunk_index)
         run.forwards += 1
         if chunk_index == 0:
             run.uncompared.update(tracer.uncompared)
-        if captured:
-            values = [tracer.plan[name].value for name in captured]
-            onnx_out = run_onnx(source, input_name, x_np, values, types)
+            if teacher_forcing:
+                bounds = boundaries(source.proto, [entry.value for entry in tracer.plan.values()])
+                by_value = {entry.value: name for name, entry in tracer.plan.items()}
+                tracer.cut_chunks({name: tuple(by_value[v] for v in bounds.feeders.get(entry.value, ()) if v in by_value)
+                                   for name, entry in tracer.plan.items()})
+        members = [name for name in captured if tracer.plan[name].chunk == chunk_index]
+        if members:
+            onnx_out = run_onnx(source, input_name, x_np, [tracer.plan[name].value for name in members], types)
             run.runs += 1
-            held = sum(a.nbytes for a in captured.values()) + sum(map(ort_nbytes, onnx_out.values()))
-            run.peak = max(run.peak, held)
-            for name in list(captured):
-                expected = captured.pop(name)
+            kept = sum(a.nbytes for a in captured.values())
+            run.peak = max(run.peak, kept + sum(map(ort_nbytes, onnx_out.values())))
+            for name in members:
                 entry = tracer.plan[name]
-                value = onnx_out.pop(entry.value)  # each comparison frees its two tensors
+                value = onnx_out.pop(entry.value)  # each comparison frees ONNX Runtime's tensor
                 actual = value.numpy()
-                if tuple(actual.shape) != tuple(expected.shape):
+                if tuple(actual.shape) != tuple(captured[name].shape):
                     run.uncompared[name] = Uncompared(
                         name,
                         entry.module_type,
-                        f"shape mismatch: torch {tuple(expected.shape)}, ONNX value {entry.value!r} "
+                        f"shape mismatch: torch {tuple(captured[name].shape)}, ONNX value {entry.value!r} "
                         f"{tuple(actual.shape)}",
                     )
                     continue
-                run.results[name] = measure(entry, expected, actual)
-                del expected, actual, value
+                run.results[name] = measure(entry, captured[name], actual)
+                del actual, value
             del onnx_out
+            if bounds is not None:
+                _own_errors(run, tracer, source, input_name, x_np, types, captured, members, bounds, kept)
         captured.clear()
         chunk_index += 1
         if chunk_index >= tracer.n_chunks:
             return run
+
+
+def _own_errors(run: _Run, tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray",
+                types: dict[str, int], captured: dict[str, "np.ndarray"], members: list[str], bounds: Any,
+                kept: int) -> None:
+    """The teacher-forced run of one chunk: each measured module's own error (``own_diff``) added to its row."""
+    import dataclasses
+
+    from .verdict import max_abs_diff
+
+    measured = [name for name in members if name in run.results]
+    forced = {tracer.plan[name].value: array for name, array in captured.items() if name not in run.uncompared}
+    try:
+        own_out = run_onnx(source, input_name, x_np, [tracer.plan[name].value for name in measured], types,
+                           forced=forced)
+    except OnnxParityError as exc:
+        run.own_note = f"no own errors: {exc}"
+        return
+    run.forced_runs += 1
+    run.peak = max(run.peak, kept + sum(map(ort_nbytes, own_out.values())))
+    for name in measured:
+        value = tracer.plan[name].value
+        own = own_out.pop(value).numpy()
+        if tuple(own.shape) != tuple(captured[name].shape):
+            continue
+        run.results[name] = dataclasses.replace(run.results[name], own_diff=max_abs_diff(captured[name], own),
+                                                own_nodes=bounds.own_nodes.get(value, ()))
+        del own
 
 
 # --------------------------------------------------------------------------- inputs

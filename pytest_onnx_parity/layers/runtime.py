@@ -10,7 +10,7 @@ is one copy of the model file beyond a plain inference.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import OnnxParityError
 
@@ -28,13 +28,18 @@ def run_onnx(
     x: "np.ndarray",
     values: Iterable[str],
     types: dict[str, int],
+    forced: "Mapping[str, np.ndarray] | None" = None,
 ) -> dict[str, Any]:
     """One ``InferenceSession.run`` computing ``values`` (added as graph outputs of a copy).
 
+    ``forced`` (ONNX value -> torch's array of it): teacher forcing (:mod:`.teacher`): every node that
+    reads one of these values reads torch's array instead, fed as a graph input in the value's own type.
     Returns each value as an ``onnxruntime.OrtValue`` (``.numpy()`` reads it), by name.
     """
     import onnx
     import onnxruntime as ort
+
+    from .teacher import FORCED_PREFIX, forced_dtype, restore, rewire
 
     wanted = list(dict.fromkeys(values))
     graph = source.proto.graph
@@ -43,17 +48,36 @@ def run_onnx(
     for v in wanted:
         if v not in existing:
             extra.graph.output.append(onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None))
-    if source.data is not None:
-        # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
-        # is the model with those outputs appended, without parsing and re-serializing the weights
-        data = source.data + extra.SerializeToString()
-    else:
-        n_outputs = len(graph.output)
-        graph.output.extend(extra.graph.output)
-        try:
-            data = source.proto.SerializeToString()
-        finally:
-            del graph.output[n_outputs:]
+    feeds = {input_name: ort.OrtValue.ortvalue_from_numpy(x)}
+    for v, array in (forced or {}).items():
+        elem = types.get(v, onnx.TensorProto.FLOAT)
+        dtype = forced_dtype(elem)
+        if dtype is None:
+            continue
+        extra.graph.input.append(onnx.helper.make_tensor_value_info(FORCED_PREFIX + v, elem, list(array.shape)))
+        feeds[FORCED_PREFIX + v] = ort.OrtValue.ortvalue_from_numpy(array.astype(dtype, copy=False))
+    edits = rewire(graph, [i.name[len(FORCED_PREFIX):] for i in extra.graph.input]) if forced else []
+    try:
+        if edits and source.data is not None:
+            from ..onnxfile.wire import with_nodes
+
+            # the readers changed: the file's bytes with its nodes replaced (its weights copied, never parsed)
+            data = with_nodes(source.data, graph.node, extra.graph.input, extra.graph.output)
+        elif source.data is not None:
+            # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
+            # is the model with those outputs appended, without parsing and re-serializing the weights
+            data = source.data + extra.SerializeToString()
+        else:
+            n_inputs, n_outputs = len(graph.input), len(graph.output)
+            graph.input.extend(extra.graph.input)
+            graph.output.extend(extra.graph.output)
+            try:
+                data = source.proto.SerializeToString()
+            finally:
+                del graph.input[n_inputs:]
+                del graph.output[n_outputs:]
+    finally:
+        restore(graph, edits)
     # give the intermediate buffers back as soon as they are compared (no arena); one run: packing weights
     # ahead (same kernels, same results) and spinning idle threads cost more than they save
     config = {"session.disable_prepacking": "1", "session.intra_op.allow_spinning": "0"}
@@ -61,13 +85,14 @@ def run_onnx(
         config["session.model_external_initializers_file_folder_path"] = str(source.ext_dir)
     from ..runtime.session import make_session
 
+    what = "torch's values at its module boundaries (teacher forcing)" if forced else "its intermediate values"
     try:
         session = make_session(data, mem_arena=False, config=config)
         del data
         # OrtValues, not numpy copies: each is read (and freed) when its layer is compared
-        out = session.run_with_ort_values(wanted, {input_name: ort.OrtValue.ortvalue_from_numpy(x)})
+        out = session.run_with_ort_values(wanted, feeds)
     except Exception as exc:
-        raise OnnxParityError(f"ONNX Runtime could not run the model with its intermediate values: {exc}") from exc
+        raise OnnxParityError(f"ONNX Runtime could not run the model with {what}: {exc}") from exc
     return dict(zip(wanted, out))
 
 

@@ -86,6 +86,8 @@ class Tracer:
         self._x: Any = None
         self.uncompared: dict[str, Uncompared] = {}
         self.n_chunks = 1
+        self.extra: dict[int, set[str]] = {}
+        """Chunk -> modules of earlier chunks whose outputs it also copies (the boundaries its modules read)."""
         self._calls: dict[str, int] = {}
         self._pending_fusable: set[str] = set()
         self._fused_into: dict[str, list[str]] = {}
@@ -124,7 +126,9 @@ class Tracer:
         def hook(module: Any, args: Any, output: Any) -> None:
             if self._pass == 0:
                 self._plan_call(name, module, args, output)
-            elif name in self.plan and self.plan[name].chunk == self._pass and self._calls.get(name) == 1:
+            elif name in self.plan and self._calls.get(name) == 1 and (
+                self.plan[name].chunk == self._pass or name in self.extra.get(self._pass, ())
+            ):
                 self._captured[name] = _copy_out(output)
 
         return hook
@@ -295,18 +299,32 @@ class Tracer:
         for name, module in self.modules.items():
             if name and name not in self._calls:
                 self.uncompared[name] = Uncompared(name, type(module).__name__, "not called in the forward")
-        # chunks after the first: greedy, in execution order
-        chunk, used = 0, 0
+        self.cut_chunks({})
+        self._producer.clear()
+
+    def cut_chunks(self, feeders: dict[str, tuple[str, ...]]) -> None:
+        """The chunks after the first: greedy, in execution order, each within :attr:`side_budget` with the
+        outputs of the modules its own modules read (``feeders``: module -> those modules), which it copies
+        too (:attr:`extra`). The first chunk holds every module it reads (they return before it)."""
+        self.extra = {}
+        chunk, used, held = 0, 0, set()
         for name in self.order:
             entry = self.plan.get(name)
             if entry is None or entry.chunk == 0:
                 continue
-            if chunk == 0 or (used and used + entry.nbytes > self.side_budget):
-                chunk, used = chunk + 1, 0
+            needed = [f for f in feeders.get(name, ()) if f in self.plan]
+            cost = entry.nbytes + sum(self.plan[f].nbytes for f in needed if f not in held)
+            if chunk == 0 or (used and used + cost > self.side_budget):
+                chunk, used, held = chunk + 1, 0, set()
+                cost = entry.nbytes + sum(self.plan[f].nbytes for f in needed)
             entry.chunk = chunk
-            used += entry.nbytes
+            used += cost
+            held.add(name)
+            for f in needed:
+                if f not in held:
+                    held.add(f)
+                    self.extra.setdefault(chunk, set()).add(f)
         self.n_chunks = chunk + 1
-        self._producer.clear()
 
     # -- dataflow between modules
 

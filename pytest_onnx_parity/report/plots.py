@@ -48,11 +48,12 @@ def layer_plot(result: Any, out_dir: str | os.PathLike[str], label: str) -> Path
 
 
 def plot_layers(comparison: "LayerComparison", path: "str | os.PathLike[str]", title: str | None = None) -> Path:
-    """Write a PNG of each layer's max abs diff against its tolerance, along the depth.
+    """Write a PNG of each layer's own error against its tolerance, along the depth.
 
     The x axis is the execution order of the compared layers, the y axis (log
-    scale) the max abs diff (dots; red where the layer fails) and the tolerance
-    (line). The first divergence is marked and named. Returns the path written.
+    scale) each layer's own error (dots; red where the layer fails; its end-to-end
+    max abs diff without one), its end-to-end max abs diff (grey crosses) and the
+    tolerance (line). The first divergence is marked and named. Returns the path written.
     """
     try:
         import matplotlib
@@ -67,8 +68,14 @@ def plot_layers(comparison: "LayerComparison", path: "str | os.PathLike[str]", t
     layers = comparison.layers
     floor = _floor(comparison)
     x = list(range(len(layers)))
-    diffs = [max(layer.max_abs_diff, floor) if math.isfinite(layer.max_abs_diff) else _ceiling(comparison) for layer in layers]
-    tols = [max(layer.tolerance, floor) for layer in layers]
+    def drawn(value: float) -> float:
+        return max(value, floor) if math.isfinite(value) else _ceiling(comparison)
+
+    owned = [layer.own_diff is not None for layer in layers]
+    # what decides each verdict: its own error against its own tolerance (the growth rule's pair without one)
+    diffs = [drawn(layer.own_diff if layer.own_diff is not None else layer.max_abs_diff) for layer in layers]
+    tols = [max(layer.own_tolerance if layer.own_diff is not None else layer.tolerance, floor) for layer in layers]
+    inherited = [drawn(layer.max_abs_diff) for layer in layers]
 
     fig, ax = plt.subplots(figsize=(min(24.0, 6.0 + 0.08 * len(layers)), 4.8), dpi=110)
     try:
@@ -76,9 +83,13 @@ def plot_layers(comparison: "LayerComparison", path: "str | os.PathLike[str]", t
             ax.plot(x, tols, color="0.35", linewidth=1.2, label="tolerance (atol + rtol * rms)", zorder=2)
             ok = [i for i, layer in enumerate(layers) if layer.passed]
             bad = [i for i, layer in enumerate(layers) if not layer.passed]
-            ax.scatter(ok, [diffs[i] for i in ok], s=14, color="tab:blue", label="max abs diff (passed)", zorder=3)
+            what = "own error" if any(owned) else "max abs diff"
+            if any(owned):
+                ax.scatter(x, inherited, s=10, marker="x", color="0.6", label="max abs diff, with what it inherited",
+                           zorder=2)
+            ax.scatter(ok, [diffs[i] for i in ok], s=14, color="tab:blue", label=f"{what} (passed)", zorder=3)
             if bad:
-                ax.scatter(bad, [diffs[i] for i in bad], s=18, color="tab:red", label="max abs diff (failed)", zorder=4)
+                ax.scatter(bad, [diffs[i] for i in bad], s=18, color="tab:red", label=f"{what} (failed)", zorder=4)
             first = comparison.first_divergence
             if first is not None:
                 i = layers.index(first)
@@ -111,14 +122,20 @@ def plot_layers(comparison: "LayerComparison", path: "str | os.PathLike[str]", t
     return path
 
 
+def _figures(layer: Any) -> tuple[float, ...]:
+    """A layer's drawn figures: its end-to-end difference and tolerance, and its own error and tolerance."""
+    own = (layer.own_diff, layer.own_tolerance) if layer.own_diff is not None else ()
+    return (layer.max_abs_diff, layer.tolerance, *own)
+
+
 def _floor(comparison: "LayerComparison") -> float:
     """Smallest value drawn: exact zeros cannot sit on a log axis."""
-    values = [v for layer in comparison.layers for v in (layer.max_abs_diff, layer.tolerance) if v > 0 and math.isfinite(v)]
+    values = [v for layer in comparison.layers for v in _figures(layer) if v > 0 and math.isfinite(v)]
     return min(values) / 10 if values else 1e-12
 
 
 def _ceiling(comparison: "LayerComparison") -> float:
-    values = [v for layer in comparison.layers for v in (layer.max_abs_diff, layer.tolerance) if math.isfinite(v)]
+    values = [v for layer in comparison.layers for v in _figures(layer) if math.isfinite(v)]
     return max(values) * 10 if values else 1.0
 
 
