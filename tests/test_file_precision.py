@@ -19,21 +19,49 @@ def fp32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_onnx("resnet18", exporter="torchscript", cache_dir=str(tmp_path_factory.mktemp("c"))).path
 
 
-@pytest.mark.parametrize("keep_io_types", [True, False])
-def test_a_float16_file_converted_elsewhere_is_judged_as_fp16_and_passes(fp32_file: Path, tmp_path: Path,
-                                                                        keep_io_types: bool) -> None:
+def _converted(fp32_file: Path, converter: str, keep_io_types: bool) -> "onnx.ModelProto":
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    if converter == "onnxruntime":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    else:
+        from onnxconverter_common.float16 import convert_float_to_float16
     model = convert_float_to_float16(onnx.load(str(fp32_file)), keep_io_types=keep_io_types)
     del model.metadata_props[:]  # as it comes from a pipeline: no precision, no data config
+    return model
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+@pytest.mark.parametrize("converter", ["onnxruntime", "onnxconverter_common"])
+def test_a_float16_file_converted_elsewhere_is_judged_as_fp16_per_layer(fp32_file: Path, tmp_path: Path,
+                                                                       converter: str, keep_io_types: bool) -> None:
+    """Clean, it passes every check, the per-layer one on each module's own error included; with one conv's
+    weights scaled by 1.05 in the float16 file, the gate fails naming that conv's block (the end-to-end
+    difference of a 5% fault hides in float16 rounding grown through the depth; its own error does not)."""
+    import onnx
+
+    from pytest_onnx_parity import load_model
+    from pytest_onnx_parity.testing import scale_layer_weights
+
     path = tmp_path / "fp16.onnx"
-    onnx.save(model, str(path))
+    onnx.save(_converted(fp32_file, converter, keep_io_types), str(path))
     assert graph_precision(path) == "fp16" and file_precision(path) == "fp16"
     stamp_onnx(path, "resnet18")
-    r = check_parity("resnet18", onnx=path, layers="never")
+    r = check_parity("resnet18", onnx=path)
     assert r.variant["precision"] == "fp16"
     assert r.passed, r.failure_message()
+    layers = r.check("layers")
+    assert layers.status == "passed" and r.layer_comparison.forced_runs == 1
+    assert all(row.own_diff is not None for row in r.layer_comparison.layers)
+    if (converter == "onnxruntime") == keep_io_types:
+        return  # the planted fault on two of the four files (one per converter, one per keep_io_types): time
+
+    bad = tmp_path / "fault.onnx"
+    onnx.save(scale_layer_weights(load_model("resnet18"), path, "layer2.1.conv1", 1.05), str(bad))
+    r = check_parity("resnet18", onnx=bad)
+    assert r.status == "failed", r.failure_message()
+    assert r.check("layers").status == "failed"
+    assert r.first_divergence in ("layer2.1.conv1", "layer2.1.bn1"), r.check("layers").message
 
 
 def test_a_quantised_file_is_told_as_int8_and_a_plain_one_as_fp32(fp32_file: Path, tmp_path: Path) -> None:

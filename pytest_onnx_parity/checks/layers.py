@@ -43,6 +43,8 @@ def check(ctx: CheckContext) -> CheckResult:
         if comparable > compared:
             result.message += f"; {comparable - compared} could not be compared (see details)"
         return result
+    if o.precision == "int8":
+        return _int8(cmp, result, details)
     details["first_divergence"] = first.name
     text = f"{cmp.summary()}\n{cmp.table()}"
     verdict = arbitrate(ctx.model, x[:1], first.max_abs_diff, first.tolerance, details, module=first.name)
@@ -55,6 +57,33 @@ def check(ctx: CheckContext) -> CheckResult:
     if isolation is not None:
         result.message += "\n" + isolation.message()
         result.isolation = isolation  # type: ignore[attr-defined]  # what a reproducer bundle writes out
+    return result
+
+
+#: the modules an int8 failure names, worst first
+INT8_WORST_SHOWN = 5
+
+
+def _int8(cmp: Any, result: CheckResult, details: dict[str, Any]) -> CheckResult:
+    """An int8 file whose modules quantise beyond the int8 per-layer tolerance: the worst of them by own error
+    (what each module's int8 nodes get wrong on torch's float inputs, its output's quantisation included), and
+    the ``nodes_to_exclude`` list that leaves them in float. No float64 arbitration and no module cut: whole
+    quantisation steps are the file's design, not float rounding, and no exporter is to blame."""
+    failing = sorted(cmp.failed, key=lambda layer: layer.ratio, reverse=True)
+    exclude = list(dict.fromkeys(node for layer in failing for node in layer.own_nodes))
+    details["first_divergence"] = cmp.first_divergence.name
+    details["worst_quantised"] = [{"name": layer.name, "own_rel": layer.own_rel, "nodes": list(layer.own_nodes)}
+                                  for layer in failing]
+    details["nodes_to_exclude"] = exclude
+    worst = "; ".join(f"{layer.name} ({layer.module_type}): own error {layer.own_rel:.2f} x its RMS"
+                      for layer in failing[:INT8_WORST_SHOWN])
+    more = f" and {len(failing) - INT8_WORST_SHOWN} more" if len(failing) > INT8_WORST_SHOWN else ""
+    result.status = "failed"
+    result.message = (
+        f"{len(failing)} of {len(cmp.layers)} modules quantise beyond the int8 per-layer tolerance (own error above "
+        f"{cmp.rtol:g} x RMS; worst first): {worst}{more}.\nTo keep them in float, quantise again with "
+        f"nodes_to_exclude={exclude!r} (onnxruntime.quantization.quantize_static, or "
+        f"pytest_onnx_parity.onnxfile.quantize.to_int8).\n\n{cmp.table(max_rows=12)}")
     return result
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "detect_exporter",
     "graph_input",
     "has_external_data",
+    "innermost_scope",
     "load_source",
     "parent_path",
 ]
@@ -161,12 +162,14 @@ class GraphScopes:
 
         self.nodes_of: dict[str, list[int]] = {}
         self.own_nodes: dict[str, int] = {}
+        self.module_of: list[str] = []  # per node: its innermost module ("" outside every scope)
         for i, node in enumerate(nodes):
             chain = self._chain(node, modules)
             for path in chain:
                 self.nodes_of.setdefault(path, []).append(i)
             if chain:
                 self.own_nodes[chain[-1]] = self.own_nodes.get(chain[-1], 0) + 1
+            self.module_of.append(chain[-1] if chain else "")
         self.types = _value_types(proto)
         self.shapes = _value_shapes(proto)
         self.value_of: dict[str, str] = {}
@@ -191,11 +194,26 @@ class GraphScopes:
             ]  # fmt: skip
             floats = [(i, v) for i, v in candidates if self.types.get(v, 1) in FLOAT_TYPES]
             if floats:
-                self.value_of[path] = max(floats)[1]
+                self.value_of[path] = self._dequantized(max(floats)[1], nodes, consumers)
             elif candidates:
                 self.no_value_reason[path] = "its ONNX scope yields no floating-point value"
             else:
                 self.no_value_reason[path] = "no value leaves its ONNX scope"
+
+    def _dequantized(self, value: str, nodes: list[Any], consumers: dict[str, list[int]]) -> str:
+        """In a QDQ file, the value the next module reads: ``DequantizeLinear(QuantizeLinear(value))`` when that
+        pair is all that reads ``value``. The quantiser drops a ``Relu``/``Clip`` whose range the output's
+        quantisation covers, so ``value`` itself is the unclipped op output; the dequantized value is what
+        the module yields as deployed, its output's quantisation included (teacher forcing feeds torch's
+        value there, so each activation's quantisation counts once: in the module that yields it)."""
+        readers = consumers.get(value, [])
+        if len(readers) != 1 or nodes[readers[0]].op_type != "QuantizeLinear":
+            return value
+        q = nodes[readers[0]]
+        after = consumers.get(q.output[0], []) if q.output else []
+        if len(after) != 1 or nodes[after[0]].op_type != "DequantizeLinear":
+            return value
+        return nodes[after[0]].output[0]
 
     def _chain(self, node: Any, modules: dict[str, Any]) -> tuple[str, ...]:
         """The module paths, outermost first, whose scopes hold ``node``."""
@@ -256,7 +274,20 @@ def parent_path(name: str, modules: dict[str, Any]) -> str:
     return ""
 
 
-def _dynamo_chain(raw: str, modules: dict[str, Any]) -> tuple[str, ...]:
+def innermost_scope(node: Any) -> str:
+    """The innermost module a node's scope names, read without the model (``""`` when none): dynamo's last
+    module scope, or the last scope part of a TorchScript name (``norm1`` of ``/blocks/blocks.3/norm1/Pow``,
+    a tail: :class:`GraphScopes` resolves it to a full path against the model's modules)."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPES_KEY:
+            chain = _dynamo_chain(prop.value, None)
+            return chain[-1] if chain else ""
+    parts = [s for s in node.name.split("/") if s]
+    return parts[-2] if node.name.startswith("/") and len(parts) > 1 else ""
+
+
+def _dynamo_chain(raw: str, modules: dict[str, Any] | None) -> tuple[str, ...]:
+    """The module paths of a dynamo scope list (each one in ``modules``, unless that is ``None``)."""
     try:
         scopes = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -266,7 +297,7 @@ def _dynamo_chain(raw: str, modules: dict[str, Any]) -> tuple[str, ...]:
     chain = []
     for scope in scopes[1:-1]:
         path = _CALL_SUFFIX.sub("", str(scope))
-        if path in modules and path not in chain:
+        if (modules is None or path in modules) and path not in chain:
             chain.append(path)
     return tuple(chain)
 

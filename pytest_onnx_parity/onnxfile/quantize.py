@@ -82,6 +82,7 @@ def to_int8(
     preprocess: bool = True,
     reduce_range: bool | None = None,
     activations: str = "uint8",
+    nodes_to_exclude: "Iterable[str]" = (),
 ) -> Path:
     """Quantize a float32 ONNX file to int8; return ``dst_onnx``.
 
@@ -96,6 +97,8 @@ def to_int8(
     advice for this CPU (:func:`pytest_onnx_parity.runtime.environment.int8_reduce_range`: ``True`` on x86-64
     without VNNI, where U8S8 kernels can saturate); the options record the choice, why, and
     the CPU. ``activations``: ``"uint8"`` (U8S8, the default) or ``"int8"`` (S8S8), static mode.
+    ``nodes_to_exclude``: node names left in float, passed to ``onnxruntime.quantization`` as they are
+    (the per-layer check of an int8 file prints the list of the modules that quantise worst).
     """
     import tempfile
 
@@ -115,7 +118,10 @@ def to_int8(
             "pytest_onnx_parity.onnxfile.quantize.calibration_images(onnx_file) (the bundled photos) or "
             "calibration_images(onnx_file, 'path/to/folder'), or use mode='dynamic'")
     t0 = time.perf_counter()
+    exclude = sorted(set(nodes_to_exclude))
     options: dict[str, Any] = {"mode": mode, "per_channel": per_channel, "calibration_images": len(batches)}
+    if exclude:
+        options["nodes_to_exclude"] = exclude
     reduce_range, options["reduce_range_reason"] = _reduce_range(reduce_range)
     options["reduce_range"] = reduce_range
     from ..runtime.environment import cpu_info
@@ -128,7 +134,7 @@ def to_int8(
         out = Path(tmp) / "int8.onnx"
         try:
             _quantize(model_in, out, batches, mode=mode, per_channel=per_channel, reduce_range=reduce_range,
-                      activations=activations)
+                      activations=activations, nodes_to_exclude=exclude)
         except PrecisionError:
             raise
         except Exception as exc:
@@ -187,12 +193,13 @@ def _reduce_range(given: bool | None) -> tuple[bool, str]:
 
 
 def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: str, per_channel: bool,
-              reduce_range: bool = False, activations: str = "uint8") -> None:
+              reduce_range: bool = False, activations: str = "uint8", nodes_to_exclude: list[str] | None = None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode == "dynamic":
         quantize_dynamic(model_in, str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"], reduce_range=reduce_range)
+                         op_types_to_quantize=["MatMul", "Gemm"], reduce_range=reduce_range,
+                         nodes_to_exclude=nodes_to_exclude or None)
         return
     from .io import load_onnx_proto
 
@@ -207,7 +214,7 @@ def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: st
             return None if b is None else {input_name: b}
 
     quantize_static(model_in, str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                    reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=nodes_to_exclude or None,
                     activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8)
 
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 ARCH = "tf_efficientnet_lite0"
 
@@ -48,3 +52,34 @@ def efficientnet_lite0_checkpoint(dest: "str | os.PathLike[str]") -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(dest))
     return dest
+
+
+#: the bundled photos with an ImageNet label: tiger cat, espresso, missile
+LABELS = {"chelsea.jpg": 282, "coffee.jpg": 967, "rocket.jpg": 657}
+#: seeded views of each labelled photo in :func:`labelled_views`
+VIEWS = 16
+
+
+def labelled_views(seed: int = 0, views: int = VIEWS) -> "tuple[list[Any], np.ndarray]":
+    """Seeded crops (35-100% of the area) and mirror images of the labelled bundled photos (PIL images), and
+    their ImageNet labels: 48 images by default, none of them what calibration sees (the whole photos)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ..preprocessing.images import bundled_image_paths
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for path in bundled_image_paths():
+        if path.name not in LABELS:
+            continue
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        for k in range(views):
+            area = rng.uniform(0.35, 1.0)
+            cw, ch = int(w * np.sqrt(area)), int(h * np.sqrt(area))
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            view = img.crop((x0, y0, x0 + cw, y0 + ch))
+            images.append(ImageOps.mirror(view) if k % 2 else view)
+            labels.append(LABELS[path.name])
+    return images, np.asarray(labels)
