@@ -18,6 +18,9 @@ is the one entry point that :func:`check_parity` (plain Python), :func:`check_fi
 ``real_images`` (:mod:`.checks.real_images`; :mod:`.checks.int8` for an int8 file)
     end to end on real photos: timm's eval transform on the torch side, the file's metadata
     and :func:`~.preprocessing.transform.preprocess` on the ONNX side.
+``headroom`` (:mod:`.checks.headroom`)
+    how close each module's values come to float16's limits: a warning for an fp32 file, a failure for
+    an fp16 file whose float16 values overflow.
 ``layers`` (:mod:`.checks.layers`)
     the first module where ONNX Runtime departs from torch.
 ``golden`` (:mod:`.checks.golden`; only with ``golden=DIR``)

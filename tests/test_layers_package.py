@@ -10,7 +10,8 @@ import pytest_onnx_parity
 
 PACKAGE = Path(pytest_onnx_parity.__file__).parent / "layers"
 # each module may import only those before it (the package itself, __init__, comes last)
-ORDER = ["results", "scopes", "tracer", "runtime", "verdict", "api", "isolate", "blame", "reduce", "repro", "__init__"]
+ORDER = ["results", "scopes", "teacher", "probes", "headroom", "tracer", "runtime", "verdict", "api", "isolate", "blame", "reduce",
+         "repro", "__init__"]
 
 
 def _relative_imports(path: Path) -> set[str]:

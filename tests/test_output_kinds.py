@@ -158,7 +158,8 @@ def test_an_embedding_passes_every_check_and_a_5pct_fault_fails(embedding: tuple
     assert r.passed, r.failure_message()
     assert r.output_kind == "embedding" and r.to_dict()["output_kind"] == "embedding"
     assert statuses(r) == {"weights": "passed", "data_config": "passed", "logits": "passed", "topk": "skipped",
-                           "batch_consistency": "passed", "real_images": "passed", "layers": "passed"}
+                           "batch_consistency": "passed", "real_images": "passed", "headroom": "passed",
+                           "layers": "passed"}
     logits, topk, real = r.check("logits"), r.check("topk"), r.check("real_images")
     assert "cosine similarity per sample" in logits.message and logits.details["cosine_min"] > min_cosine("fp32")
     assert "nearest neighbour not judged" in logits.message  # a random batch of 2

@@ -44,7 +44,7 @@ def test_clean_export_passes(exported: dict[str, Any], name: str) -> None:
     assert result.passed, result.failure_message()
     assert {c.name: c.status for c in result.checks} == {
         "weights": "passed", "data_config": "passed", "logits": "passed", "topk": "passed", "batch_consistency": "passed",
-        "real_images": "skipped", "layers": "skipped"}
+        "real_images": "skipped", "headroom": "passed", "layers": "skipped"}
 
 
 @pytest.mark.parametrize("name,param", [(n, p) for n, ps in PLANTS.items() for p in ps])

@@ -18,7 +18,7 @@ from .context import CheckContext
 
 def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
     """Every check of a run on ``ctx``, appended to ``r.checks``; then the headline figures and the status."""
-    from . import batch_consistency, data_config, layers, logits, real_images, topk, weights
+    from . import batch_consistency, data_config, headroom, layers, logits, real_images, topk, weights
     from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, sized_config
     from ..runtime.feeds import feed_for
     from ..runtime.forward import fixed_batch, torch_forward_layout
@@ -56,11 +56,11 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
             checks.append(topk.check(ctx))
         checks.append(_guarded("batch_consistency", lambda: batch_consistency.check(ctx)))
     checks.append(_guarded("real_images", lambda: real_images.check(ctx)))
-    graph_failed = any(c.status in ("failed", "error") for c in checks if c.name in ("logits", "topk", "batch_consistency"))
-    if o.precision == "int8":
-        checks.append(CheckResult("layers", "skipped", "not run: an int8 file departs from torch by whole "
-                                  "quantisation steps in every layer by design; its verdict is real_images"))
-    elif o.layers == "always" or (o.layers == "on-failure" and graph_failed):
+    checks.append(_guarded("headroom", lambda: headroom.check(ctx)))
+    # an int8 file's verdict is its real images' (its logits are never compared element-wise)
+    verdicts = ("real_images",) if o.precision == "int8" else ("logits", "topk", "batch_consistency")
+    graph_failed = any(c.status in ("failed", "error") for c in checks if c.name in verdicts)
+    if o.layers == "always" or (o.layers == "on-failure" and graph_failed):
         checks.append(_guarded("layers", lambda: layers.check(ctx)))
     else:
         why = "--onnx-parity-layers never" if o.layers == "never" else "logits passed (--onnx-parity-layers on-failure)"

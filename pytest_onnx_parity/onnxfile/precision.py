@@ -178,12 +178,58 @@ def to_fp16(
                                                      disable_shape_infer=False)
     except Exception as exc:
         raise PrecisionError(f"float16 conversion of {src} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    _drop_round_trips(converted.graph)
     _topological_sort(converted.graph)
     _refresh_value_info(converted)
     options = {"converter": "onnxruntime.transformers.float16", "keep_io_types": keep_io_types,
                "keep_fp32_ops": keep, "onnxruntime": _version("onnxruntime"),
                "convert_s": round(time.perf_counter() - t0, 3)}
     return save_variant(converted, dst_onnx, props, "fp16", options, external=bool(external_files(src)))
+
+
+def _drop_round_trips(graph: "onnx.GraphProto") -> int:
+    """Remove the converter's float32 -> float16 -> float32 Cast pairs; returns how many.
+
+    Between two ops kept in float32 (a decomposed LayerNorm's ``Pow`` and ``ReduceMean``) the converter casts
+    to float16 and straight back: the squared deviation then overflows 65504 in a value neither op computes
+    in float16 (found by the fp16 headroom check). Only its own casts (named ``..._cast_to_fp16...`` and
+    ``..._cast_to_fp32...``) whose float16 value nothing else reads are removed; the readers of the second
+    cast read the float32 value.
+    """
+    import onnx
+
+    def target(node: "onnx.NodeProto") -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    readers: dict[str, list["onnx.NodeProto"]] = {}
+    for node in graph.node:
+        for v in node.input:
+            readers.setdefault(v, []).append(node)
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if (node.op_type != "Cast" or target(node) != onnx.TensorProto.FLOAT16 or "_cast_to_fp16" not in node.name
+                or node.output[0] in outputs):
+            continue
+        after = readers.get(node.output[0], [])
+        if not after or any(m.op_type != "Cast" or target(m) != onnx.TensorProto.FLOAT or "_cast_to_fp32" not in m.name
+                            or m.output[0] in outputs for m in after):
+            continue
+        dropped.add(id(node))
+        for m in after:
+            dropped.add(id(m))
+            rename[m.output[0]] = node.input[0]
+    if not rename:
+        return 0
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        for k, v in enumerate(node.input):
+            if v in rename:
+                node.input[k] = rename[v]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(rename)
 
 
 def _refresh_value_info(proto: "onnx.ModelProto") -> None:
@@ -288,16 +334,9 @@ def first_nonfinite(onnx_file: "str | os.PathLike[str]", x: "np.ndarray") -> dic
 
 
 def _node_module(node: "onnx.NodeProto") -> str:
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = [s for s in json.loads(p.value.replace("'", '"')) if s]
-            except ValueError:
-                scopes = []
-            if len(scopes) > 1:
-                return scopes[-2]
-    parts = [s for s in node.name.split("/") if s]
-    return parts[-2] if len(parts) > 1 else node.name
+    from ..layers.scopes import innermost_scope  # the one reading of a node's scope (headroom's too)
+
+    return innermost_scope(node) or node.name
 
 
 def rel_error(expected: "np.ndarray", actual: "np.ndarray") -> float:
