@@ -9,6 +9,12 @@ peak is the process's VmHWM, reset (``/proc/self/clear_refs``) after the model i
 loaded, so it covers the measured call only. Writes the section between
 ``<!-- layers-bench -->`` markers of docs/performance.md.
 
+``teacher``: the cost of teacher forcing (each module's own error, ``own_diff``): ``compare_layers``
+with ``teacher_forcing=False`` (the per-layer pass before it: one torch forward, one ONNX Runtime run)
+against the default (the same plus one teacher-forced run), each in fresh processes, alternating, with the
+default memory budget and with a small one that forces chunks: the wall and CPU time ratios and the peak
+memory of each. Writes the section between ``<!-- layers-teacher -->`` markers of docs/performance.md.
+
 ``tolerance``: the evidence behind the per-layer tolerance defaults. Clean exports
 of deep networks (both exporters): the largest per-layer error relative to the
 layer's activation scale, along the depth. Then a 5% scale of the weights of one
@@ -18,6 +24,7 @@ layer, and by how much does it exceed the tolerance. Writes the section between
 
     python benchmarks/bench_layers.py speed
     python benchmarks/bench_layers.py tolerance
+    python benchmarks/bench_layers.py teacher
     python benchmarks/bench_layers.py all --no-write
 """
 from __future__ import annotations
@@ -159,12 +166,14 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
             if i and job.get("spread"):
                 time.sleep(job["spread"])  # samples spread over time, as the machine's load comes and goes
             clock = _Clock()
-            cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"))
+            cmp = compare_layers(model, job["onnx"], x, memory_budget=job.get("budget"),
+                                 teacher_forcing=job.get("teacher_forcing", True))
             clocks.append(clock.stop())
         out.update(_Clock.median(clocks))
         out["layers"] = len(cmp.layers)
         out["uncompared"] = len(cmp.uncompared)
         out["onnx_runs"] = cmp.onnx_runs
+        out["forced_runs"] = cmp.forced_runs
         out["passed"] = cmp.passed
         out["peak_tensor_bytes"] = cmp.peak_tensor_bytes
     elif kind == "plain":
@@ -250,6 +259,67 @@ def bench_speed(write: bool) -> str:
     if write:
         write_block(ROOT / "docs" / "performance.md", "layers-bench", text, title="# Performance")
     return text
+
+
+TEACHER_MODELS = [("resnet18", 1), ("efficientnet_b0", 1), ("vit_tiny_patch16_224", 1), ("convnext_atto", 1),
+                  ("resnet18", 16)]
+TEACHER_SMALL_BUDGET = "64MiB"
+
+
+def bench_teacher(write: bool) -> str:
+    """compare_layers with and without teacher forcing: time and memory ratios (fresh processes, alternating)."""
+    rows = []
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, batch in TEACHER_MODELS:
+            path = export_static(name, batch, folder)
+            budgets = [None, TEACHER_SMALL_BUDGET] if batch > 1 else [None]
+            for budget in budgets:
+                res: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+                for _ in range(2):  # alternate, so a change of the machine's load hits both
+                    for tf in (False, True):
+                        res[tf].append(run_job({"kind": "layers", "model": name, "onnx": str(path), "batch": batch,
+                                                "repeat": 3, "teacher_forcing": tf, "budget": budget}))
+                before, forced = _Clock.merge(*res[False]), _Clock.merge(*res[True])
+                row = {"model": name, "batch": batch, "budget": budget or "1GiB (default)", "before": before,
+                       "forced": forced, "wall": forced["seconds"] / before["seconds"],
+                       "cpu": forced["cpu_seconds"] / before["cpu_seconds"]}
+                print(json.dumps({k: v for k, v in row.items() if k not in ("before", "forced")}), flush=True)
+                rows.append(row)
+    text = teacher_markdown(rows, (load_start, os.getloadavg()[0]))
+    print(text)
+    if write:
+        write_block(ROOT / "docs" / "performance.md", "layers-teacher", text, title="# Performance")
+    return text
+
+
+def teacher_markdown(rows: list[dict[str, Any]], load: tuple[float, float]) -> str:
+    lines = [
+        "## Per-layer parity: the cost of each module's own error (teacher forcing)",
+        "",
+        f"Measured with `python benchmarks/bench_layers.py teacher` on {machine()}; load average {load[0]:.1f} when the",
+        f"run began, {load[1]:.1f} when it ended. *before*: `compare_layers(..., teacher_forcing=False)`, the per-layer",
+        "pass without own errors (one torch forward and one ONNX Runtime run per chunk); *with own errors*: the default,",
+        "which adds one teacher-forced run per chunk (a second session on the rewritten graph). Each figure is the",
+        "median of 6 calls in 2 fresh processes per variant, the variants alternating; memory is the process's peak",
+        "RSS during the calls minus its RSS before them, and *copies* the largest total of intermediate tensors held",
+        "at once (the memory budget bounds it; the boundaries a chunk's modules read are copied with it).",
+        "",
+        "| model | batch | memory budget | before | with own errors | time ratio (wall / CPU) | copies before / with |",
+        "| --- | ---: | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        b, f = r["before"], r["forced"]
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['budget']} | {b['seconds']:.2f} s wall, {b['cpu_seconds']:.2f} s CPU, "
+            f"+{b['extra_mib']:.0f} MiB, {b['onnx_runs']} run(s) | {f['seconds']:.2f} s wall, {f['cpu_seconds']:.2f} s CPU, "
+            f"+{f['extra_mib']:.0f} MiB, {f['onnx_runs']} + {f['forced_runs']} forced run(s) | "
+            f"**{r['wall']:.2f}x / {r['cpu']:.2f}x** | {b['peak_tensor_bytes'] / 2**20:.0f} / "
+            f"{f['peak_tensor_bytes'] / 2**20:.0f} MiB |")
+    worst = max(max(r["wall"], r["cpu"]) for r in rows)
+    lines += ["", f"The largest ratio, wall or CPU, is {worst:.2f}x (the target is at most 2x)."]
+    return "\n".join(lines)
 
 
 def machine() -> str:
@@ -485,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(worker(json.loads(argv[1]))), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["speed", "tolerance", "all"], nargs="?", default="speed")
+    parser.add_argument("what", choices=["speed", "tolerance", "teacher", "all"], nargs="?", default="speed")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/ alone")
     parser.add_argument("--models", help="Comma-separated models for the tolerance run")
     parser.add_argument("--from-json", metavar="PATH", help="Rewrite the tolerance section from saved results "
@@ -501,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what in ("speed", "all"):
         bench_speed(not args.no_write)
+    if args.what in ("teacher", "all"):
+        bench_teacher(not args.no_write)
     if args.what in ("tolerance", "all"):
         models = args.models.split(",") if args.models else TOLERANCE_MODELS
         bench_tolerance(not args.no_write, models)
