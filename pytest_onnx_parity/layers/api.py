@@ -213,8 +213,9 @@ def _own_errors(run: _Run, tracer: Tracer, source: Source, input_name: str, x_np
     measured = [name for name in members if name in run.results]
     forced = {tracer.plan[name].value: array for name, array in captured.items() if name not in run.uncompared}
     try:
-        own_out = run_onnx(source, input_name, x_np, [tracer.plan[name].value for name in measured], types,
-                           forced=forced)
+        values = [tracer.plan[name].value for name in measured]
+        own_out = run_onnx(source, input_name, x_np, values, types, forced=forced,
+                           nodes={i for v in values for i in bounds.regions.get(v, ())})
     except OnnxParityError as exc:
         run.own_note = f"no own errors: {exc}"
         return

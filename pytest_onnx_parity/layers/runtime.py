@@ -29,11 +29,14 @@ def run_onnx(
     values: Iterable[str],
     types: dict[str, int],
     forced: "Mapping[str, np.ndarray] | None" = None,
+    nodes: "Iterable[int] | None" = None,
 ) -> dict[str, Any]:
     """One ``InferenceSession.run`` computing ``values`` (added as graph outputs of a copy).
 
     ``forced`` (ONNX value -> torch's array of it): teacher forcing (:mod:`.teacher`): every node that
-    reads one of these values reads torch's array instead, fed as a graph input in the value's own type.
+    reads one of these values reads torch's array instead, fed as a graph input in the value's own type;
+    ``nodes`` (indices into the graph's nodes, with ``forced``): only these run (the own computations of
+    the modules asked for: a chunk's forced run computes its chunk, not the graph before it).
     Returns each value as an ``onnxruntime.OrtValue`` (``.numpy()`` reads it), by name.
     """
     import onnx
@@ -56,28 +59,30 @@ def run_onnx(
             continue
         extra.graph.input.append(onnx.helper.make_tensor_value_info(FORCED_PREFIX + v, elem, list(array.shape)))
         feeds[FORCED_PREFIX + v] = ort.OrtValue.ortvalue_from_numpy(array.astype(dtype, copy=False))
-    edits = rewire(graph, [i.name[len(FORCED_PREFIX):] for i in extra.graph.input]) if forced else []
-    try:
-        if edits and source.data is not None:
-            from ..onnxfile.wire import with_nodes
+    if forced:
+        from ..onnxfile.wire import with_nodes
 
+        edits = rewire(graph, [i.name[len(FORCED_PREFIX):] for i in extra.graph.input])
+        try:
             # the readers changed: the file's bytes with its nodes replaced (its weights copied, never parsed)
-            data = with_nodes(source.data, graph.node, extra.graph.input, extra.graph.output)
-        elif source.data is not None:
-            # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
-            # is the model with those outputs appended, without parsing and re-serializing the weights
-            data = source.data + extra.SerializeToString()
-        else:
-            n_inputs, n_outputs = len(graph.input), len(graph.output)
-            graph.input.extend(extra.graph.input)
-            graph.output.extend(extra.graph.output)
-            try:
-                data = source.proto.SerializeToString()
-            finally:
-                del graph.input[n_inputs:]
-                del graph.output[n_outputs:]
-    finally:
-        restore(graph, edits)
+            kept = graph.node if nodes is None else [graph.node[i] for i in sorted(set(nodes))]
+            base = source.data if source.data is not None else source.proto.SerializeToString()
+            outputs = [onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None) for v in wanted]
+            data = with_nodes(base, kept, extra.graph.input, outputs, keep_outputs=False)
+            del base, kept
+        finally:
+            restore(graph, edits)
+    elif source.data is not None:
+        # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
+        # is the model with those outputs appended, without parsing and re-serializing the weights
+        data = source.data + extra.SerializeToString()
+    else:
+        n_outputs = len(graph.output)
+        graph.output.extend(extra.graph.output)
+        try:
+            data = source.proto.SerializeToString()
+        finally:
+            del graph.output[n_outputs:]
     # give the intermediate buffers back as soon as they are compared (no arena); one run: packing weights
     # ahead (same kernels, same results) and spinning idle threads cost more than they save
     config = {"session.disable_prepacking": "1", "session.intra_op.allow_spinning": "0"}

@@ -47,6 +47,9 @@ class Boundaries:
     ``onnxruntime.quantization``'s ``nodes_to_exclude`` takes."""
     own_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Value -> the op types of those nodes, graph order."""
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Value -> the indices of every node of its own computation (the quantiser's among them), graph order:
+    what a forced run of that module alone needs."""
 
 
 def boundaries(proto: "onnx.ModelProto", values: Iterable[str]) -> Boundaries:
@@ -76,7 +79,8 @@ def boundaries(proto: "onnx.ModelProto", values: Iterable[str]) -> Boundaries:
                     feeders.add(inp)
                 elif inp in producer:
                     stack.append(producer[inp])
-        order = [i for i in sorted(region) if graph.node[i].op_type not in QDQ_OPS]
+        out.regions[value] = tuple(sorted(region))
+        order = [i for i in out.regions[value] if graph.node[i].op_type not in QDQ_OPS]
         out.feeders[value] = tuple(sorted(feeders))
         out.own_nodes[value] = tuple(graph.node[i].name for i in order)
         out.own_ops[value] = tuple(graph.node[i].op_type for i in order)

@@ -27,9 +27,10 @@ _GRAPH_NODE, _GRAPH_INPUT, _GRAPH_OUTPUT = 1, 11, 12
 
 
 def with_nodes(data: bytes, nodes: Iterable["onnx.NodeProto"], inputs: Iterable["onnx.ValueInfoProto"] = (),
-               outputs: Iterable["onnx.ValueInfoProto"] = ()) -> bytes:
+               outputs: Iterable["onnx.ValueInfoProto"] = (), *, keep_outputs: bool = True) -> bytes:
     """``data`` (a serialized ``ModelProto``) with its graph's nodes replaced by ``nodes``, and ``inputs`` and
-    ``outputs`` appended to the graph's; every other field, the initializers among them, copied as it is."""
+    ``outputs`` appended to the graph's (``keep_outputs=False``: ``outputs`` replace the graph's, which
+    ``nodes`` may no longer compute); every other field, the initializers among them, copied as it is."""
     view = memoryview(data)
     parts: list[bytes | memoryview] = []
     found = False
@@ -39,7 +40,7 @@ def with_nodes(data: bytes, nodes: Iterable["onnx.NodeProto"], inputs: Iterable[
             continue
         found = True
         graph: list[bytes | memoryview] = [view[s:e] for n, _, s, _, e in _fields(view[body:end], offset=body)
-                                           if n != _GRAPH_NODE]
+                                           if n != _GRAPH_NODE and (keep_outputs or n != _GRAPH_OUTPUT)]
         graph += [_field(_GRAPH_NODE, n.SerializeToString()) for n in nodes]
         graph += [_field(_GRAPH_INPUT, v.SerializeToString()) for v in inputs]
         graph += [_field(_GRAPH_OUTPUT, v.SerializeToString()) for v in outputs]
