@@ -303,9 +303,11 @@ class Tracer:
         self._producer.clear()
 
     def cut_chunks(self, feeders: dict[str, tuple[str, ...]]) -> None:
-        """The chunks after the first: greedy, in execution order, each within :attr:`side_budget` with the
-        outputs of the modules its own modules read (``feeders``: module -> those modules), which it copies
-        too (:attr:`extra`). The first chunk holds every module it reads (they return before it)."""
+        """The chunks after the first: greedy, in execution order. A chunk copies its modules' outputs and
+        those of the earlier modules they read (``feeders``: module -> those modules; :attr:`extra`), and ONNX
+        Runtime yields its modules' values once: ``2 * modules + feeders`` stays within twice
+        :attr:`side_budget` (the whole budget). The first chunk holds every module it reads (they return
+        before it)."""
         self.extra = {}
         chunk, used, held = 0, 0, set()
         for name in self.order:
@@ -313,10 +315,10 @@ class Tracer:
             if entry is None or entry.chunk == 0:
                 continue
             needed = [f for f in feeders.get(name, ()) if f in self.plan]
-            cost = entry.nbytes + sum(self.plan[f].nbytes for f in needed if f not in held)
-            if chunk == 0 or (used and used + cost > self.side_budget):
+            cost = 2 * entry.nbytes + sum(self.plan[f].nbytes for f in needed if f not in held)
+            if chunk == 0 or (used and used + cost > 2 * self.side_budget):
                 chunk, used, held = chunk + 1, 0, set()
-                cost = entry.nbytes + sum(self.plan[f].nbytes for f in needed)
+                cost = 2 * entry.nbytes + sum(self.plan[f].nbytes for f in needed)
             entry.chunk = chunk
             used += cost
             held.add(name)
