@@ -59,11 +59,19 @@ def module_of(param: str) -> str:
     return param.rsplit(".", 1)[0]
 
 
+def judged(r) -> float | None:
+    """What the tolerance judges of a row, in units of its RMS: ``own_excess / rms`` (``own_diff / rms`` when
+    each element gets no room of its own, as in float32)."""
+    if r.own_diff is None or not r.rms > 0:
+        return None
+    return (r.own_excess if r.own_excess is not None else r.own_diff) / r.rms
+
+
 def planted_own(cmp, layer: str) -> float:
     """The fault's own error: the largest over the rows of the planted module (itself, a fused partner, an alias)
     and of the modules inside it (a weight of a container, such as Swin's relative position bias table, is read
     by one of its parts: its softmax)."""
-    rows = [r.own_rel for r in cmp.layers if r.own_rel is not None and (
+    rows = [judged(r) for r in cmp.layers if judged(r) is not None and (
         layer in (r.name, *r.fused, *r.aliases) or r.name.startswith(layer + "."))]
     return max(rows, default=float("nan"))
 
@@ -77,7 +85,7 @@ def in_block(named: str | None, layer: str) -> bool:
 
 
 def own_max(cmp) -> tuple[float, str]:
-    rows = [(r.own_rel, r.name) for r in cmp.layers if r.own_rel is not None]
+    rows = [(judged(r), r.name) for r in cmp.layers if judged(r) is not None]
     return max(rows) if rows else (float("nan"), "-")
 
 
@@ -213,14 +221,17 @@ def write_own(rows: list[dict]) -> None:
     rtol16 = PRECISION_PROFILES["fp16"].layer_rtol
     lines = ["## Own error per layer (teacher forcing)", "",
              "Measured by `benchmarks/precision_tolerances.py` on the models of the fp16 table (one seeded image, "
-             "dynamo export). A module's *own error* is `own_diff / rms`: its ONNX nodes run on torch's own values at "
-             "its inputs, against torch's output, in units of the torch activation's RMS. *clean* is the largest over "
+             "dynamo export). A module's *own error* is what the tolerance judges of its ONNX nodes run on torch's own "
+             "values at its inputs, against torch's output, in units of the torch activation's RMS: `own_diff / rms` in "
+             "float32; in float16, where each element also has `layer_elem_rtol` of its own magnitude, `own_excess / "
+             "rms` (`max(|torch - onnx| - elem_rtol * |torch|) / rms`). *clean* is the largest over "
              "every module of the clean file; *5% fault* the smallest, over the "
              f"{N_LAYERS} planted layers, of the planted module's own error (the largest among its row, a fused partner's, "
              "and those of the modules inside it); *separation* is their ratio. *named* counts "
              "the faulty files whose first divergence (the first module whose own error is out of tolerance) is in the "
              f"planted block. The per-layer tolerance is `atol + rtol * rms`: float32 rtol {LAYER_RTOL:g}, float16 rtol "
-             f"{rtol16:g} (`PRECISION_PROFILES['fp16'].layer_rtol`), atol {LAYER_ATOL:g} and "
+             f"{rtol16:g} (`PRECISION_PROFILES['fp16'].layer_rtol`) with `layer_elem_rtol` "
+             f"{PRECISION_PROFILES['fp16'].layer_elem_rtol:g}, atol {LAYER_ATOL:g} and "
              f"{PRECISION_PROFILES['fp16'].layer_atol:g}.", "",
              "| model | fp32 clean (module) | fp32 5% fault | fp32 separation | fp32 named | fp16 clean (module) | "
              "fp16 5% fault | fp16 separation | fp16 named |",

@@ -21,6 +21,7 @@ from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
 from pytest_onnx_parity.checks.int8 import int8_verdict
 
 from pytest_onnx_parity.testing import scale_layer_weights
+from pytest_onnx_parity.tolerances import precision_layer_tolerance
 
 FP16 = PRECISION_PROFILES["fp16"]
 
@@ -80,9 +81,9 @@ def test_fp16_planted_fault_is_caught_by_the_fp16_tolerance_and_per_layer(vit, t
     bad = tmp_path / "fault.onnx"
     onnx.save(scale_layer_weights(model, fp16, layer, 1.05), str(bad))
     # per layer, at the fp16 profile's layer tolerance: the clean file passes, the fault is named
-    clean = compare_layers(model, fp16, x[:1], atol=FP16.layer_atol, rtol=FP16.layer_rtol)
-    assert clean.passed and len(clean.layers) > 20
-    faulty = compare_layers(model, bad, x[:1], atol=FP16.layer_atol, rtol=FP16.layer_rtol)
+    clean = compare_layers(model, fp16, x[:1], **precision_layer_tolerance("fp16"))
+    assert clean.passed and len(clean.layers) > 20 and clean.elem_rtol == FP16.layer_elem_rtol > 0
+    faulty = compare_layers(model, bad, x[:1], **precision_layer_tolerance("fp16"))
     assert faulty.first_divergence is not None and faulty.first_divergence.name == layer
     # at float32's per-layer defaults the clean fp16 file already diverges: the layer check needs the fp16 tolerance
     assert not compare_layers(model, fp16, x[:1]).passed

@@ -44,6 +44,7 @@ def compare_layers(
     memory_budget: int | str | None = None,
     growth: float | None = None,
     teacher_forcing: bool = True,
+    elem_rtol: float = 0.0,
 ) -> LayerComparison:
     """Compare each torch module's output with the ONNX value that computes it.
 
@@ -57,13 +58,18 @@ def compare_layers(
     intermediate tensors held at once; above it layers are compared in chunks.
 
     Each layer's own error (``own_diff``: its ONNX nodes on torch's values at its inputs, :mod:`.teacher`)
-    decides its verdict: ``own_diff <= atol + rtol * rms``; ``teacher_forcing=False`` skips that run and
-    judges every layer by the growth rule on its end-to-end difference.
+    decides its verdict: ``own_diff <= atol + rtol * rms``, each element also allowed ``elem_rtol`` times
+    its own magnitude (``own_excess``; the float16 profile sets it: rounding scales with the value);
+    ``teacher_forcing=False`` skips that run and judges every layer by the growth rule on its end-to-end
+    difference.
     """
     atol, rtol = layer_tolerance(atol, rtol)
     growth = LAYER_GROWTH if growth is None else float(growth)
     if not growth >= 1:
         raise SpecError(f"growth must be >= 1, got {growth!r}")
+    elem_rtol = float(elem_rtol)
+    if not 0 <= elem_rtol < 1:
+        raise SpecError(f"elem_rtol must be >= 0 and < 1, got {elem_rtol!r}")
     budget = parse_memory(memory_budget) if memory_budget is not None else DEFAULT_MEMORY_BUDGET
     model = _resolve_model(model)
     source = load_source(onnx)
@@ -76,7 +82,7 @@ def compare_layers(
     was_training = model.training
     model.eval()
     try:
-        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types, teacher_forcing)
+        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types, teacher_forcing, elem_rtol)
     finally:
         tracer.close()
         if was_training:
@@ -90,6 +96,7 @@ def compare_layers(
         atol=atol,
         rtol=rtol,
         growth=growth,
+        elem_rtol=elem_rtol,
         exporter=graph.exporter,
         onnx_runs=run.runs,
         forced_runs=run.forced_runs,
@@ -111,6 +118,7 @@ def assert_layers_close(
     rtol: float | None = None,
     memory_budget: int | str | None = None,
     growth: float | None = None,
+    elem_rtol: float = 0.0,
 ) -> LayerComparison:
     """Raise :class:`ParityFailure` naming the first diverging module; return the comparison.
 
@@ -121,7 +129,7 @@ def assert_layers_close(
 
     __tracebackhide__ = True
     comparison = compare_layers(
-        model, onnx, inputs, atol=atol, rtol=rtol, memory_budget=memory_budget, growth=growth
+        model, onnx, inputs, atol=atol, rtol=rtol, memory_budget=memory_budget, growth=growth, elem_rtol=elem_rtol
     )
     if not comparison.passed:
         raise ParityFailure(failure_message(comparison))
@@ -154,7 +162,7 @@ class _Run:
 
 def _run_chunks(
     tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray", x_torch: "torch.Tensor", types: dict[str, int],
-    teacher_forcing: bool = True,
+    teacher_forcing: bool = True, elem_rtol: float = 0.0,
 ) -> _Run:
     """One torch forward and two ONNX Runtime runs per chunk: end to end, then teacher forced (each module's
     nodes on torch's values at the boundaries it reads, :mod:`.teacher`); each pair measured, then freed."""
@@ -195,7 +203,7 @@ def _run_chunks(
                 del actual, value
             del onnx_out
             if bounds is not None:
-                _own_errors(run, tracer, source, input_name, x_np, types, captured, members, bounds, kept)
+                _own_errors(run, tracer, source, input_name, x_np, types, captured, members, bounds, kept, elem_rtol)
         captured.clear()
         chunk_index += 1
         if chunk_index >= tracer.n_chunks:
@@ -204,7 +212,7 @@ def _run_chunks(
 
 def _own_errors(run: _Run, tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray",
                 types: dict[str, int], captured: dict[str, "np.ndarray"], members: list[str], bounds: Any,
-                kept: int) -> None:
+                kept: int, elem_rtol: float) -> None:
     """The teacher-forced run of one chunk: each measured module's own error (``own_diff``) added to its row."""
     import dataclasses
 
@@ -226,8 +234,10 @@ def _own_errors(run: _Run, tracer: Tracer, source: Source, input_name: str, x_np
         own = own_out.pop(value).numpy()
         if tuple(own.shape) != tuple(captured[name].shape):
             continue
-        run.results[name] = dataclasses.replace(run.results[name], own_diff=max_abs_diff(captured[name], own),
-                                                own_nodes=bounds.own_nodes.get(value, ()))
+        own_diff = max_abs_diff(captured[name], own)
+        run.results[name] = dataclasses.replace(
+            run.results[name], own_diff=own_diff, own_nodes=bounds.own_nodes.get(value, ()),
+            own_excess=max_abs_diff(captured[name], own, elem_rtol) if elem_rtol else own_diff)
         del own
 
 

@@ -51,7 +51,10 @@ class LayerResult:
     """Its own error: max abs difference between torch's output and the module's ONNX computation run on
     torch's own values at its inputs (teacher forcing, :mod:`.teacher`); ``None`` when not measured."""
     own_tolerance: float = math.nan
-    """``atol + rtol * rms``: the most ``own_diff`` may be (nothing is inherited, so no growth)."""
+    """``atol + rtol * rms``: the most ``own_excess`` may be (nothing is inherited, so no growth)."""
+    own_excess: float | None = None
+    """What the tolerance judges: ``max(|torch - onnx| - elem_rtol * |torch|)`` of the own computation
+    (``own_diff`` itself when ``elem_rtol`` is 0, as for float32)."""
     own_nodes: tuple[str, ...] = ()
     """The ONNX nodes of its own computation (between its value and the values of the modules it reads)."""
 
@@ -67,7 +70,7 @@ class LayerResult:
         """What decides: ``own_diff / own_tolerance`` when the own error was measured, else
         ``max_abs_diff / tolerance`` (the growth rule); above 1 the layer fails."""
         if self.own_diff is not None:
-            return _ratio(self.own_diff, self.own_tolerance)
+            return _ratio(self.own_diff if self.own_excess is None else self.own_excess, self.own_tolerance)
         return _ratio(self.max_abs_diff, self.tolerance)
 
     def message(self) -> str:
@@ -104,6 +107,7 @@ class LayerResult:
             "own_diff": None if self.own_diff is None else _json_float(self.own_diff),
             "own_rel": None if self.own_rel is None else _json_float(self.own_rel),
             "own_tolerance": _json_float(self.own_tolerance),
+            "own_excess": None if self.own_excess is None else _json_float(self.own_excess),
             "passed": self.passed,
             "aliases": list(self.aliases),
             "fused": list(self.fused),
@@ -133,6 +137,8 @@ class LayerComparison:
     atol: float
     rtol: float
     exporter: str
+    elem_rtol: float = 0.0
+    """The share of each element's own magnitude its own error may add (float16 files)."""
     """Which scope information the file carried: ``dynamo``, ``torchscript`` or ``unknown``."""
     growth: float = LAYER_GROWTH
     """How many times the relative error it received a layer may carry."""
@@ -223,7 +229,9 @@ class LayerComparison:
         lines.append(
             f"{len(self.layers)} layers compared, {len(self.failed)} diverge; {len(self.uncompared)} modules not "
             f"compared; each layer is judged on its own error (its ONNX nodes on torch's values at its inputs): at "
-            f"most atol + rtol * rms(torch activation), atol={self.atol:g}, rtol={self.rtol:g}; 'max abs diff' "
+            f"most atol + rtol * rms(torch activation), atol={self.atol:g}, rtol={self.rtol:g}"
+            + (f", each element also {self.elem_rtol:g} x its own magnitude" if self.elem_rtol else "")
+            + "; 'max abs diff' "
             f"includes what it inherited" + (f". {self.own_note}: without an own error (-) a layer is judged by the "
                                              f"growth rule, atol + rms * max(rtol, growth * upstream), growth="
                                              f"{self.growth:g}" if self.own_note else "")
@@ -246,6 +254,7 @@ class LayerComparison:
             "exporter": self.exporter,
             "atol": self.atol,
             "rtol": self.rtol,
+            "elem_rtol": self.elem_rtol,
             "growth": self.growth,
             "onnx_runs": self.onnx_runs,
             "forced_runs": self.forced_runs,

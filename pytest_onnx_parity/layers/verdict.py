@@ -1,7 +1,9 @@
 """The statistics of each layer and its verdict: its own error first, the growth rule without one.
 
 A layer whose own error was measured (teacher forcing, :mod:`.teacher`: its ONNX nodes on torch's
-values at its inputs) is judged on it alone: ``own_diff <= atol + rtol * rms(torch activation)``.
+values at its inputs) is judged on it alone: ``own_diff <= atol + rtol * rms(torch activation)``, each
+element also allowed ``elem_rtol`` of its own magnitude (float16: rounding scales with the value), i.e.
+``own_excess = max(|torch - onnx| - elem_rtol * |torch|) <= atol + rtol * rms``.
 Nothing is inherited, so nothing grows: a module that only passes on an error it received is never
 named, and in float16, where inherited rounding swamps a 5% fault, the fault's own error still shows.
 
@@ -73,9 +75,11 @@ def measure(entry: "Entry", expected: "np.ndarray", actual: "np.ndarray") -> Lay
     )
 
 
-def max_abs_diff(expected: "np.ndarray", actual: "np.ndarray") -> float:
+def max_abs_diff(expected: "np.ndarray", actual: "np.ndarray", elem_rtol: float = 0.0) -> float:
     """``max |expected - actual|`` over flat float arrays; NaN against NaN and an Inf against the same Inf
-    count as equal, NaN against a number as an infinite difference (never silently equal)."""
+    count as equal, NaN against a number as an infinite difference (never silently equal). With
+    ``elem_rtol``: ``max(|expected - actual| - elem_rtol * |expected|)``, what is left once each element
+    has the room of its own magnitude."""
     import numpy as np
 
     e = expected.reshape(-1)
@@ -84,6 +88,8 @@ def max_abs_diff(expected: "np.ndarray", actual: "np.ndarray") -> float:
         return 0.0
     diff = np.subtract(e, a)
     np.abs(diff, out=diff)
+    if elem_rtol:
+        diff -= np.float32(elem_rtol) * np.abs(e)
     worst = float(diff.max())  # NaN when any difference is NaN
     if math.isnan(worst):
         bad = np.isnan(diff)
@@ -161,7 +167,7 @@ def judge(
         tolerance = atol + allowed * layer.rms
         own_tolerance = atol + rtol * layer.rms
         rel[layer.name] = layer.max_rel_diff
-        passed = layer.max_abs_diff <= tolerance if layer.own_diff is None else layer.own_diff <= own_tolerance
+        passed = layer.max_abs_diff <= tolerance if layer.own_diff is None else layer.own_excess <= own_tolerance
         out.append(
             dataclasses.replace(
                 layer, upstream_rel=upstream, tolerance=tolerance, own_tolerance=own_tolerance, passed=bool(passed)
