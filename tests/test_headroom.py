@@ -104,3 +104,23 @@ def test_a_clean_model_gets_no_warning(files, file: str) -> None:  # type: ignor
     assert check.status == "passed", check.message
     assert not check.message.startswith("warning:") and check.details["warnings"] == [], check.message
     assert check.details["first_nonfinite"] is None and "real photos" in " ".join(check.details["batches"])
+
+
+def test_a_constant_that_holds_inf_by_design_is_not_an_overflow() -> None:
+    """A max-pool's padding with -inf (the dynamo export of pnasnet5large) makes -inf on purpose: the Pad's
+    output is not probed, the MaxPool's, which is finite again, is."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from pytest_onnx_parity.layers.probes import infinite_constants, probe_graph
+
+    pad_value = helper.make_node("Constant", [], ["v"], value=numpy_helper.from_array(np.array(-np.inf, np.float32)))
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    nodes = [pad_value, helper.make_node("Pad", ["x", "pads", "v"], ["p"]),
+             helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[3, 3])]
+    types = {"x": onnx.TensorProto.FLOAT, "p": onnx.TensorProto.FLOAT, "y": onnx.TensorProto.FLOAT,
+             "v": onnx.TensorProto.FLOAT}
+    assert infinite_constants(nodes, [pads]) == {"v"}
+    _, probes = probe_graph(nodes, types, 17, [pads])
+    assert [p.where for p in probes if p.what == "output"] == ["y"]

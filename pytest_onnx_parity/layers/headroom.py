@@ -311,7 +311,7 @@ def _onnx_side(source: Any, scopes: Any, batches: Sequence[np.ndarray], rows: di
 
     nodes = list(source.proto.graph.node)
     owner = _owners(nodes, scopes)
-    extra, probes = probe_graph(nodes, scopes.types, _opset(source.proto))
+    extra, probes = probe_graph(nodes, scopes.types, _opset(source.proto), source.proto.graph.initializer)
     if not probes:
         return None
     payload = extra.SerializeToString()

@@ -23,7 +23,7 @@ from .scopes import FLOAT_TYPES
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["OUTPUT", "Probe", "nonfinite", "probe_graph"]
+__all__ = ["OUTPUT", "Probe", "infinite_constants", "nonfinite", "probe_graph"]
 
 _PREFIX = "onnx_parity_headroom/"
 #: the appended graph output: every probed scalar, in :class:`Probe` order
@@ -33,6 +33,29 @@ _SKIP_OPS = {"Constant", "ConstantOfShape"}  # the file's constants, not compute
 _NORMS = {"LayerNormalization": ("squared deviation", "axis"), "GroupNormalization": ("squared deviation", "group"),
           "InstanceNormalization": ("squared deviation", "instance"), "RMSNormalization": ("square", "axis"),
           "SimplifiedLayerNormalization": ("square", "axis")}
+
+
+def infinite_constants(nodes: Sequence[onnx.NodeProto], initializers: Sequence[onnx.TensorProto] = ()) -> set[str]:
+    """Names of the constants (``Constant`` and ``ConstantOfShape`` outputs, initializers whose data the graph
+    holds) with an Inf or NaN in them."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    def holds(tensor: onnx.TensorProto) -> bool:
+        try:
+            a = numpy_helper.to_array(tensor)
+        except Exception:  # no data here (cleared, external): nothing known
+            return False
+        return a.dtype.kind == "f" and a.size > 0 and not bool(np.isfinite(a).all())
+
+    found = {t.name for t in initializers if t.data_type in FLOAT_TYPES and holds(t)}
+    for node in nodes:
+        if node.op_type in ("Constant", "ConstantOfShape"):
+            if any(a.name == "value" and a.HasField("t") and holds(a.t) for a in node.attribute):
+                found.update(v for v in node.output if v)
+            elif any(a.name == "value_float" and not np.isfinite(a.f) for a in node.attribute):
+                found.update(v for v in node.output if v)
+    return found
 
 
 @dataclass
@@ -48,14 +71,19 @@ class Probe:
     sum_at: int | None = None
 
 
-def probe_graph(nodes: Sequence[onnx.NodeProto], types: dict[str, int], opset: int) -> tuple[onnx.ModelProto, list[Probe]]:
-    """The nodes and the one output (:data:`OUTPUT`, a float32 vector) to append, and what each entry measures."""
+def probe_graph(nodes: Sequence[onnx.NodeProto], types: dict[str, int], opset: int,
+                initializers: Sequence[onnx.TensorProto] = ()) -> tuple[onnx.ModelProto, list[Probe]]:
+    """The nodes and the one output (:data:`OUTPUT`, a float32 vector) to append, and what each entry measures.
+
+    A node that reads a constant holding Inf or NaN (a max-pool's ``Pad`` with ``-inf``, an attention mask added
+    as ``-inf``) makes them by design: its outputs are not probed (what reads them, a MaxPool, a Softmax, is)."""
     import onnx
 
     b = _Builder(opset)
     probes: list[Probe] = []
+    deliberate = infinite_constants(nodes, initializers)
     for i, node in enumerate(nodes):
-        if node.op_type in _SKIP_OPS:
+        if node.op_type in _SKIP_OPS or any(v in deliberate for v in node.input):
             continue
         for v in node.output:
             t = types.get(v)
