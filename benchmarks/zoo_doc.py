@@ -97,15 +97,15 @@ def render(sel: dict[str, Any], runs: dict[str, dict[str, Any]], opts: dict[str,
         f"From {sel['candidates']} timm architectures (timm {sel['timm']}) in {sel['families']} families: "
         f"{len(sel['chosen'])} chosen, {len(sel['left_out'])} left out (listed at the end).", "",
         "## How they were checked", "",
-        f"- For each exporter: `pytest -n {w} --onnx-parity --onnx-parity-exporter EXPORTER --onnx-parity-layers "
-        f"{opts['layers']}` with the models in an ini file, split into {n} shards (`--onnx-parity-shard K/{n}`) run one "
+        f"- For each exporter: `pytest -n {w} --onnx-parity --onnx-parity-exporter=EXPORTER --onnx-parity-layers="
+        f"{opts['layers']}` with the models in an ini file, split into {n} shards (`--onnx-parity-shard=K/{n}`) run one "
         "after the other, reports merged with `python -m pytest_onnx_parity merge`; each exporter has its own export "
         "cache. The exporters ran one after the other on the same machine.",
         "- Random weights (`=random`, seed 0, made non-degenerate), data config from each model's pretrained config; "
         f"checks recorded: {', '.join(f'`{c}`' for c in _check_names(runs)) or 'none yet'}. A failed comparison is "
         "arbitrated by the package against torch in float64 (its `inconclusive` verdict, status error).",
         f"- `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}` (one torch thread per xdist worker); "
-        f"per-layer comparison `--onnx-parity-layers {opts['layers']}`.",
+        f"per-layer comparison `--onnx-parity-layers={opts['layers']}`.",
         f"- Machine: {mach['cores']} CPU cores ({mach['cpu']}), {mach['system']}, Python {mach['python']}; shared with "
         "other work while the sweep ran (1-minute load average at the end of each shard: "
         + ", ".join(f"{x} {_loads(runs[x]['timings'])}" for x in exps) + ").",
