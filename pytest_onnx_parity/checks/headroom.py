@@ -91,13 +91,13 @@ def _batches(ctx: CheckContext) -> tuple[list[np.ndarray], list[str]]:
     """The random batch's first samples and the first photos, each fitted to a fixed batch size of the file."""
     from ..errors import ImageError
     from ..preprocessing.dataconfig import sized_config
-    from ..preprocessing.images import bundled_image_paths, find_images, real_batch
+    from ..preprocessing.images import gate_image_paths, real_batch
 
     assert ctx.inputs is not None
     o = ctx.options
     out = [(ctx.inputs.x[:RANDOM_SAMPLES], "random sample")]
     try:
-        paths = (find_images(o.images) if o.images else bundled_image_paths())[:PHOTOS]
+        paths = gate_image_paths(o.images)[:PHOTOS]
         out.append((real_batch(sized_config(ctx.model_config, o.image_size), paths, test_time=o.test_time)[0],
                     "real photo"))
     except ImageError:  # the real_images check says what is wrong with the folder

@@ -131,13 +131,13 @@ def _batches(streams: _Streams, paths: Sequence[Path], workers: int) -> Any:
 def check_real_images(model: Any, onnx_path: Path, session: "onnxruntime.InferenceSession",
                       options: "ParityOptions", progress: Callable[[str], None] | None = None) -> CheckResult:
     from ..compare import compare_logits, compare_topk
-    from ..preprocessing.images import bundled_image_paths, find_images, labelled_folder
+    from ..preprocessing.images import gate_image_paths, labelled_folder
     from ..runtime.outputs import label_names
 
     progress = progress or (lambda msg: None)
     folder = options.images
     labelled = labelled_folder(folder) if folder else None
-    paths = [p for p, _ in labelled] if labelled else (find_images(folder) if folder else bundled_image_paths())
+    paths = [p for p, _ in labelled] if labelled else gate_image_paths(folder)
     labels = np.asarray([y for _, y in labelled], dtype=np.int64) if labelled else None
     try:
         streams = _Streams(model, Path(onnx_path), options.test_time, options.image_size)
@@ -263,11 +263,11 @@ def check_real_images_embedded(model: "torch.nn.Module", session: "onnxruntime.I
                                options: "ParityOptions") -> CheckResult:
     """Photos of different sizes through one session against torch on timm's transform of the same photos."""
     from ..compare import compare_logits, compare_topk
-    from ..preprocessing.images import bundled_image_paths, find_images, load_images, model_image_mode
+    from ..preprocessing.images import gate_image_paths, load_images, model_image_mode
     from ..runtime.feeds import embedded_outputs
     from ..runtime.outputs import flatten, label_names
 
-    paths: Sequence[Path] = find_images(options.images) if options.images else bundled_image_paths()
+    paths: Sequence[Path] = gate_image_paths(options.images)
     images = load_images(paths)  # decoded as timm's loader does; every unreadable file named in one ImageError
     if not images:
         return CheckResult("real_images", "skipped", "no images to compare")

@@ -46,11 +46,14 @@ def run_onnx(
 
     wanted = list(dict.fromkeys(values))
     graph = source.proto.graph
-    existing = {o.name for o in graph.output}
+
+    def output(v: str) -> "onnx.ValueInfoProto":
+        return onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None)
+
     extra = onnx.ModelProto()
-    for v in wanted:
-        if v not in existing:
-            extra.graph.output.append(onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None))
+    if not forced:  # the values asked for, beside the graph's own outputs
+        existing = {o.name for o in graph.output}
+        extra.graph.output.extend(output(v) for v in wanted if v not in existing)
     feeds = {input_name: ort.OrtValue.ortvalue_from_numpy(x)}
     for v, array in (forced or {}).items():
         elem = types.get(v, onnx.TensorProto.FLOAT)
@@ -67,8 +70,8 @@ def run_onnx(
             # the readers changed: the file's bytes with its nodes replaced (its weights copied, never parsed)
             kept = graph.node if nodes is None else [graph.node[i] for i in sorted(set(nodes))]
             base = source.data if source.data is not None else source.proto.SerializeToString()
-            outputs = [onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None) for v in wanted]
-            data = with_nodes(base, kept, extra.graph.input, outputs, keep_outputs=False)
+            # only the values asked for: the nodes kept may not compute the graph's own outputs
+            data = with_nodes(base, kept, extra.graph.input, [output(v) for v in wanted], keep_outputs=False)
             del base, kept
         finally:
             restore(graph, edits)

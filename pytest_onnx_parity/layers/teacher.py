@@ -45,8 +45,6 @@ class Boundaries:
     """Value -> the names of the nodes between it and those boundaries (its own computation), graph order;
     without the quantiser's own ``QuantizeLinear``/``DequantizeLinear`` nodes: these are the names that
     ``onnxruntime.quantization``'s ``nodes_to_exclude`` takes."""
-    own_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Value -> the op types of those nodes, graph order."""
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Value -> the indices of every node of its own computation (the quantiser's among them), graph order:
     what a forced run of that module alone needs."""
@@ -58,9 +56,9 @@ def boundaries(proto: "onnx.ModelProto", values: Iterable[str]) -> Boundaries:
     wanted = set(values)
     producer: dict[str, int] = {}
     for i, node in enumerate(graph.node):
-        for out in node.output:
-            if out:
-                producer[out] = i
+        for v in node.output:
+            if v:
+                producer[v] = i
     out = Boundaries()
     for value in wanted:
         start = producer.get(value)
@@ -83,7 +81,6 @@ def boundaries(proto: "onnx.ModelProto", values: Iterable[str]) -> Boundaries:
         order = [i for i in out.regions[value] if graph.node[i].op_type not in QDQ_OPS]
         out.feeders[value] = tuple(sorted(feeders))
         out.own_nodes[value] = tuple(graph.node[i].name for i in order)
-        out.own_ops[value] = tuple(graph.node[i].op_type for i in order)
     return out
 
 

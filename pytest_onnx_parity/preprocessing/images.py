@@ -62,6 +62,12 @@ def bundled_image_paths() -> list[Path]:
     return paths
 
 
+def gate_image_paths(folder: str | os.PathLike[str] | None) -> list[Path]:
+    """The photos a gate item runs on: every image below ``folder`` (``--onnx-parity-images``, see
+    :func:`find_images`, which says what is wrong with a bad folder), else the bundled sample photos."""
+    return find_images(folder) if folder else bundled_image_paths()
+
+
 def load_images(paths: Iterable[str | os.PathLike[str]], mode: str = "RGB") -> list["Image.Image"]:
     """Decode every file to a PIL image of ``mode``, as timm's loader does: RGB, or ``"L"`` for a
     grayscale model (:func:`~.decode.image_mode` of its data config says which).
