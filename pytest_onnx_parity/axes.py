@@ -11,10 +11,19 @@ PRECISIONS = ("fp32", "fp16", "int8")
 ORT_OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                   "all": "ORT_ENABLE_ALL"}
 DEFAULT_PROVIDER = "CPUExecutionProvider"
+#: where the file runs (--onnx-parity-runtime): Python's onnxruntime, or the deployment's own runtime
+RUNTIMES = ("onnxruntime", "onnxruntime-node", "onnxruntime-web", "onnxruntime-web-browser", "onnxruntime-web-webgpu",
+            "openvino")
+DEFAULT_RUNTIME = "onnxruntime"
+#: the runtimes that run in Node.js or in headless Chromium (runtime/node.py)
+JS_RUNTIMES = ("onnxruntime-node", "onnxruntime-web", "onnxruntime-web-browser", "onnxruntime-web-webgpu")
 #: where the deployment's preprocessing runs: ``preprocess`` beside the file, or inside it
 PREPROCESSING = ("external", "embedded")
 #: the axes of the deployment matrix, in the order item ids and report columns name them
-AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "image_size", "preprocessing", "simplifier")
+AXES = ("exporter", "opset", "precision", "ort_opt", "provider", "runtime", "image_size", "preprocessing", "preprocess",
+        "simplifier")
+#: --onnx-parity-preprocess default: the file's own metadata through ``preprocess``
+DEFAULT_PREPROCESS = "metadata"
 #: --onnx-parity-simplifier values: the export as it is, or run through onnxslim or onnx-simplifier
 SIMPLIFIERS = ("none", "onnxslim", "onnxsim")
 #: --onnx-parity-layers values
