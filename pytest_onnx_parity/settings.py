@@ -333,7 +333,9 @@ def add_options(parser: Any) -> None:
         dest = "onnx_parity_" + attr(opt.noun)
         if opt.ini_type == "bool":
             group.addoption(f"--onnx-parity-{opt.noun}", action="store_true", default=None, dest=dest, help=opt.help)
-            parser.addini(dest, opt.help, type="bool", default=False)
+            # read as text and parsed here (_bool): pytest 9.2 stops on a bad "bool" ini value with a message that
+            # names no key ("invalid truth value 'maybe'"); this way every pytest names the key and the fix
+            parser.addini(dest, opt.help + " (ini: true or false)", type="string", default=None)
         else:
             group.addoption(f"--onnx-parity-{opt.noun}", action="store", default=None, dest=dest, metavar=opt.metavar, help=opt.help)
             parser.addini(dest, opt.help, type=opt.ini_type, default=None)
@@ -355,7 +357,13 @@ def resolve(config: Any) -> Settings:
                 ini = config.getini(dest)
             except ValueError as exc:  # a bool key pytest cannot read ("maybe")
                 raise SettingsError(f"ini key {dest}: bad value: {exc}; expected true or false") from None
-            if ini not in (None, "", []) and ini is not False:  # an unset bool key reads False: not given
+            if opt.ini_type == "bool" and ini is not None and not isinstance(ini, bool):
+                try:
+                    ini = _bool(ini)
+                except ValueError:
+                    raise SettingsError(f"ini key {dest}: bad value {ini!r}: expected true or false "
+                                        f"(or 1/0, yes/no, on/off)") from None
+            if ini not in (None, "", []) and ini is not False:  # an unset or false bool key: not given
                 raw, where = ini, f"ini key {dest}"
                 if opt.parse in _PATH_PARSERS:
                     raw = _ini_path(config, raw)

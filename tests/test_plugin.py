@@ -311,7 +311,7 @@ def test_the_gate_items_come_from_a_collector_pytest_counts_and_selects(pytester
     alone.stdout.fnmatch_lines(["*collected 3 items / 2 deselected / 1 selected*"])
 
 
-def test_boolean_ini_keys_are_typed_by_pytest(pytester: pytest.Pytester) -> None:
+def test_boolean_ini_keys_name_the_key_on_a_bad_value(pytester: pytest.Pytester) -> None:
     from pytest_onnx_parity.plugin import SETTINGS_KEY
 
     pytester.makeini("[pytest]\nonnx_parity_no_cache = yes\nonnx_parity_test_time = false\n")
