@@ -185,23 +185,43 @@ class TopkComparison:
     near_ties: list[dict[str, Any]] = field(default_factory=list)  # reported, not failed
     labels: list[str] | None = field(default=None, repr=False)  # class names, when known (messages name them)
     top1: list[int] = field(default_factory=list)  # torch's top-1 class of the first samples
+    requested_k: int | None = None  # the k asked for, when the head's class count cut it down
+    agreement: float | None = None  # the share of samples whose top-k set and top-1 both agree (the pass rule)
 
     def _named(self, classes: Sequence[int]) -> str:
         from .runtime.outputs import class_name
 
         return "[" + ", ".join(class_name(int(c), self.labels) for c in classes) + "]"
 
+    def _failed_k(self) -> int:
+        """1 when every real disagreement keeps the top-k set and only swaps top-1, else k."""
+        if self.disagreements and all(set(d["torch"]) == set(d["onnx"]) for d in self.disagreements):
+            return 1
+        return self.k
+
     def message(self) -> str:
-        head = (f"top-{self.k} agreement {self.topk_agreement:.1%} (top-1 {self.top1_agreement:.1%}) over "
-                f"{self.samples} samples, {len(self.near_ties)} near-tie swap(s) not counted")
+        k = self.k
+        named = ""
         if self.labels is not None and self.top1:
-            head += "; torch top-1: " + ", ".join(f"sample {i} {self._named([c])[1:-1]}" for i, c in enumerate(self.top1[:4]))
+            named = "; torch top-1: " + ", ".join(f"sample {i} {self._named([c])[1:-1]}" for i, c in enumerate(self.top1[:4]))
         if self.passed:
-            return head
-        lines = [f"Top-{self.k} classes disagree!", "", head + f"; at least {self.min_agreement:.1%} required.",
-                 "Disagreeing samples (torch logits of the swapped classes differ by more than the tolerance):"]
+            return (f"top-{k} agreement {self.topk_agreement:.1%} (top-1 {self.top1_agreement:.1%}) over "
+                    f"{self.samples} samples, {len(self.near_ties)} near-tie swap(s) not counted{named}")
+        failed = self._failed_k()
+        agree = self.agreement if self.agreement is not None else self.topk_agreement
+        title = f"Top-{failed} classes disagree!"
+        if failed != k:
+            title += f" (the top-{k} sets agree on every sample)"
+        lines = [title, "",
+                 f"{round(agree * self.samples)} of {self.samples} samples ({agree:.1%}) agree on top-1 and on the "
+                 f"top-{k} set; at least {self.min_agreement:.1%} required: top-1 agreement {self.top1_agreement:.1%}, "
+                 f"top-{k} set agreement {self.topk_agreement:.1%} ({len(self.near_ties)} near-tie swap(s) not counted){named}."]
+        if self.requested_k is not None and self.requested_k != k:
+            lines.append(f"(the head has {k} classes, so top-{self.requested_k} is top-{k})")
+        lines.append("Disagreeing samples (torch logits of the swapped classes differ by more than the tolerance):")
         for d in self.disagreements[:5]:
-            lines.append(f"  sample {d['sample']}: torch top-{self.k} {self._named(d['torch'])} vs ONNX {self._named(d['onnx'])} "
+            te, ta = (d["torch"][:1], d["onnx"][:1]) if failed == 1 else (d["torch"], d["onnx"])
+            lines.append(f"  sample {d['sample']}: torch top-{failed} {self._named(te)} vs ONNX {self._named(ta)} "
                          f"(torch logit gap {d['gap']:.3g}, tolerance {d['tolerance']:.3g})")
         lines.append("Change it with min_agreement= (or loosen the logits tolerance with " + TOLERANCE_HINT + ").")
         return "\n".join(lines)
@@ -233,7 +253,8 @@ def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float
         raise SpecError(f"min_agreement must lie in [0, 1], got {min_agreement}")
     e2 = e.reshape(-1, e.shape[-1])
     a2 = a.reshape(-1, a.shape[-1])
-    k = max(1, min(int(k), e2.shape[-1]))
+    requested_k = int(k)
+    k = max(1, min(requested_k, e2.shape[-1]))
     atol_v, rtol_v, _ = resolve_tolerance(e2.astype(np.float32), atol, rtol)
     te, ta = _topk(e2, k), _topk(a2, k)
     top1_ok = te[:, 0] == ta[:, 0]
@@ -262,7 +283,7 @@ def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float
         passed=agreement >= min_agreement - 1e-12, k=k, samples=n, top1_agreement=float(top1_ok.mean()) if n else 1.0,
         topk_agreement=topk_exact, min_agreement=min_agreement, disagreements=disagreements, near_ties=ties,
         labels=list(labels) if labels is not None and len(labels) == e2.shape[-1] else None,
-        top1=[int(c) for c in te[:8, 0]],
+        top1=[int(c) for c in te[:8, 0]], requested_k=requested_k if requested_k != k else None, agreement=agreement,
     )
 
 

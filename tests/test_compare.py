@@ -128,3 +128,30 @@ def test_min_agreement_allows_a_share(logits: np.ndarray) -> None:
     bad[0] = -bad[0]
     assert compare_topk(logits, bad, min_agreement=0.75).passed
     assert not compare_topk(logits, bad, min_agreement=0.8).passed
+
+
+def test_topk_message_names_the_k_that_failed() -> None:
+    """A 3-class head, k=5 asked: the top-3 sets agree on every sample, top-1 does not on one. The message
+    must name top-1 as what failed (not "top-3 agreement 100.0% ... at least 100.0% required") and say
+    that the head's 3 classes cut k from 5 to 3."""
+    e = np.float32([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [2.0, 1.0, 3.0]])
+    a = e.copy()
+    a[0] = [2.0, 3.0, 1.0]  # sample 0: classes 0 and 1 swap places, a gap of 1.0: far beyond any tolerance
+    result = compare_topk(e, a, k=5)
+    assert not result.passed and result.k == 3 and result.requested_k == 5
+    text = result.message()
+    first, _, head = text.split("\n")[:3]
+    assert first == "Top-1 classes disagree! (the top-3 sets agree on every sample)"
+    assert head.startswith("2 of 3 samples (66.7%) agree on top-1 and on the top-3 set; at least 100.0% required: "
+                           "top-1 agreement 66.7%, top-3 set agreement 100.0%")
+    assert "the head has 3 classes, so top-5 is top-3" in text
+    assert "sample 0: torch top-1 [0] vs ONNX [1]" in text
+
+
+def test_topk_message_names_k_when_the_set_differs(logits: np.ndarray) -> None:
+    bad = logits.copy()
+    order = np.argsort(-logits[0])
+    bad[0, order[0]] = logits[0, order[10]]
+    text = compare_topk(logits, bad).message()
+    assert text.split("\n")[0] == "Top-5 classes disagree!"
+    assert "at least 100.0% required: top-1 agreement 75.0%, top-5 set agreement 75.0%" in text
