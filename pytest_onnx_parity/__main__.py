@@ -192,9 +192,9 @@ def _stamp(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     from .onnxfile.metadata import read_data_config, read_provenance
 
-    source = {"override": "the --data-config overrides", "checkpoint_args": "the checkpoint's training args",
-              "config_json": "its config.json", "pretrained_cfg": "timm's pretrained config"}.get(
-        str(read_provenance(out).get("data_config_source")), "the model")
+    from .preprocessing.dataconfig import source_words
+
+    source = source_words(read_provenance(out).get("data_config_source"))
     cfg = read_data_config(out)
     print(f"stamped {out} with the data config and provenance of {args.model} (data config from {source}: "
           f"input {tuple(cfg['input_size'])}, mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}, "

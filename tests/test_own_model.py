@@ -409,3 +409,21 @@ def test_plain(timm_model):
 ''')
     result = pytester.runpytest_inprocess(f"--onnx-parity-cache-dir={export_cache}", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_an_unstamped_file_names_the_data_configs_true_source(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """The config of a train.py checkpoint comes from its training args: the message of a file without a
+    config says so, never that it 'comes from the model's own timm pretrained config'."""
+    from pytest_onnx_parity import check_parity, load_model
+    from pytest_onnx_parity.errors import MissingMetadataError
+    from pytest_onnx_parity.onnxfile.metadata import read_data_config
+
+    spec = f"resnet18={ckpts['train']}"
+    path = _export(load_model(spec), 160, tmp_path / "unstamped.onnx")
+    dc = check_parity(f"{spec}@{path}", **FAST).check("data_config")
+    assert dc.status == "failed"
+    assert "This model's data config comes from the checkpoint's training args" in dc.message, dc.message
+    assert "the model's own timm pretrained config" not in dc.message
+    with pytest.raises(MissingMetadataError) as info:  # the file alone: every source is named, none claimed
+        read_data_config(path)
+    assert "the first of: data config overrides, a timm train.py checkpoint's training args" in str(info.value)

@@ -14,9 +14,7 @@ from .context import CheckContext
 
 def check(ctx: CheckContext) -> CheckResult:
     from ..onnxfile.metadata import read_data_config
-    from ..preprocessing.dataconfig import diff_data_configs
-
-    from ..preprocessing.dataconfig import data_config_source
+    from ..preprocessing.dataconfig import data_config_source, diff_data_configs, source_words
 
     model_cfg = ctx.model_config
     source = data_config_source(ctx.model)
@@ -26,12 +24,13 @@ def check(ctx: CheckContext) -> CheckResult:
     except MissingMetadataError as exc:
         return CheckResult(
             "data_config", "failed",
-            f"{exc}\nFor this model: onnx-parity stamp {ctx.path} --model {stamp_ref}\n"
+            f"{exc}\nThis model's data config comes from {source_words(source)}; stamp it: "
+            f"onnx-parity stamp {ctx.path} --model {stamp_ref}\n"
             "Without it a deployment has to guess mean, std, crop and interpolation "
             f"(this model wants {brief(model_cfg)}).", {"model": model_cfg, "file": None})
     diffs = diff_data_configs(model_cfg, file_cfg)
     if diffs:
-        msg = (f"The ONNX file's data config differs from the model's own ({SOURCE_WORDS.get(source, source)}), so a "
+        msg = (f"The ONNX file's data config differs from the model's own (from {source_words(source)}), so a "
                "deployment that reads it preprocesses differently from training:\n  " + "\n  ".join(diffs) +
                "\nRe-export with pytest_onnx_parity.export_onnx, or write the model's own config into the file: "
                f"onnx-parity stamp {ctx.path} --model {stamp_ref} (pytest_onnx_parity.stamp_onnx).")
@@ -39,13 +38,8 @@ def check(ctx: CheckContext) -> CheckResult:
                            {"differs": [d.split(":")[0] for d in diffs], "model": model_cfg, "file": file_cfg,
                             "source": source})
     return CheckResult("data_config", "passed",
-                       f"data config in the file equals the model's ({SOURCE_WORDS.get(source, source)})",
+                       f"data config in the file equals the model's (from {source_words(source)})",
                        {"model": model_cfg, "source": source})
-
-
-#: data_config_source -> how a message names it
-SOURCE_WORDS = {"override": "from the data config overrides", "checkpoint_args": "from the checkpoint's training args",
-                "config_json": "from the model's config.json", "pretrained_cfg": "from timm's pretrained config"}
 
 
 def stamp_model(ctx: CheckContext) -> str:

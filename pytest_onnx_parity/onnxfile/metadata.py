@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingMetadataError
-from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, apply_test_time, normalize_data_config
+from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, SOURCES_IN_ORDER, apply_test_time, normalize_data_config
 from .io import load_onnx_proto, read_metadata, save_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,8 +44,8 @@ def read_data_config(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, t
     if raw is None:
         where = onnx_file if not hasattr(onnx_file, "graph") else "this ONNX model"
         raise MissingMetadataError(
-            f"{where} carries no data config (metadata key {DATA_CONFIG_KEY!r}). The data config comes from "
-            "the model's own timm pretrained config (pytest_onnx_parity.resolve_data_config(NAME)); write it "
+            f"{where} carries no data config (metadata key {DATA_CONFIG_KEY!r}). A model's data config comes from "
+            f"{SOURCES_IN_ORDER} (pytest_onnx_parity.resolve_data_config(SPEC)); write it "
             f"into the file with: onnx-parity stamp {where if not hasattr(onnx_file, 'graph') else 'FILE.onnx'} "
             "--model NAME (or pytest_onnx_parity.stamp_onnx(path, 'NAME')), or export with "
             "pytest_onnx_parity.export_onnx."

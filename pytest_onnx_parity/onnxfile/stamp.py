@@ -3,7 +3,7 @@
 A team's pipeline makes the ONNX file it ships (``timm.utils.onnx.onnx_export``, a plain
 ``torch.onnx.export``, its own script, a simplifier after it). That file carries no data
 config: :func:`stamp_onnx` (``onnx-parity stamp FILE --model SPEC``) writes the model's own
-(from timm's pretrained config, see :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`)
+(from the first source that has it: overrides, a train.py checkpoint's args, a config.json, timm's pretrained config; see :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`)
 and a provenance record into its ``metadata_props``; :func:`check_file` runs every check of a
 gate item on it (``onnx-parity check FILE --model SPEC``).
 """

@@ -52,6 +52,17 @@ def normalize_data_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 #: where a model's data config came from, first source first (the JSON entry's ``data_config_source``)
 DATA_CONFIG_SOURCES = ("override", "checkpoint_args", "config_json", "pretrained_cfg")
+#: how a message names each source (every message that names where a data config came from uses these)
+SOURCE_WORDS = {"override": "the data config overrides", "checkpoint_args": "the checkpoint's training args",
+                "config_json": "the model's config.json", "pretrained_cfg": "timm's pretrained config of the name"}
+#: the sources in order, for a message about a file that cannot know which one its model uses
+SOURCES_IN_ORDER = ("the first of: data config overrides, a timm train.py checkpoint's training args, a "
+                    "local-dir:/hf-hub: config.json, timm's pretrained config of the name")
+
+
+def source_words(source: str | None) -> str:
+    """How a message names where a data config came from (:data:`SOURCE_WORDS`)."""
+    return SOURCE_WORDS.get(str(source), "the model")
 #: the fields an override may set: the six, and ``img_size`` (timm's train.py argument)
 OVERRIDE_FIELDS = DATA_CONFIG_FIELDS + ("img_size",)
 #: the fields of a timm train.py checkpoint's ``args`` that make up a data config
