@@ -46,6 +46,9 @@ class ParityOptions:
     dynamic_size: bool = False  # export with dynamic height and width (sizes other than the model's own)
     golden: str | None = None  # folder of golden references (checks/golden.py); None: no golden check
     golden_update: bool = False  # rewrite the goldens of that folder
+    runtime: str = "onnxruntime"  # where the file runs, with options: openvino(INFERENCE_PRECISION_HINT=f32) (axes.RUNTIMES)
+    preprocess: str = "metadata"  # the deployment's preprocessing: metadata (the file's own), module:function, command:...
+    labels: str | None = None  # class names in index order, one a line, for a folder of class-named sub-folders
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ParityOptions":
@@ -54,7 +57,7 @@ class ParityOptions:
         if unknown:
             raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "output", "image_size",
-                                                                                   "model_args", "data_config")})
+                                                                                   "model_args", "data_config", "labels")})
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
@@ -72,6 +75,14 @@ class ParityOptions:
             opts.data_config = check_overrides(opts.data_config)
         if opts.image_size is not None:
             opts.dynamic_size = True
+        from .variants import parse_preprocess, parse_providers, parse_runtimes
+
+        for name, parse in (("runtime", parse_runtimes), ("provider", parse_providers), ("preprocess", parse_preprocess)):
+            try:
+                (value,) = parse(getattr(opts, name))
+            except ValueError as exc:
+                raise SpecError(f"{name}={getattr(opts, name)!r}: {exc} (one value per run; a comma list is an axis of "
+                                "the gate)") from None
         if opts.golden_update and not opts.golden:
             raise SpecError("golden_update=True rewrites the goldens of a folder: give golden=DIR too")
         return opts

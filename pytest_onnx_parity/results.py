@@ -58,6 +58,7 @@ class ParityResult:
     variant: dict[str, Any] | None = None  # the matrix point (matrix.Variant.to_dict)
     output_kind: str | None = None  # logits | embedding | features (runtime.outputs)
     data_config_source: str | None = None  # where the model's data config came from (preprocessing.dataconfig)
+    runtime_info: dict[str, Any] | None = None  # what actually ran the file (runtime.runner.RuntimeInfo)
 
     @property
     def passed(self) -> bool:
@@ -110,7 +111,7 @@ class ParityResult:
             "cache_hit": self.cache_hit, "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "onnx_path": self.onnx_path, "error": self.error, "checks": [c.to_dict() for c in self.checks],
             "variant": self.variant, "output_kind": self.output_kind,
-            "data_config_source": self.data_config_source,
+            "data_config_source": self.data_config_source, "runtime_info": self.runtime_info,
         })
 
 

@@ -33,6 +33,7 @@ cannot run is ``skipped``.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .checks.context import CheckContext
     from .onnxfile.export import OnnxExport
+    from .runtime.runner import Runner, RunSettings
 
 __all__ = ["ParityRun", "check_file", "check_parity", "fold_status"]
 
@@ -70,7 +72,7 @@ class ParityRun:
         self.model: "torch.nn.Module | None" = prebuilt
         self.export: "OnnxExport | None" = None
         self._prebuilt = prebuilt is not None
-        self._session: "onnxruntime.InferenceSession | None" = None
+        self._session: "Runner | None" = None
         self._tmpdir: str | None = None
         self._ctx: "CheckContext | None" = None
         self._given_file = False
@@ -103,7 +105,9 @@ class ParityRun:
         return r
 
     def close(self) -> None:
-        """Drop the session and delete a no-cache export."""
+        """Close the runner and delete a no-cache export."""
+        if self._session is not None:
+            self._session.close()
         self._session = None
         if self._tmpdir is not None:
             import shutil
@@ -133,12 +137,21 @@ class ParityRun:
         """True when the run checks a file made elsewhere (``onnx=`` or ``@FILE``), not its own export."""
         return self._given_file
 
-    def session(self) -> "onnxruntime.InferenceSession":
+    @property
+    def settings(self) -> "RunSettings":
+        """Where this run's file runs: the variant's runtime, provider, optimisation level (runtime/runner.py)."""
+        from .runtime.runner import RunSettings
+
+        return RunSettings.of(self.options)
+
+    def session(self) -> "Runner":
+        """The runner of this run's file on the variant's runtime, opened once; what ran goes to ``runtime_info``."""
         if self._session is None:
-            from .runtime.session import make_session
+            from .runtime.runner import open_runner
 
             assert self.export is not None
-            self._session = make_session(self.export.path, ort_opt=self.options.ort_opt, provider=self.options.provider)
+            self._session = open_runner(self.export.path, self.settings)
+            self.result.runtime_info = self._session.info().to_dict()
         return self._session
 
     # -- phases ------------------------------------------------------------------------------------------
@@ -146,12 +159,15 @@ class ParityRun:
         """Build the model and export it (or take the given file). Errors propagate."""
         from .onnxfile.io import load_onnx_proto
         from .onnxfile.metadata import file_exporter, file_opset
-        from .runtime.session import missing_provider
+        from .runtime.runner import runtime_missing
         from .variants import check_variant, variant_dict
 
         o, r = self.options, self.result
-        why = missing_provider(o.provider)
+        why = runtime_missing(self.settings)
         if why:
+            if os.environ.get("CI") and not self.settings.runtime_spec.name == "onnxruntime":
+                raise OnnxParityError(f"{why} (CI is set, where a runtime that cannot start is an error, not a skip: "
+                                      "install it in the CI script)")
             raise VariantSkip(why)
         t = time.perf_counter()
         self.progress("build")

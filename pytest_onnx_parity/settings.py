@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .axes import EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, SIMPLIFIERS, WEIGHT_KINDS, WEIGHT_SETS
+from .axes import RUNTIMES, EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, SIMPLIFIERS, WEIGHT_KINDS, WEIGHT_SETS
 from .tolerances import MAX_ACCURACY_DROP_PP
 
 DEFAULT_MODELS = (
@@ -115,6 +115,15 @@ def _path(v: str) -> str:
     return str(Path(v).expanduser())
 
 
+def _file(v: str) -> str:
+    p = Path(str(v).strip()).expanduser()
+    if not str(v).strip():
+        raise ValueError("expected a file")
+    if not p.is_file():
+        raise ValueError(f"no such file: {p}")
+    return str(p)
+
+
 def _name(v: str) -> str:
     if not str(v).strip():
         raise ValueError("expected a name")
@@ -174,8 +183,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("ort-opt", "ONNX Runtime graph optimisation level(s), a comma list of " + ", ".join(ORT_OPT_LEVELS) +
            " (default: all, ONNX Runtime's own default)", _axis("choice_list", *ORT_OPT_LEVELS), ("all",),
            metavar="disabled,basic,extended,all"),
-    Option("providers", "ONNX Runtime execution provider(s), each its own item; one this build lacks is skipped "
+    Option("providers", "ONNX Runtime execution provider(s), each its own item, options in parentheses "
+           "(OpenVINOExecutionProvider(device_type=CPU)); one this build lacks, or that falls back to another, is skipped "
            "(default: CPUExecutionProvider)", _axis("parse_providers"), ("CPUExecutionProvider",), metavar="A,B"),
+    Option("runtime", "Where the file runs, each its own item: " + ", ".join(RUNTIMES) + "; options in parentheses "
+           "(openvino(INFERENCE_PRECISION_HINT=f32), onnxruntime-web(numThreads=1)); one not ready here is skipped "
+           "naming the install command (onnx-parity runtimes --install NAME), an error when CI is set "
+           "(default: onnxruntime)", _axis("parse_runtimes"), ("onnxruntime",), metavar="A,B"),
+    Option("preprocess", "The deployment's own preprocessing, each its own item: module:function, command:CMD "
+           "({images}, {output}), tensors:DIR, canvas (default: metadata, the file's own data config through preprocess)",
+           _axis("parse_preprocess"), ("metadata",), metavar="SPEC"),
+    Option("labels", "Class names in index order, one a line (timm's --class-map format), for an image folder whose "
+           "sub-folders are named by class name", _file, None, metavar="FILE"),
     Option("image-size", "Input size(s) to check, a comma list of pixels (default: the model's own); the export gets "
            "dynamic height and width", _axis("parse_image_sizes"), (), metavar="224,288"),
     Option("simplifier", "Simplifier(s) run on the export, each its own item, a comma list of " + ", ".join(SIMPLIFIERS) +
@@ -258,11 +277,15 @@ class Settings:
     weight_set: str = "ema"
     golden: str | None = None
     golden_update: bool = False
+    runtime: tuple[str, ...] = ("onnxruntime",)
+    preprocess: tuple[str, ...] = ("metadata",)
+    labels: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         # the matrix axes are tuples; a single value (Settings(opset=18), as before the matrix) is one-element
-        for name in ("exporter", "opset", "precision", "ort_opt", "providers", "image_size", "simplifier"):
+        for name in ("exporter", "opset", "precision", "ort_opt", "providers", "image_size", "simplifier", "runtime",
+                     "preprocess"):
             v = getattr(self, name)
             if v is None or isinstance(v, (str, int)):
                 object.__setattr__(self, name, () if v is None else (v,))
@@ -287,7 +310,8 @@ class Settings:
         parts = [f"exporter={','.join(self.exporter)}", f"opset={','.join(map(str, self.opset)) or 'default'}",
                  f"weights={self.weights}", f"seed={self.seed}", f"layers={self.layers}"]
         for name, default in (("precision", ("fp32",)), ("ort_opt", ("all",)), ("providers", ("CPUExecutionProvider",)),
-                              ("image_size", ()), ("simplifier", ("none",))):
+                              ("image_size", ()), ("simplifier", ("none",)), ("runtime", ("onnxruntime",)),
+                              ("preprocess", ("metadata",))):
             if getattr(self, name) != default:
                 parts.append(f"{name}={','.join(map(str, getattr(self, name)))}")
         if self.embed_preprocessing:
@@ -302,12 +326,13 @@ class Settings:
 
 #: ParityOptions field -> the Settings axis (a tuple) whose first value it takes
 _AXIS_FIELDS = {"exporter": "exporter", "opset": "opset", "precision": "precision", "ort_opt": "ort_opt",
-                "provider": "providers", "image_size": "image_size", "simplifier": "simplifier"}
+                "provider": "providers", "image_size": "image_size", "simplifier": "simplifier", "runtime": "runtime",
+                "preprocess": "preprocess"}
 _SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings)) - set(_AXIS_FIELDS) - {"embed_preprocessing"}
 
 
 #: options whose value is a path: from the ini file, a relative one is relative to the ini file's folder
-_PATH_PARSERS = (_path, _image_dir)
+_PATH_PARSERS = (_path, _image_dir, _file)
 
 
 def _ini_path(config: Any, value: Any) -> Any:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .axes import AXES, DEFAULT_PROVIDER
+from .axes import AXES, DEFAULT_PREPROCESS, DEFAULT_PROVIDER, DEFAULT_RUNTIME
 from .errors import VariantSkip
 from .model.sizes import check_size, native_size
 
@@ -79,13 +79,57 @@ def parse_opsets(v: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def parse_providers(v: Any) -> tuple[str, ...]:
-    vals = split_list(v)
-    bad = [x for x in vals if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", x)]
-    if bad:
-        raise ValueError(f"{', '.join(bad)}: expected ONNX Runtime provider names such as {DEFAULT_PROVIDER},"
-                         "CUDAExecutionProvider")
+def split_named(v: Any) -> list[str]:
+    """A comma list whose values may carry options in parentheses (``openvino(A=1,B=2),onnxruntime``): split
+    outside parentheses, order kept, duplicates dropped."""
+    from .specs.grammar import split_specs
+
+    items = [p for item in v for p in split_specs(str(item))] if isinstance(v, (list, tuple)) else split_specs(str(v))
+    out = [s.strip() for s in items if s.strip()]
+    if not out:
+        raise ValueError("expected a comma-separated list")
+    return list(dict.fromkeys(out))
+
+
+def _named_list(v: Any, parse: Callable[[str], Any]) -> tuple[str, ...]:
+    from .errors import SpecError
+
+    vals = split_named(v)
+    for x in vals:
+        try:
+            parse(x)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
     return tuple(vals)
+
+
+def parse_providers(v: Any) -> tuple[str, ...]:
+    """ONNX Runtime execution providers, each with options in parentheses: ``OpenVINOExecutionProvider(device_type=CPU)``."""
+    from .runtime.runner import parse_provider
+
+    return _named_list(v, parse_provider)
+
+
+def parse_runtimes(v: Any) -> tuple[str, ...]:
+    """Where the file runs (``axes.RUNTIMES``), each with options in parentheses: ``openvino(INFERENCE_PRECISION_HINT=f32)``."""
+    from .runtime.runner import parse_runtime
+
+    return _named_list(v, parse_runtime)
+
+
+def parse_preprocess(v: Any) -> tuple[str, ...]:
+    """The deployment's preprocessing: ``metadata`` (the file's own), ``module:function``, ``command:CMD``,
+    ``tensors:DIR``, ``canvas[(options)]``."""
+    from .axes import DEFAULT_PREPROCESS
+
+    def check(text: str) -> None:
+        if text == DEFAULT_PREPROCESS:
+            return
+        from .preprocessing.deploy import parse_preprocess as parse
+
+        parse(text)
+
+    return _named_list(v, check)
 
 
 def parse_image_sizes(v: Any) -> tuple[int, ...]:
@@ -113,6 +157,8 @@ class Variant:
     preprocessing: str = "external"
     dynamic_size: bool = False  # sizes were given: the export is dynamic in H and W
     simplifier: str = "none"  # the export as it is, or simplified (onnxfile/simplify.py)
+    runtime: str = DEFAULT_RUNTIME  # where the file runs, as given (runtime/runner.py)
+    preprocess: str = DEFAULT_PREPROCESS  # the deployment's own preprocessing, as given (checks/photos.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -138,17 +184,20 @@ class Variant:
         return {"exporter": self.exporter, "opset": self.opset, "precision": self.precision, "ort_opt": self.ort_opt,
                 "provider": self.provider, "image_size": self.image_size,
                 "embed_preprocessing": self.preprocessing == "embedded", "dynamic_size": self.dynamic_size,
-                "simplifier": self.simplifier}
+                "simplifier": self.simplifier, "runtime": self.runtime, "preprocess": self.preprocess}
 
 
 def variants_of(settings: Any) -> list[Variant]:
     """Every combination of the settings' axes, in a stable order."""
     sizes: Sequence[int | None] = tuple(settings.image_size) or (None,)
     pre = ("external", "embedded") if settings.embed_preprocessing else ("external",)
-    return [Variant(e, o, p, opt, prov, size, pp, dynamic_size=bool(settings.image_size), simplifier=simp)
-            for e, o, p, opt, prov, size, pp, simp in itertools.product(
+    return [Variant(e, o, p, opt, prov, size, pp, dynamic_size=bool(settings.image_size), simplifier=simp, runtime=rt,
+                    preprocess=dp)
+            for e, o, p, opt, prov, size, pp, simp, rt, dp in itertools.product(
                 settings.exporter, settings.opset or (None,), settings.precision, settings.ort_opt,
-                settings.providers, sizes, pre, getattr(settings, "simplifier", None) or ("none",))]
+                settings.providers, sizes, pre, getattr(settings, "simplifier", None) or ("none",),
+                getattr(settings, "runtime", None) or (DEFAULT_RUNTIME,),
+                getattr(settings, "preprocess", None) or (DEFAULT_PREPROCESS,))]
 
 
 def varying_axes(variants: Iterable[Variant]) -> tuple[str, ...]:
@@ -246,7 +295,8 @@ def variant_dict(options: "ParityOptions", model: "torch.nn.Module | None" = Non
         except Exception:  # noqa: BLE001 - a module timm cannot resolve: the size stays unknown
             size = None
     return Variant(options.exporter, options.opset, options.precision, options.ort_opt, options.provider, size,
-                   "embedded" if options.embed_preprocessing else "external", simplifier=options.simplifier).to_dict()
+                   "embedded" if options.embed_preprocessing else "external", simplifier=options.simplifier,
+                   runtime=options.runtime, preprocess=options.preprocess).to_dict()
 
 
 # -- files of a variant -----------------------------------------------------------------------------------

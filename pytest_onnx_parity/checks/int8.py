@@ -21,57 +21,59 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import CheckContext
 
 
-def check(ctx: "CheckContext") -> CheckResult:
-    """The int8 verdict of a run's int8 file, as its real_images check."""
-    return check_int8_real(ctx.model, ctx.path, ctx.session, ctx.options, ctx.random_weights)
-
-
-def check_int8_real(model: "torch.nn.Module", path: Path, session: "onnxruntime.InferenceSession",
-                    options: "ParityOptions", random_weights: bool) -> Any:
-    """The int8 verdict (precision profile, quantize.int8_verdict) on real images, as the real_images check.
+def check(ctx: "CheckContext", pre: Any = None) -> CheckResult:
+    """The int8 verdict (precision profile, :func:`int8_verdict`) of a run's int8 file on real images, as its
+    real_images check, through the one photo pipeline (:func:`.real_images.stream`).
 
     At a variant's optimisation level other than ``disabled`` the file also runs with ONNX Runtime's
-    optimisations disabled on the same images: int8 kernels (fused or not, and by the CPU's instruction
+    optimisations disabled on the same inputs: int8 kernels (fused or not, and by the CPU's instruction
     set) round differently, so the details and the message say whether the classes depend on the level
-    (quantize.compare_opt_levels); the verdict itself is the variant's level's."""
+    (:func:`compare_opt_levels`); the verdict itself is the variant's level's."""
     import numpy as np
 
-    from ..preprocessing.images import labelled_folder, real_batch
-    from ..results import CheckResult
-    from ..runtime.forward import chosen_outputs, ort_forward, torch_forward_layout
+    from ..preprocessing.labels import Labels
+    from ..runtime.forward import chosen_outputs
+    from ..runtime.runner import RunSettings, open_runner
+    from .real_images import photo_set, preprocessor_for, stream
 
-    labelled = labelled_folder(options.images) if options.images else None
-    source: Any = [p for p, _ in labelled] if labelled else options.images
-    from ..onnxfile.metadata import read_data_config
-    from ..preprocessing.dataconfig import sized_config
-
-    config = sized_config(read_data_config(path, test_time=options.test_time), options.image_size)
-    x, paths = real_batch(config, source)
-    runs = [torch_forward_layout(model, x[i:i + 16]) for i in range(0, len(x), 16)]
-    e, layout = np.concatenate([r[0] for r in runs]), runs[0][1]
-    a = np.concatenate([ort_forward(session, x[i:i + 16]) for i in range(0, len(x), 16)])
+    o = ctx.options
+    pre = pre if pre is not None else preprocessor_for(ctx)
+    found = photo_set(ctx)
+    extra: dict[str, Any] = {}
+    settings = RunSettings.of(o)
+    if o.ort_opt != "disabled":
+        plain = open_runner(ctx.path, settings.at(ort_opt="disabled"))
+        _choose_like(plain, chosen_outputs(ctx.session))
+        extra["disabled"] = plain
+    tally, layout, extras = stream(ctx, pre, found, extra_runners=extra, keep=None)
+    if layout is None or tally.images == 0:
+        return CheckResult("real_images", "skipped", "int8 verdict skipped: no images were compared")
+    e, a = tally.expected, tally.actual
     if layout.kind != "logits":  # an embedding or features: no classes to agree on
         v = int8_cosine_verdict(e, a, layout)
-        return CheckResult("real_images", v.status, v.message, {**v.figures, "opt_level": options.ort_opt})
-    labels = np.asarray([y for _, y in labelled]) if labelled else None
-    given = {"min_top1_agreement": options.int8_min_agreement, "max_accuracy_drop": options.int8_max_accuracy_drop}
+        return CheckResult("real_images", v.status, v.message, {**v.figures, "opt_level": o.ort_opt})
+    labels = np.asarray(found.targets) if isinstance(found, Labels) else None
+    given = {"min_top1_agreement": o.int8_min_agreement, "max_accuracy_drop": o.int8_max_accuracy_drop}
     kw = {k: x for k, x in given.items() if x is not None}
-    v = int8_verdict(e, a, labels, random_weights=random_weights, **kw)
+    v = int8_verdict(e, a, labels, random_weights=ctx.random_weights, **kw)
     details, message = dict(v.figures), v.message
-    details["opt_level"] = options.ort_opt
-    if v.status != "skipped" and options.ort_opt != "disabled":
-        from ..runtime.session import make_session
-
-        plain = make_session(path, ort_opt="disabled", provider=options.provider)
-        names = chosen_outputs(session)
-        a0 = np.concatenate([ort_forward(plain, x[i:i + 16], names) for i in range(0, len(x), 16)])
+    details["opt_level"] = o.ort_opt
+    if v.status != "skipped" and "disabled" in extras:
+        a0 = extras["disabled"].actual
         v0 = int8_verdict(e, a0, labels, **kw)
-        figures, sentence = compare_opt_levels(e, a, a0, opt_level=options.ort_opt, names=[Path(p).name for p in paths])
+        figures, sentence = compare_opt_levels(e, a, a0, opt_level=o.ort_opt, names=[Path(p).name for p in found.paths])
         details.update(figures, verdict_disabled=v0.status)
         message = message.rstrip(".") + ". " + sentence + "."
         if v0.status != v.status:
             message += f" With optimisations disabled the verdict would be {v0.status}."
     return CheckResult("real_images", v.status, message, details)
+
+
+def _choose_like(runner: Any, names: list[str]) -> None:
+    """The same outputs chosen on another runner of the same file."""
+    from ..runtime import forward
+
+    forward.remember_outputs(runner, names)
 
 
 _INT8 = PRECISION_PROFILES["int8"]

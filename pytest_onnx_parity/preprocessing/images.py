@@ -16,9 +16,7 @@ for its list of ImageNet-1k synsets.
 """
 from __future__ import annotations
 
-import functools
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -46,10 +44,6 @@ __all__ = [
 #: File name endings (case-insensitive) that count as images.
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
-
-_SYNSET = re.compile(r"n\d{8}")
-_INDEX = re.compile(r"\d{1,4}")
-
 
 def bundled_image_paths() -> list[Path]:
     """The sample photos shipped with the package, sorted by file name."""
@@ -101,45 +95,15 @@ def model_image_mode(model: object) -> str:
     return image_mode(resolve_data_config(model))  # type: ignore[arg-type]
 
 
-def labelled_folder(directory: str | os.PathLike[str]) -> list[tuple[Path, int]] | None:
-    """``(path, ImageNet-1k class index)`` for every image of an ImageFolder-style tree.
+def labelled_folder(directory: str | os.PathLike[str], *, num_classes: int | None = None,
+                    labels_file: str | os.PathLike[str] | None = None) -> list[tuple[Path, int]] | None:
+    """``(path, class index)`` for every image of an ImageFolder-style tree, or None when the folder is not
+    labelled by any rule of :mod:`.labels` (ImageNet synsets, class indices, a labels file, or class names in
+    timm train.py's order for a head of that many classes). Paths come in :func:`find_images` order."""
+    from .labels import Labels, read_labels
 
-    The tree is labelled when every image lies in a direct sub-folder of
-    ``directory`` and every such folder is named either by an ImageNet-1k
-    synset (``n01440764``; mapped through timm's ``ImageNetInfo``) or by a
-    class index (``0`` .. ``999``). Otherwise (images at the top level or
-    deeper down, other folder names, synsets outside ImageNet-1k, or a mix of
-    synsets and indices) it returns ``None``: the folder is then a plain set
-    of images. Folders without images are ignored. Paths come in
-    :func:`find_images` order.
-    """
-    root = Path(directory)
-    paths = find_images(root)
-    by_class: dict[str, list[Path]] = {}
-    for path in paths:
-        parts = path.relative_to(root).parts
-        if len(parts) != 2:
-            return None
-        by_class.setdefault(parts[0], []).append(path)
-    names = list(by_class)
-    if all(_SYNSET.fullmatch(n) for n in names):
-        index_of = _imagenet_synset_index()
-        if not all(n in index_of for n in names):
-            return None
-        label = {n: index_of[n] for n in names}
-    elif all(_INDEX.fullmatch(n) and int(n) < 1000 for n in names):
-        label = {n: int(n) for n in names}
-    else:
-        return None
-    return [(path, label[path.relative_to(root).parts[0]]) for path in paths]
-
-
-@functools.lru_cache(maxsize=1)
-def _imagenet_synset_index() -> dict[str, int]:
-    """ImageNet-1k synset -> class index, from timm's own ``ImageNetInfo``."""
-    import timm.data
-
-    return {synset: i for i, synset in enumerate(timm.data.ImageNetInfo("imagenet-1k").label_names())}
+    found = read_labels(directory, num_classes=num_classes, labels_file=labels_file)
+    return found.items if isinstance(found, Labels) else None
 
 
 def real_batch(

@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,10 +121,6 @@ def input_mismatch(session: "onnxruntime.InferenceSession", shape: tuple[int, ..
             "Check the model's input size (its data config) against the size the file was exported at.")
 
 
-#: the outputs chosen for a session, in the model's order (see choose_outputs); dies with the session
-_CHOSEN: "weakref.WeakKeyDictionary[Any, list[str]]" = weakref.WeakKeyDictionary()
-
-
 def logits_output(session: "onnxruntime.InferenceSession", num_classes: int | None = None,
                   name: str | None = None, *, what: str = "logits") -> str:
     """The name of the file's logits output; raises :class:`OnnxFileError` saying which to name when unclear.
@@ -202,14 +197,20 @@ def choose_outputs(session: "onnxruntime.InferenceSession", layout: "OutputLayou
         chosen = feature_outputs(session, layout, name)
     else:
         chosen = [logits_output(session, layout.width, name, what=layout.kind)]
-    _CHOSEN[session] = chosen
+    remember_outputs(session, chosen)
     return chosen
+
+
+def remember_outputs(session: Any, names: list[str]) -> None:
+    """The outputs the checks compare, kept on the runner itself (they die with it)."""
+    session.chosen_outputs = list(names)
 
 
 def chosen_outputs(session: "onnxruntime.InferenceSession") -> list[str]:
     """The outputs chosen for this session (:func:`choose_outputs`); unchosen: every output of a file this
     package exported with features (``features_0``, ``features_1``, ...), else :func:`logits_output`'s one."""
-    chosen = _CHOSEN.get(session)
+    chosen = getattr(session, "chosen_outputs", None)
+    chosen = chosen if isinstance(chosen, list) else None
     if chosen:
         return list(chosen)
     names = [o.name for o in session.get_outputs()]
