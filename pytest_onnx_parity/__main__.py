@@ -6,7 +6,8 @@
     python -m pytest_onnx_parity render all.json --markdown table.md --html table.html
 
 (also installed as ``onnx-parity``). ``check`` takes the gate's options (the same
-``OPTIONS`` table, as ``--NOUN`` or ``--onnx-parity-NOUN``) and exits 0 passed, 1 failed,
+``OPTIONS`` table, as ``--NOUN`` or ``--onnx-parity-NOUN``, less those that shape an export: it refuses
+them) and exits 0 passed, 1 failed,
 2 usage error, 3 could not check. ``merge``/``render`` exit 0 done, 2 usage error or a
 missing/invalid report, and need neither torch nor onnxruntime.
 """
@@ -25,6 +26,14 @@ FAILED = 1
 COULD_NOT_CHECK = 3
 #: gate options that make no sense for one given file
 _NOT_FOR_CHECK = ("models", "shard", "report")
+#: gate options that shape an export the plugin makes: ``check`` takes FILE as it was made (its exporter and
+#: opset are what the file says, its preprocessing is embedded or not, nothing is exported or cached), so
+#: ``check --help`` does not list them and ``check`` refuses them, naming why
+_EXPORT_ONLY = {"exporter": "its exporter and opset are what the file says",
+                "opset": "its exporter and opset are what the file says",
+                "simplifier": "simplify it in your pipeline and give the simplified file",
+                "embed-preprocessing": "a file with embedded preprocessing says so in its metadata and is checked so",
+                "cache-dir": "nothing is exported, so nothing is cached", "no-cache": "nothing is exported, so nothing is cached"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         if opt.noun in _NOT_FOR_CHECK:
             continue
         names = (f"--{opt.noun}", f"--onnx-parity-{opt.noun}")
-        if opt.ini_type == "bool":
+        if opt.noun in _EXPORT_ONLY:  # accepted only to be refused with a reason (_export_options), never listed
+            c.add_argument(*names, dest="export_only_" + attr(opt.noun), nargs=0 if opt.ini_type == "bool" else None,
+                           action=_Given, help=argparse.SUPPRESS)
+        elif opt.ini_type == "bool":
             c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), action="store_true", default=None, help=opt.help)
         else:
             c.add_argument(*names, dest="onnx_parity_" + attr(opt.noun), metavar=opt.metavar, help=opt.help)
@@ -106,6 +118,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
 
 
+class _Given(argparse.Action):
+    """Records that an export-only option was given (``check`` refuses it in :func:`_export_options`)."""
+
+    def __call__(self, parser: object, namespace: argparse.Namespace, values: object, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, option_string or True)
+
+
+def _export_options(args: argparse.Namespace) -> str | None:
+    """The refusal of the first export-only option given to ``check``, or None."""
+    for noun, why in _EXPORT_ONLY.items():
+        if getattr(args, "export_only_" + noun.replace("-", "_"), None):
+            return (f"--{noun} shapes an export the gate makes; onnx-parity check checks FILE as it was made ({why}). "
+                    f"Drop --{noun}, or let the gate export and check the model: pytest --onnx-parity "
+                    f"--onnx-parity-models=SPEC --onnx-parity-{noun}{'' if noun in ('no-cache', 'embed-preprocessing') else '=...'}")
+    return None
+
+
 class _ArgsConfig:
     """What :func:`settings.resolve` reads from pytest's config, from parsed ``check`` arguments (no ini file)."""
 
@@ -128,6 +157,10 @@ def _check(args: argparse.Namespace) -> int:
     from .settings import SettingsError, resolve
     from .specs import file_spec
 
+    refused = _export_options(args)
+    if refused:
+        print(f"onnx-parity check: error: {refused}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         settings = resolve(_ArgsConfig(args))
         spec = file_spec(args.model, args.file, default_weights=settings.weights)
