@@ -30,8 +30,9 @@ def check(ctx: CheckContext) -> CheckResult:
             f"(this model wants {brief(model_cfg)}).", {"model": model_cfg, "file": None})
     diffs = diff_data_configs(model_cfg, file_cfg)
     if diffs:
-        msg = (f"The ONNX file's data config differs from the model's own (from {source_words(source)}), so a "
-               "deployment that reads it preprocesses differently from training:\n  " + "\n  ".join(diffs) +
+        fields = ", ".join(d.split(":")[0] for d in diffs)
+        msg = (f"The ONNX file's data config differs from the model's own (from {source_words(source)}) in {fields}, "
+               "so a deployment that reads it preprocesses differently from training.\n  " + "\n  ".join(diffs) +
                "\nRe-export with pytest_onnx_parity.export_onnx, or write the model's own config into the file: "
                f"onnx-parity stamp {ctx.path} --model {stamp_ref} (pytest_onnx_parity.stamp_onnx).")
         return CheckResult("data_config", "failed", msg,

@@ -217,8 +217,18 @@ class GatePlugin:
             "onnx-parity: " + ", ".join(f"{k} {v}" for k, v in env.items()
                                         if k != "pytest-onnx-parity" and k not in CPU_KEYS),
             f"onnx-parity cpu: {env['cpu']} ({env['machine']}; {env['cpu_flags']})",
-            f"onnx-parity settings: {self.settings.describe()}",
+            f"onnx-parity settings: {self._described()}",
         ]
+
+    def _described(self) -> str:
+        """The settings line, its weights those the specs load (a spec's own ``=WEIGHTS``, else the default)."""
+        from dataclasses import replace
+
+        try:
+            specs = self.specs()
+        except pytest.UsageError:  # the session says why; the header keeps the option's value
+            return self.settings.describe()
+        return replace(self.settings, weights=loaded_weights(specs, self.settings.weights)).describe()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
@@ -262,6 +272,13 @@ class GatePlugin:
         terminalreporter.write_line(summary_lines(results))
         if self.settings.report:
             terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
+
+
+def loaded_weights(specs: list[Any], default: str) -> str:
+    """What the specs load, each kind or checkpoint once, in order: ``random``, ``pretrained``, a checkpoint by
+    its file name (``model_best.pth.tar``), a folder or hub repo as written; no specs: the default."""
+    seen = dict.fromkeys(Path(s.weights).name if s.weights_kind == "file" else str(s.weights) for s in specs)
+    return ",".join(seen) or default
 
 
 def check_up_front(specs: list[Any], where: str) -> None:
