@@ -1,7 +1,9 @@
-"""Shared test configuration: one export cache for the whole test session."""
+"""Shared test configuration: one export cache for the whole test session; every report a test writes is
+validated against docs/report.schema.json."""
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
 
@@ -32,6 +34,56 @@ def _no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach the network: the hub is offline as in CI."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+class ReportsWritten:
+    """The reports (and side files) the package wrote during one test, each validated as it was written."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+        self.problems: list[str] = []
+
+    def validate(self, path: "os.PathLike[str] | str", data: "str | bytes") -> None:
+        import json
+
+        from pytest_onnx_parity.report.schema import ReportError, validate_report
+
+        if not str(path).endswith(".json"):
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return
+        side = str(path).endswith(".layers.json") and isinstance(doc, dict) and "report" in doc
+        if not side and not (isinstance(doc, dict) and "schema" in doc and isinstance(doc.get("models"), list)):
+            return  # not a report: a cache entry, a golden reference
+        try:
+            validate_report(doc, side_file=side)
+        except ReportError as exc:
+            self.problems.append(f"{path}: {exc}")
+        self.checked.append(str(path))
+
+
+@pytest.fixture(autouse=True)
+def reports_written(monkeypatch: pytest.MonkeyPatch) -> "Iterator[ReportsWritten]":
+    """Every report the package writes in a test (the gate's, ``onnx-parity check --report``, ``merge -o``; in-process
+    pytester runs included) is validated against the JSON Schema as it is written: they all go through
+    ``files.write_atomic``, which ``report.schema.write_json`` looks up on each call. A report that does not follow
+    it fails the test that wrote it, at teardown (raising inside the writer would only show as an internal error of
+    an inner pytest run)."""
+    from pytest_onnx_parity import files
+
+    seen = ReportsWritten()
+    original = files.write_atomic
+
+    def write_atomic(path: "os.PathLike[str] | str", text: "str | bytes") -> None:
+        original(path, text)
+        seen.validate(path, text)
+
+    monkeypatch.setattr(files, "write_atomic", write_atomic)
+    yield seen
+    if seen.problems:
+        pytest.fail("a report does not follow docs/report.schema.json:\n" + "\n".join(seen.problems), pytrace=False)
 
 
 @pytest.fixture(scope="module")

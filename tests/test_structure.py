@@ -365,7 +365,7 @@ def test_reports_get_the_mode_any_new_file_gets(tmp_path: Path) -> None:
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
-    write_json({"schema": 1, "models": []}, tmp_path / "r.json")
+    write_json({"schema": 1, "environment": {}, "models": []}, tmp_path / "r.json")
     assert os.stat(tmp_path / "r.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
 
 

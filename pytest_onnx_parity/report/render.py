@@ -272,7 +272,8 @@ def render_html(report: Mapping[str, Any], *, title: str = "ONNX parity: compati
         parts.append(f'<p class="note">Note: {e(str(note))}</p>')
     cols = table_columns(report)
     n_extra = len(cols) - len(TABLE_COLUMNS)
-    parts.append('<table id="models"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>")
+    parts.append('<table id="models"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in [*cols, "data config"])
+                 + "</tr></thead><tbody>")
     entries = sorted(report.get("models", []), key=entry_key)
     for entry, row in zip(entries, table_rows(report)):
         status = row[1] if row[1] in STATUSES else "error"
@@ -282,7 +283,7 @@ def render_html(report: Mapping[str, Any], *, title: str = "ONNX parity: compati
                  f"<td>{e(row[2])}</td>", f'<td class="num">{e(row[3])}</td>', *(f"<td>{e(x)}</td>" for x in extra),
                  f'<td class="num" data-v="{e(_sort_value(entry.get("max_abs_diff")))}">{e(row[4])}</td>',
                  f'<td class="num" data-v="{e(_sort_value(entry.get("top1_agreement")))}">{e(row[5])}</td>',
-                 f"<td><code>{e(row[6])}</code></td>"]
+                 f"<td><code>{e(row[6])}</code></td>", _data_config_cell(entry)]
         parts.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
     groups = group_reasons(report, ("error", "failed", "skipped"))
@@ -294,6 +295,37 @@ def render_html(report: Mapping[str, Any], *, title: str = "ONNX parity: compati
             parts.append(f"<details><summary>full reason ({e(g['models'][0])})</summary><pre>{e(g['example'])}</pre></details>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def data_config_text(config: Any) -> str:
+    """A data config in one line: ``3x224x224, bicubic, crop 0.875 center, mean (0.485, 0.456, 0.406), std (...)``;
+    ``-`` when unknown."""
+    if not isinstance(config, Mapping) or not config:
+        return "-"
+    parts = []
+    size = config.get("input_size")
+    if isinstance(size, (list, tuple)):
+        parts.append("x".join(str(n) for n in size))
+    if config.get("interpolation"):
+        parts.append(str(config["interpolation"]))
+    crop = config.get("crop_pct")
+    if crop is not None:
+        parts.append(f"crop {crop:g}" if isinstance(crop, (int, float)) else f"crop {crop}")
+        parts[-1] += f" {config['crop_mode']}" if config.get("crop_mode") else ""
+    for key in ("mean", "std"):
+        if isinstance(config.get(key), (list, tuple)):
+            parts.append(f"{key} (" + ", ".join(f"{float(v):.4g}" for v in config[key]) + ")")
+    rest = [k for k in config if k not in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")]
+    parts += [f"{k} {config[k]}" for k in rest]
+    return ", ".join(parts)
+
+
+def _data_config_cell(entry: Mapping[str, Any]) -> str:
+    """The HTML cell of an entry's data config and where it came from (``data_config_source``)."""
+    e = html.escape
+    source = entry.get("data_config_source")
+    where = f'<br><span class="note">from {e(str(source))}</span>' if source else ""
+    return f"<td>{e(data_config_text(entry.get('data_config')))}{where}</td>"
 
 
 def _sort_value(v: Any) -> str:

@@ -1,15 +1,16 @@
-"""Merge JSON reports of the gate and render them as a compatibility table.
+"""The JSON report: read, check, merge and write it (schema 1; its JSON Schema is ``docs/report.schema.json``).
 
 A report (schema 1) is what ``--onnx-parity-report`` writes::
 
     {"schema": 1, "environment": {...}, "models": [{"model": ..., "status": ..., ...}]}
 
-:func:`merge_reports` joins the reports of several runs (the shards of a CI
-matrix) into one of the same schema; :func:`render_markdown` and
-:func:`render_html` draw the table (model, status, exporter, opset, max abs diff,
-top-1 agreement, first divergence) followed by the errors and failures grouped by
-reason. Plain Python and the standard library only: this runs in a CI job that
-has neither torch nor onnxruntime installed.
+:func:`write_json` writes it compact, the full per-layer series in a side file beside it
+(:mod:`.series`); :func:`load_report` reads and checks one (``series=True`` puts the full series
+back); :func:`merge_reports` joins the reports of several runs (the shards of a CI matrix) into one
+of the same schema; :func:`validate_report` checks a report against the JSON Schema (the test
+suite does, for every report it writes; it needs ``jsonschema``, a test extra). The table and pages
+are :mod:`.render`. Plain Python and the standard library only: this runs in a CI job that has
+neither torch nor onnxruntime installed.
 """
 from __future__ import annotations
 
@@ -33,11 +34,16 @@ class ReportError(OnnxParityError):
     """A report file that is missing, unreadable or not a schema-1 report."""
 
 
+class ReportSchemaError(ReportError):
+    """A report that does not follow ``docs/report.schema.json``."""
+
+
 # -- reading and merging ------------------------------------------------------------------------------
 
 
-def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
-    """Read and check one schema-1 report; :class:`ReportError` says what is wrong."""
+def load_report(path: "str | os.PathLike[str]", *, series: bool = False) -> dict[str, Any]:
+    """Read and check one schema-1 report; :class:`ReportError` says what is wrong. ``series``: with the full
+    per-layer series from its side file (:func:`.series.attach`), where that file is found."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -52,6 +58,10 @@ def load_report(path: "str | os.PathLike[str]") -> dict[str, Any]:
     except ValueError as exc:
         raise ReportError(f"{p}: not valid JSON ({exc}); give a report written by --onnx-parity-report") from None
     check_report(doc, str(p))
+    if series:
+        from .series import attach
+
+        attach(doc, p)
     return doc
 
 
@@ -74,7 +84,7 @@ def check_report(doc: Any, where: str = "report") -> None:
         raise ReportError(f"{where}: 'environment' must be an object")
 
 
-#: The axes of an entry's ``variant`` (matrix.AXES), in column order.
+#: The axes of an entry's ``variant`` (axes.AXES), in column order.
 VARIANT_AXES = AXES  # the matrix axes (axes.py)
 
 
@@ -113,7 +123,7 @@ def merge_reports(reports: Iterable["str | os.PathLike[str] | Mapping[str, Any]"
             doc, name = dict(rep), f"report #{i + 1}"
             check_report(doc, name)
         else:
-            doc, name = load_report(rep), str(rep)
+            doc, name = load_report(rep, series=True), str(rep)
         sources.append(name)
         envs.append({"source": name, "environment": dict(doc.get("environment") or {})})
         for note in doc.get("notes") or []:
@@ -151,21 +161,49 @@ def _differing_keys(envs: list[dict[str, Any]]) -> list[str]:
 
 
 def write_json(doc: Mapping[str, Any], path: "str | os.PathLike[str]") -> None:
-    """Write a report atomically (a reader never sees half of it)."""
-    from ..files import write_atomic
+    """Write a report atomically (a reader never sees half of it): compact, with the full per-layer series in
+    its side file (:func:`.series.split`, ``<report>.layers.json``) when any entry has them."""
+    from ..files import write_atomic  # looked up on each call: the test suite validates what passes through here
+    from .series import series_path, split
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(p, json.dumps(doc, indent=2) + "\n")
+    main, side = split(doc, p)
+    if side is not None:
+        write_atomic(series_path(p), json.dumps(side, separators=(",", ":")) + "\n")
+    write_atomic(p, json.dumps(main, indent=2) + "\n")
 
 
-# -- reasons --------------------------------------------------------------------------------------------
+def write_report(path: "str | os.PathLike[str]", results: list[dict[str, Any]]) -> None:
+    """The gate's and ``onnx-parity check``'s report of ``results`` (entries, :meth:`ParityResult.to_dict`)."""
+    write_json({"schema": SCHEMA, "environment": environment(), "models": sorted(results, key=entry_key)}, path)
 
 
-# -- rendering ------------------------------------------------------------------------------------------
+# -- the JSON Schema ------------------------------------------------------------------------------------
+
+#: the report's JSON Schema, in the source tree (the package does not ship it)
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "report.schema.json"
 
 
-def write_report(path: Path, results: list[dict[str, Any]]) -> None:
-
-    write_json({"schema": SCHEMA, "environment": environment(),
-                "models": sorted(results, key=entry_key)}, path)
+def validate_report(doc: Any, *, side_file: bool = False, schema_file: "str | os.PathLike[str] | None" = None) -> None:
+    """Check ``doc`` against ``docs/report.schema.json`` (``side_file``: a report's per-layer side file, its
+    ``$defs/side_file``); :class:`ReportSchemaError` names each place that does not follow it. Needs
+    ``jsonschema`` (``pip install "pytest-onnx-parity[test]"``), imported here only."""
+    try:
+        import jsonschema
+    except ImportError as exc:
+        raise ReportError('validating a report needs jsonschema: pip install "pytest-onnx-parity[test]"') from exc
+    where = Path(schema_file) if schema_file is not None else SCHEMA_FILE
+    try:
+        schema = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read the report's JSON Schema {where}: {exc}") from None
+    if side_file:
+        schema = {"$schema": schema.get("$schema"), "$defs": schema.get("$defs", {}), "$ref": "#/$defs/side_file"}
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  at {'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors[:10]]
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        what = "side file" if side_file else "report"
+        raise ReportSchemaError(f"the {what} does not follow {where.name}:\n" + "\n".join(lines) + more)
