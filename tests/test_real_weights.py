@@ -95,3 +95,38 @@ def test_gate_reports_accuracy_on_a_labelled_folder(pytester: pytest.Pytester, c
     assert real["torch_top1"] >= 66.6 and real["torch_top5"] == 100.0
     assert real["onnx_top1"] == real["torch_top1"] and real["top1_drop_pp"] == 0.0
     assert "accuracy on 3 labelled images" in real["message"]
+
+
+def test_labels_that_favour_a_wrong_file_never_pass_it(lite0, tmp_path: Path, export_cache: str) -> None:  # type: ignore[no-untyped-def]
+    """The false pass of a labelled folder: a file with ImageNet's default preprocessing in its metadata, on labels
+    chosen to be what that wrong file predicts (so it 'scores higher' than torch), fails real_images; the right
+    file on the same folder passes."""
+    import onnx
+
+    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
+
+    exp = export_onnx(lite0, exporter="torchscript", cache_dir=export_cache)
+    proto = onnx.load(str(exp.path))
+    for p in proto.metadata_props:
+        if p.key == DATA_CONFIG_KEY:
+            p.value = json.dumps({**json.loads(p.value), **IMAGENET_DEFAULTS})
+    bad = tmp_path / "lite0_imagenet_defaults.onnx"
+    onnx.save(proto, str(bad))
+    cfg = resolve_data_config(lite0)
+    paths = bundled_image_paths()
+    wrong_classes = top1(lite0, preprocess(paths, {**cfg, **IMAGENET_DEFAULTS}))
+    right_classes = top1(lite0, preprocess(paths, cfg))
+    assert wrong_classes != right_classes  # the planted case only means something when the two disagree
+    folder = tmp_path / "val"
+    for path, cls in zip(paths, wrong_classes):  # labelled by class index with what the wrong file says
+        (folder / str(cls)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / str(cls) / path.name)
+    result = check_parity(lite0, onnx=bad, layers="never", images=str(folder))
+    real = result.check("real_images")
+    assert real.status == "failed", real.message
+    assert real.details["onnx_top1"] > real.details["torch_top1"]  # the labels do favour the wrong file
+    assert real.details["top1_agreement"] < 1.0
+    assert "higher than torch" in real.message and "disagree" in real.message
+    good = check_parity(lite0, onnx=exp.path, layers="never", images=str(folder))
+    assert good.check("real_images").status == "passed", good.check("real_images").message
+    assert good.check("real_images").details["accuracy_judged"] is True

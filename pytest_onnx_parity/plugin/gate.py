@@ -270,6 +270,10 @@ class GatePlugin:
             return
         terminalreporter.write_sep("=", "onnx-parity summary")
         terminalreporter.write_line(summary_lines(results))
+        from ..report.notes import accuracy_lines
+
+        for line in accuracy_lines(results):
+            terminalreporter.write_line(line)
         if self.settings.report:
             terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
 
