@@ -164,12 +164,17 @@ def check_checkpoint(spec: ModelSpec) -> None:
     """
     if spec.weights_kind != "file":
         return
+    from .ckptfiles import folder_hint, missing_hint
+
     path = Path(spec.weights).expanduser()
-    fix = f"Pass an existing .safetensors/.pth/.bin file (a state dict in timm's naming), or use {spec.name}=random"
+    fix = "Pass an existing .safetensors/.pth/.pth.tar/.bin file (a state dict in timm's naming)"
+    if spec.onnx_file is None:  # random weights can never match a given file: offered only for the plugin's export
+        fix += f", or use {spec.name}=random"
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
         cwd = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
-        raise WeightsError(f"checkpoint file {what}: {path}{cwd} (from spec {spec.text!r}). {fix}")
+        where = folder_hint(path, spec.name, CHECKPOINT_SUFFIXES) if path.is_dir() else missing_hint(path, CHECKPOINT_SUFFIXES)
+        raise WeightsError(f"checkpoint file {what}: {path}{cwd} (from spec {spec.text!r}). {where} {fix}")
     problem = _checkpoint_problem(path)
     if problem:
         raise WeightsError(f"checkpoint {path} (from spec {spec.text!r}) {problem}. {fix}")
