@@ -4,12 +4,14 @@
     onnx-parity stamp model.onnx --model NAME [-o stamped.onnx]
     python -m pytest_onnx_parity merge shard-1.json shard-2.json -o all.json
     python -m pytest_onnx_parity render all.json --markdown table.md --html table.html
+    onnx-parity runtimes [NAME...] [--install NAME...|all]
 
 (also installed as ``onnx-parity``). ``check`` takes the gate's options (the same
 ``OPTIONS`` table, as ``--NOUN`` or ``--onnx-parity-NOUN``, less those that shape an export: it refuses
 them) and exits 0 passed, 1 failed,
 2 usage error, 3 could not check. ``merge``/``render`` exit 0 done, 2 usage error or a
-missing/invalid report, and need neither torch nor onnxruntime.
+missing/invalid report, and need neither torch nor onnxruntime. ``runtimes`` exits 0 when every
+runtime listed (or installed) is ready here, 1 otherwise, 2 for an unknown name.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check or stamp an ONNX file made elsewhere; merge pytest-onnx-parity JSON reports and render "
                     "the compatibility table.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{check,stamp,merge,render}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,stamp,merge,render,runtimes}")
     sub.required = True
 
     from .settings import OPTIONS, attr
@@ -92,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--markdown", metavar="PATH", help="Write the Markdown table to PATH ('-' for standard output)")
     r.add_argument("--html", metavar="PATH", help="Write the HTML page to PATH")
     r.add_argument("--title", default="ONNX parity: compatibility table", help="Title of the page")
+
+    rt = sub.add_parser("runtimes", help="List the runtimes a file can be checked on, whether each is ready here and why not",
+                        description="Each --onnx-parity-runtime value: ready here, or why not (with the command that installs "
+                                    "it). --install installs what the named runtimes need (npm packages into the plugin's cache, "
+                                    "Chromium, pip packages). Exit 0 when every runtime listed is ready, 1 otherwise.")
+    rt.add_argument("names", nargs="*", metavar="NAME", help="the runtimes to list (default: all)")
+    rt.add_argument("--install", nargs="+", metavar="NAME", help="install what these runtimes need ('all': every runtime)")
     return parser
 
 
@@ -103,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command == "check":
         return _check(args)
+    if args.command == "runtimes":
+        return _runtimes(args)
     if args.command == "stamp":
         return _stamp(args)
     try:
@@ -233,6 +244,20 @@ def _stamp(args: argparse.Namespace) -> int:
           f"input {tuple(cfg['input_size'])}, mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}, "
           f"crop_pct {cfg['crop_pct']:g}, {cfg['interpolation']})")
     return 0
+
+
+def _runtimes(args: argparse.Namespace) -> int:
+    from .errors import SpecError
+    from .runtime.catalog import catalog, install, table
+
+    try:
+        statuses = (install(args.install, log=lambda line: print(line, file=sys.stderr)) if args.install
+                    else catalog(args.names))
+    except SpecError as exc:
+        print(f"onnx-parity runtimes: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(table(statuses))
+    return 0 if all(s.ready for s in statuses) else FAILED
 
 
 def _merge(args: argparse.Namespace) -> int:
