@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 
-#: The checks of a parity run, in the order they are recorded.
-CHECK_NAMES = ("weights", "data_config", "logits", "topk", "batch_consistency", "real_images", "headroom", "layers",
-               "golden")
 STATUSES = ("passed", "failed", "skipped", "error")
 
 

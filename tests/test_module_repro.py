@@ -132,12 +132,22 @@ def test_gated_fault_gives_a_module_bundle_that_reproduces_without_torch(
     assert "OK:" in run.stdout and module in run.stdout
 
 
-def test_the_reproducer_cannot_import_torch_or_the_plugin(tmp_path: Path) -> None:
+def test_the_shipped_reproducer_runs_where_torch_and_the_plugin_cannot_be_imported(tmp_path: Path) -> None:
+    """The package's own reproduce.py (what every bundle carries) starts and parses its options in the interpreter
+    the bundle tests use, where torch, timm, onnx and the plugin cannot be imported: a top-level import of any of
+    them fails here. The probe first shows that interpreter really blocks them."""
+    from pytest_onnx_parity import reproduce as shipped
+
     probe = ("import numpy, onnxruntime\nfor m in ('torch', 'timm', 'onnx', 'pytest_onnx_parity'):\n"
              "    try:\n        __import__(m)\n    except ImportError:\n        print('blocked', m)\n")
-    (tmp_path / "reproduce.py").write_text(probe)
-    run = reproduce(tmp_path)
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "reproduce.py").write_text(probe)
+    run = reproduce(tmp_path / "probe")
     assert run.stdout.split("\n")[:4] == ["blocked torch", "blocked timm", "blocked onnx", "blocked pytest_onnx_parity"]
+    shutil.copy(shipped.__file__, tmp_path / "reproduce.py")
+    run = reproduce(tmp_path, "--help")
+    assert run.returncode == 0, run.stderr
+    assert "--module" in run.stdout
 
 
 # -- smaller still: a whole block or stage reduced ---------------------------------------------------------------

@@ -260,5 +260,9 @@ def test_real_weights_embedded_file_matches_torch_on_timms_transform(lite0, expo
     assert len({open_image(p).size for p in paths}) > 1
     rms = float(np.sqrt((expected ** 2).mean()))
     assert float(np.abs(got - expected).max()) <= 0.01 * rms
-    for g, e in zip(got, expected):
-        assert list(np.argsort(-g)[:5]) == list(np.argsort(-e)[:5])
+    # the top-5 classes agree, except a swap between classes torch itself scores within that difference (a near tie:
+    # the order of two logits 1e-4 apart is not something this file gets wrong)
+    from pytest_onnx_parity.compare import compare_topk
+
+    topk = compare_topk(expected, got, k=5, atol=0.01 * rms, rtol=0.0)
+    assert topk.passed and topk.samples == len(paths), topk.message()

@@ -399,19 +399,17 @@ def test_files_that_cannot_be_checked_are_usage_errors_in_the_shell_and_the_gate
     assert "Re-export it: this file is only read here" in err and "cache" not in err
 
 
-def test_a_missing_checkpoint_is_a_usage_error_within_seconds_from_the_shell(files: dict[str, Path], tmp_path: Path) -> None:
+def test_a_missing_checkpoint_is_a_usage_error_before_torch_from_the_shell(files: dict[str, Path], tmp_path: Path) -> None:
+    """Refused before torch and timm are imported (so within a second or so: benchmarks/usage_error_time.py measures
+    it into docs/performance.md; no wall time is asserted here, another job on the machine would move it)."""
     import subprocess
     import sys
-    import time
 
     missing = tmp_path / "no.safetensors"
-    t = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "pytest_onnx_parity", "check", str(files["plain"]), "--model",
                           f"{NAME}={missing}"], capture_output=True, text=True, timeout=300, check=False)
-    elapsed = time.perf_counter() - t
     assert run.returncode == 2, run.stderr
     assert f"onnx-parity check: error: checkpoint file not found: {missing}" in run.stderr
-    assert elapsed < 10, f"{elapsed:.1f} s"
     code = ("import sys; from pytest_onnx_parity.__main__ import main; "
             f"rc = main(['check', {str(files['plain'])!r}, '--model', {f'{NAME}={missing}'!r}]); "
             "print('torch' in sys.modules, 'timm' in sys.modules); sys.exit(rc)")

@@ -43,15 +43,13 @@ ONNX_NAME = "model.onnx"
 REPRODUCE_SCRIPT = Path(__file__).resolve().parents[1] / "reproduce.py"
 
 
-def write_bundle(run_state: Any, directory: "str | os.PathLike[str]", *,
-                 unsimplified: "str | os.PathLike[str] | None" = None) -> Path:
+def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
     """Write the reproducer bundle of one failing gate run into ``directory/<model>/``; return that folder.
 
     ``run_state`` is a :class:`pytest_onnx_parity.run.ParityRun` after
     ``execute`` (``.model``, ``.export``, ``.inputs``, ``.result``). The folder
     is written in a temporary place and renamed into position, replacing an older
-    bundle of the same model. ``unsimplified``: the file before a simplifier ran; when
-    it passes the per-layer check, the module's blame is ``simplifier``.
+    bundle of the same model.
     """
     result = getattr(run_state, "result", None)
     label = str(getattr(result, "model", None) or "model")
@@ -63,7 +61,7 @@ def write_bundle(run_state: Any, directory: "str | os.PathLike[str]", *,
         raise OSError(f"onnx-parity: cannot write the reproducer bundle of {label} into {root}: {exc}") from exc
     target = root / safe_name(label)
     try:
-        _fill(run_state, label, tmp, unsimplified)
+        _fill(run_state, label, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -73,7 +71,7 @@ def write_bundle(run_state: Any, directory: "str | os.PathLike[str]", *,
     return target
 
 
-def _fill(run_state: Any, label: str, out: Path, unsimplified: Any = None) -> None:
+def _fill(run_state: Any, label: str, out: Path) -> None:
     import numpy as np
 
     from .issue import issue_markdown, platform_info
@@ -155,7 +153,7 @@ def _fill(run_state: Any, label: str, out: Path, unsimplified: Any = None) -> No
                 "Run the gate with --onnx-parity-layers always (or on-failure) to get the table here.\n")
     (out / "layers.txt").write_text(text if text.endswith("\n") else text + "\n")
     files.append("layers.txt")
-    module = write_module_part(run_state, out, attempt, unsimplified)
+    module = write_module_part(run_state, out, attempt)
     files += [f for f in MODULE_FILES if (out / f).is_file()]
 
     # the gate's result

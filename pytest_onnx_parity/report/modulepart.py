@@ -11,7 +11,7 @@ For a model whose per-layer check placed a first divergence, :func:`write_module
 
 and returns what ``bundle.json`` holds about them (``module``), which ``reproduce.py --module`` reads.
 The isolation the ``layers`` check made is reused; it is made here when the check did not (an
-inconclusive verdict) or when an unsimplified file is given.
+inconclusive verdict).
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ __all__ = ["MODULE_FILES", "write_module_part"]
 MODULE_FILES = ("module.onnx", "module_io.npz", "module_reduced.onnx", "module_reduced_io.npz")
 
 
-def write_module_part(run_state: Any, out: Path, attempt: Callable[[str, Callable[[], Any]], Any],
-                      unsimplified: Any = None) -> dict[str, Any] | None:
+def write_module_part(run_state: Any, out: Path, attempt: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any] | None:
     """Write the module files into ``out``; ``bundle.json``'s ``module`` entry, or None when there is no divergence
     (``attempt(what, fn)`` records a part that cannot be made)."""
     result = getattr(run_state, "result", None)
@@ -33,8 +32,8 @@ def write_module_part(run_state: Any, out: Path, attempt: Callable[[str, Callabl
         return None
     check = result.check("layers") if hasattr(result, "check") else None
     isolation = getattr(check, "isolation", None)
-    if isolation is None or unsimplified is not None:
-        isolation = attempt("module subgraph", lambda: _isolate(run_state, cmp, unsimplified))
+    if isolation is None:  # the layers check did not cut it out (an inconclusive verdict): cut it here
+        isolation = attempt("module subgraph", lambda: _isolate(run_state, cmp))
     if isolation is None:
         problem = ((getattr(check, "details", None) or {}).get("module_repro") or {}).get("problem")
         first = cmp.first_divergence
@@ -43,7 +42,7 @@ def write_module_part(run_state: Any, out: Path, attempt: Callable[[str, Callabl
     return attempt("module subgraph files", lambda: _write(isolation, out))
 
 
-def _isolate(run_state: Any, cmp: Any, unsimplified: Any) -> Any:
+def _isolate(run_state: Any, cmp: Any) -> Any:
     from ..layers.repro import isolate_divergence
 
     ctx = getattr(run_state, "context", None)
@@ -56,7 +55,7 @@ def _isolate(run_state: Any, cmp: Any, unsimplified: Any) -> Any:
                               "ParityRun.execute ran the checks")
     options = getattr(run_state, "options", None)
     return isolate_divergence(model, ctx.model_part or ctx.path, x[:1], cmp, exporter=run_state.result.exporter,
-                              level=getattr(options, "ort_opt", "all"), unsimplified=unsimplified)
+                              level=getattr(options, "ort_opt", "all"))
 
 
 def _write(isolation: Any, out: Path) -> dict[str, Any]:
