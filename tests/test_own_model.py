@@ -427,3 +427,46 @@ def test_an_unstamped_file_names_the_data_configs_true_source(ckpts: dict[str, P
     with pytest.raises(MissingMetadataError) as info:  # the file alone: every source is named, none claimed
         read_data_config(path)
     assert "the first of: data config overrides, a timm train.py checkpoint's training args" in str(info.value)
+
+
+@pytest.mark.parametrize("tokens", [{}, {"reg_tokens": 4}, {"reg_tokens": 4, "no_embed_class": True},
+                                    {"class_token": False, "global_pool": "avg"}])
+def test_a_vits_image_size_is_read_from_its_position_table(tokens: dict[str, Any]) -> None:
+    """pos_embed holds the patch grid (after the class and register tokens, unless no_embed_class): 36 patches of
+    16 px are 96 px. Read like num_classes; nothing when the size is the name's own."""
+    from pytest_onnx_parity.model.checkpoint import infer_model_args
+    from pytest_onnx_parity.preprocessing.dataconfig import pretrained_config
+
+    cfg = pretrained_config("vit_tiny_patch16_224")[0]
+    at96 = _timm("vit_tiny_patch16_224", img_size=96, num_classes=3, **tokens).state_dict()
+    assert infer_model_args(at96, cfg, tokens)["img_size"] == 96
+    at224 = _timm("vit_tiny_patch16_224", num_classes=3, **tokens).state_dict()
+    assert "img_size" not in infer_model_args(at224, cfg, tokens)
+    assert "img_size" not in infer_model_args(at96, cfg, {**tokens, "img_size": 112})  # given: never overridden
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "train.py"])
+def test_stamp_and_check_read_a_vits_image_size_alike(layout: str, tmp_path: Path) -> None:
+    """A vit_tiny_patch16_224 trained at 96 px: stamp and check build from the same arguments, so the spec needs
+    no (img_size=96) in either, and check passes the file stamp stamped."""
+    import torch
+    from safetensors.torch import save_file
+
+    from pytest_onnx_parity import check_parity, load_model, read_data_config, resolve_data_config, stamp_onnx
+
+    src = _timm("vit_tiny_patch16_224", img_size=96, num_classes=3)
+    if layout == "safetensors":
+        ckpt = tmp_path / "vit96.safetensors"
+        save_file(src.state_dict(), str(ckpt))
+    else:
+        ckpt = tmp_path / "model_best.pth.tar"
+        args = _train_args(model="vit_tiny_patch16_224", img_size=96, mean=(0.5,) * 3, std=(0.5,) * 3)
+        torch.save({"epoch": 1, "arch": "vit_tiny_patch16_224", "args": args, "state_dict": src.state_dict()}, ckpt)
+    spec = f"vit_tiny_patch16_224={ckpt}"
+    model = load_model(spec)
+    assert tuple(model.patch_embed.img_size) == (96, 96) and model.num_classes == 3
+    assert resolve_data_config(spec)["input_size"] == [3, 96, 96] == model.onnx_parity_data_config["input_size"]
+    path = stamp_onnx(_export(model, 96, tmp_path / "vit.onnx"), spec)
+    assert read_data_config(path)["input_size"] == [3, 96, 96]
+    result = check_parity(f"{spec}@{path}", **FAST)
+    assert result.passed, result.failure_message()

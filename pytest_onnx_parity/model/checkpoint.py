@@ -11,8 +11,9 @@ set follows ``timm.create_model(checkpoint_path=)``: the EMA weights when presen
 
 :func:`infer_model_args` reads the head and stem from the weights: ``num_classes`` from the
 classifier the model's pretrained config names (no classifier weights: ``num_classes=0``),
-``in_chans`` from its first conv. :func:`fit_message` says why a checkpoint does not fit a
-model and which argument would.
+``in_chans`` from its first conv, a ViT's ``img_size`` from its position table (:func:`grid_img_size`),
+the same for ``stamp`` and ``check``. :func:`fit_message` says why a checkpoint does not fit a model and
+which argument would.
 """
 from __future__ import annotations
 
@@ -129,12 +130,13 @@ def _names(cfg: Mapping[str, Any], key: str) -> list[str]:
 
 def infer_model_args(state_dict: Mapping[str, Any], pretrained_cfg: Mapping[str, Any],
                      explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``num_classes`` and ``in_chans`` read from a checkpoint, for those not in ``explicit``.
+    """``num_classes``, ``in_chans`` and a ViT's ``img_size`` read from a checkpoint, for those not in ``explicit``.
 
     ``num_classes``: rows of the classifier's weight (the pretrained config's ``classifier``, the
     first of a distilled pair); no weight under that name: ``0`` (a pooled-embedding model). Not
     read for a ``features_only`` model (it has no head). ``in_chans``: the first conv's input
     channels (``first_conv``). A name the config does not give is left to the architecture's default.
+    ``img_size``: :func:`grid_img_size`, when it differs from the config's input size.
     """
     explicit = explicit or {}
     out: dict[str, Any] = {}
@@ -151,7 +153,31 @@ def infer_model_args(state_dict: Mapping[str, Any], pretrained_cfg: Mapping[str,
         w = state_dict.get(f"{convs[0]}.weight") if convs else None
         if w is not None and getattr(w, "ndim", 0) == 4:
             out["in_chans"] = int(w.shape[1])
+    size = None if "img_size" in explicit or explicit.get("dynamic_img_size") else grid_img_size(state_dict)
+    if size is not None and [size, size] != list((pretrained_cfg.get("input_size") or (3, 224, 224))[1:]):
+        out["img_size"] = size
     return out
+
+
+def grid_img_size(state_dict: Mapping[str, Any]) -> int | None:
+    """A ViT's square image size, read from its position table: ``pos_embed`` (1, prefix + grid, D), where
+    prefix counts the class, distillation and register tokens (``cls_token``, ``dist_token``, ``reg_token``)
+    unless the table leaves them out (``no_embed_class``: then it is the grid alone), and the patch size is the
+    kernel of ``patch_embed.proj``. None when the weights do not say it (no such table, a hybrid's CNN stem,
+    a grid that is not square)."""
+    import math
+
+    pos, proj = state_dict.get("pos_embed"), state_dict.get("patch_embed.proj.weight")
+    if getattr(pos, "ndim", 0) != 3 or getattr(proj, "ndim", 0) != 4 or any(k.startswith("patch_embed.backbone.") for k in state_dict):
+        return None
+    ph, pw = (int(v) for v in proj.shape[-2:])
+    prefix = sum(int(t.shape[1]) for t in (state_dict.get(k) for k in ("cls_token", "dist_token", "reg_token"))
+                 if getattr(t, "ndim", 0) == 3)
+    for tokens in dict.fromkeys((int(pos.shape[1]) - prefix, int(pos.shape[1]))):
+        side = math.isqrt(max(tokens, 0))
+        if side > 0 and side * side == tokens and ph == pw:
+            return side * ph
+    return None
 
 
 def load_into(model: "torch.nn.Module", ckpt: Checkpoint, spec: ModelSpec, args: Mapping[str, Any]) -> list[str]:
