@@ -15,6 +15,7 @@ from .errors import (
     OnnxFileError,
     OnnxParityError,
     ParityFailure,
+    PreprocessError,
     SpecError,
     UnknownModelError,
     WeightsError,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .onnxfile.pregraph import embed_preprocessing, preprocessing_graph
     from .onnxfile.stamp import stamp_onnx
     from .preprocessing.dataconfig import resolve_data_config
+    from .preprocessing.diagnose import PreprocessingComparison, compare_preprocessing
     from .preprocessing.transform import preprocess
     from .results import CheckResult, ParityResult
     from .run import check_parity
@@ -52,6 +54,8 @@ _LAZY = {
     "read_metadata": "onnxfile.metadata",
     "resolve_data_config": "preprocessing.dataconfig",
     "preprocess": "preprocessing.transform",
+    "compare_preprocessing": "preprocessing.diagnose",
+    "PreprocessingComparison": "preprocessing.diagnose",
     "assert_logits_close": "compare",
     "assert_topk_agreement": "compare",
     "compare_logits": "compare",
@@ -83,6 +87,7 @@ __all__ = sorted(
         "OnnxFileError",
         "ImageError",
         "ParityFailure",
+        "PreprocessError",
         "InconclusiveResult",
         *_LAZY,
     ]

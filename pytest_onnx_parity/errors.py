@@ -58,3 +58,8 @@ class VariantSkip(OnnxParityError):
 
 class GoldenError(OnnxParityError):
     """A golden reference (``--onnx-parity-golden``) that cannot be read or written; the message names the file."""
+
+
+class PreprocessError(OnnxParityError):
+    """A deployment's own preprocessing (``--onnx-parity-preprocess``) that failed or gave an array the file cannot
+    take (a failing command, a missing saved tensor, a wrong shape or dtype); the message names the fix."""

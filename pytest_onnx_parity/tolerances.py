@@ -316,3 +316,22 @@ FP16_MIN_NORMAL = 2.0**-14
 #: squares to 16x. A value of 4096 in float16 also keeps only steps of 4, so nothing above the bound is
 #: comfortably represented anyway.
 FP16_HEADROOM_FACTOR = 16.0
+
+
+# --------------------------------------------------------------------------- deployment preprocessing (checks/preprocessing.py)
+#: A deployment's tensor value within this many 8-bit levels (``diff * std * 255``, the model's std) of timm's counts
+#: as equal: one level is the rounding two correct resize implementations differ by (Pillow's fixed-point filters
+#: against a float one, another JPEG decoder's IDCT).
+PREPROCESS_LEVEL_TOLERANCE = 1.0
+#: The tensors are equal when at most this share of the values are off by more than PREPROCESS_LEVEL_TOLERANCE
+#: (0.1%: a few edge pixels of a float resize); above it the diagnosis runs.
+PREPROCESS_MAX_SHARE_OFF = 1e-3
+#: A library difference (resize kernel, antialiasing, resize library, colour profile, EXIF) or an unexplained one
+#: fails when its effect through the file (the logits of your tensors against timm's, both through the same file)
+#: exceeds this fraction of the logit RMS: 0.1 is 50x the end-to-end tolerance (E2E_ATOL_FACTOR), the size of a
+#: difference that moves close top-5 rankings.
+PREPROCESS_MAX_LOGIT_EFFECT = 0.1
+#: ... or when fewer photos than this share keep timm's top-1 class through the file.
+PREPROCESS_MIN_TOP1_AGREEMENT = 1.0
+#: A command: preprocessor (--onnx-parity-preprocess command:CMD) is stopped after this many seconds per batch.
+PREPROCESS_COMMAND_TIMEOUT_S = 300.0
