@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..onnxfile.export import OnnxExport
     from ..options import ParityOptions
     from ..runtime.feeds import TensorFeed
+    from ..runtime.runner import RunSettings
     from ..runtime.outputs import OutputLayout
 
 
@@ -58,6 +59,13 @@ class CheckContext:
     @property
     def session(self) -> "onnxruntime.InferenceSession":
         return self.session_factory()
+
+    @property
+    def settings(self) -> "RunSettings":
+        """Where the file runs in this run: the variant's runtime, provider and optimisation level."""
+        from ..runtime.runner import RunSettings
+
+        return RunSettings.of(self.options)
 
     @property
     def path(self) -> Path:

@@ -37,7 +37,8 @@ def check(ctx: CheckContext) -> CheckResult:
         return CheckResult("headroom", "skipped", "not run: an int8 file keeps no float16 values to overflow")
     batches, labels = _batches(ctx)
     try:
-        hr = measure_headroom(ctx.model, ctx.model_part or ctx.path, batches, precision=precision, labels=labels)
+        hr = measure_headroom(ctx.model, ctx.model_part or ctx.path, batches, precision=precision, labels=labels,
+                              settings=ctx.settings)
     except OnnxParityError as exc:
         return CheckResult("headroom", "skipped", f"not measured: {exc}")
     return judge(hr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OnnxParityError
 from ..results import CheckResult
 from .context import CheckContext
 
@@ -27,7 +28,13 @@ def check(ctx: CheckContext) -> CheckResult:
     if o.layer_memory is not None:
         kwargs["memory_budget"] = o.layer_memory
     kwargs.update(precision_layer_tolerance(o.precision) if o.atol is None else {})
-    cmp = compare_layers(ctx.model, ctx.model_part or ctx.path, x[:1], **kwargs)
+    try:
+        cmp = compare_layers(ctx.model, ctx.model_part or ctx.path, x[:1], settings=ctx.settings, **kwargs)
+    except OnnxParityError as exc:
+        if ctx.settings.is_default:
+            raise
+        return CheckResult("layers", "skipped", f"not run on {ctx.options.runtime} ({ctx.options.provider}): the per-layer "
+                           f"pass could not run there, and a diagnosis on another runtime would not be this one's: {exc}")
     details: dict[str, Any] = cmp.to_dict()
     compared, comparable = coverage(len(cmp.layers), cmp.uncompared)
     details["coverage"] = {"compared": compared, "comparable": comparable}
@@ -96,7 +103,7 @@ def _isolate(ctx: CheckContext, cmp: Any, x: Any, details: dict[str, Any]) -> An
     exporter = getattr(ctx.export, "exporter", None) or (cmp.exporter if cmp.exporter != "unknown" else None)
     try:
         isolation = isolate_divergence(ctx.model, ctx.model_part or ctx.path, x, cmp, exporter=exporter,
-                                       level=ctx.options.ort_opt, unsimplified=ctx.unsimplified)
+                                       level=ctx.options.ort_opt, unsimplified=ctx.unsimplified, settings=ctx.settings)
     except Exception as exc:  # noqa: BLE001 - the verdict stands without the reproducer
         details["module_repro"] = {"problem": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
         return None

@@ -21,12 +21,12 @@ def blame_simplifier(ctx: CheckContext, r: ParityResult) -> None:
     from ..onnxfile.io import read_metadata
     from ..onnxfile.simplify import SIMPLIFIER_KEY
     from ..runtime.forward import choose_outputs
-    from ..runtime.session import make_session
+    from ..runtime.runner import open_runner
     from . import batch_consistency, logits, topk
 
     o = ctx.options
     try:
-        session = make_session(ctx.unsimplified, ort_opt=o.ort_opt, provider=o.provider)
+        session = open_runner(ctx.unsimplified, ctx.settings)
         if ctx.layout is not None:
             choose_outputs(session, ctx.layout, o.output)
         base = replace(ctx, session_factory=lambda: session, export=replace(ctx.export, path=ctx.unsimplified))

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
 
+    from ..runtime.runner import RunSettings
+
 __all__ = ["assert_layers_close", "compare_layers", "parse_memory"]
 
 
@@ -45,6 +47,7 @@ def compare_layers(
     growth: float | None = None,
     teacher_forcing: bool = True,
     elem_rtol: float = 0.0,
+    settings: "RunSettings | None" = None,
 ) -> LayerComparison:
     """Compare each torch module's output with the ONNX value that computes it.
 
@@ -61,7 +64,9 @@ def compare_layers(
     decides its verdict: ``own_diff <= atol + rtol * rms``, each element also allowed ``elem_rtol`` times
     its own magnitude (``own_excess``; the float16 profile sets it: rounding scales with the value);
     ``teacher_forcing=False`` skips that run and judges every layer by the growth rule on its end-to-end
-    difference.
+    difference. ``settings`` (:class:`~..runtime.runner.RunSettings`): the runtime the ONNX side runs on
+    (the variant's: its provider, optimisation level, or another runtime); Python onnxruntime on the CPU
+    when None.
     """
     atol, rtol = layer_tolerance(atol, rtol)
     growth = LAYER_GROWTH if growth is None else float(growth)
@@ -82,7 +87,7 @@ def compare_layers(
     was_training = model.training
     model.eval()
     try:
-        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types, teacher_forcing, elem_rtol)
+        run = _run_chunks(tracer, source, input_name, x_np, x_torch, graph.types, teacher_forcing, elem_rtol, settings)
     finally:
         tracer.close()
         if was_training:
@@ -158,17 +163,19 @@ class _Run:
         self.forced_runs = 0
         self.forwards = 0
         self.own_note = ""
+        self.settings: "RunSettings | None" = None  # the runtime the ONNX side runs on
 
 
 def _run_chunks(
     tracer: Tracer, source: Source, input_name: str, x_np: "np.ndarray", x_torch: "torch.Tensor", types: dict[str, int],
-    teacher_forcing: bool = True, elem_rtol: float = 0.0,
+    teacher_forcing: bool = True, elem_rtol: float = 0.0, settings: "RunSettings | None" = None,
 ) -> _Run:
     """One torch forward and two ONNX Runtime runs per chunk: end to end, then teacher forced (each module's
     nodes on torch's values at the boundaries it reads, :mod:`.teacher`); each pair measured, then freed."""
     from .teacher import boundaries
 
     run = _Run()
+    run.settings = settings
     bounds = None
     chunk_index = 0
     while True:
@@ -183,7 +190,8 @@ def _run_chunks(
                                    for name, entry in tracer.plan.items()})
         members = [name for name in captured if tracer.plan[name].chunk == chunk_index]
         if members:
-            onnx_out = run_onnx(source, input_name, x_np, [tracer.plan[name].value for name in members], types)
+            onnx_out = run_onnx(source, input_name, x_np, [tracer.plan[name].value for name in members], types,
+                                settings=run.settings)
             run.runs += 1
             kept = sum(a.nbytes for a in captured.values())
             run.peak = max(run.peak, kept + sum(map(ort_nbytes, onnx_out.values())))
@@ -223,7 +231,7 @@ def _own_errors(run: _Run, tracer: Tracer, source: Source, input_name: str, x_np
     try:
         values = [tracer.plan[name].value for name in measured]
         own_out = run_onnx(source, input_name, x_np, values, types, forced=forced,
-                           nodes={i for v in values for i in bounds.regions.get(v, ())})
+                           nodes={i for v in values for i in bounds.regions.get(v, ())}, settings=run.settings)
     except OnnxParityError as exc:
         run.own_note = f"no own errors: {exc}"
         return

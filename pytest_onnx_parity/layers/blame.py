@@ -70,17 +70,18 @@ def measure_values(expected: Mapping[str, Any], actual: Mapping[str, Any], atol:
     return worst
 
 
-def run_levels(proto: "onnx.ModelProto", feeds: Mapping[str, Any], levels: Any = None) -> dict[str, dict[str, Any]]:
-    """ONNX Runtime on ``proto`` at each optimisation level (default: all of them): level -> outputs by name."""
-    from ..runtime.session import make_session
+def run_levels(proto: "onnx.ModelProto", feeds: Mapping[str, Any], levels: Any = None,
+               settings: Any = None) -> dict[str, dict[str, Any]]:
+    """The runtime of ``settings`` (Python onnxruntime on the CPU when None) on ``proto`` at each optimisation
+    level (default: all of them): level -> outputs by name."""
+    from ..runtime.runner import RunSettings
+    from ..runtime.values import run_arrays
 
+    base = settings or RunSettings()
     data = proto.SerializeToString()
-    out = {}
-    for level in levels or ORT_OPT_LEVELS:
-        session = make_session(data, ort_opt=level)
-        names = [o.name for o in session.get_outputs()]
-        out[level] = dict(zip(names, session.run(names, dict(feeds)), strict=True))
-    return out
+    names = [o.name for o in proto.graph.output]
+    return {level: dict(zip(names, run_arrays(data, base.at(ort_opt=level), names, dict(feeds)), strict=True))
+            for level in levels or ORT_OPT_LEVELS}
 
 
 def run_reference(proto: "onnx.ModelProto", feeds: Mapping[str, Any], new_ops: Any = None) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def blame_cut(
     ``new_ops``: reference-evaluator op classes to use instead of its own; ``runner``: replaces
     :func:`run_levels` (tests).
     """
-    levels_out = (runner or run_levels)(cut.proto, cut.inputs)
+    levels_out = runner(cut.proto, cut.inputs) if runner else run_levels(cut.proto, cut.inputs, settings=cut.settings)
     atol, rtol = cut.atol, cut.rtol
     levels = {lv: measure_values(cut.outputs, out, atol, rtol) for lv, out in levels_out.items()}
     first = next(iter(levels_out))

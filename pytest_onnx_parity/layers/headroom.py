@@ -151,10 +151,12 @@ class Headroom:
 
 def measure_headroom(model: torch.nn.Module, onnx_file: Any, batches: Sequence[np.ndarray], *,
                      precision: str = "fp32", labels: Sequence[str] | None = None,
-                     factor: float = FP16_HEADROOM_FACTOR) -> Headroom:
+                     factor: float = FP16_HEADROOM_FACTOR, settings: Any = None) -> Headroom:
     """Each module's largest magnitudes on ``batches`` (float32 NCHW arrays, each run whole on both sides)
     against float16's limits; ``precision`` is the file's (``fp32`` or ``fp16``), ``onnx_file`` a path or
-    a ``ModelProto``. Raises :class:`OnnxParityError` when ONNX Runtime cannot run the probed graph."""
+    a ``ModelProto``; ``settings``: the runtime the file's side runs on (its optimisation level turned off, so
+    every probed value is computed as the graph says; Python onnxruntime on the CPU when None). Raises
+    :class:`OnnxParityError` when that runtime cannot run the probed graph."""
     from .scopes import GraphScopes, load_source
 
     modules = dict(model.named_modules())
@@ -163,7 +165,7 @@ def measure_headroom(model: torch.nn.Module, onnx_file: Any, batches: Sequence[n
     fp16 = precision == "fp16"
     rows: dict[str, ModuleHeadroom] = {}
     torch_first = _torch_side(model, batches, rows, counts=not fp16 or scopes.exporter == "unknown")
-    first = _onnx_side(source, scopes, batches, rows, fp16)
+    first = _onnx_side(source, scopes, batches, rows, fp16, settings)
     for row in rows.values():
         _flag(row, fp16, factor)
     return Headroom(precision, factor, list(labels or [f"batch {i}" for i in range(len(batches))]),
@@ -300,12 +302,13 @@ def _keep(found: dict[Any, list[Any]], key: Any, value: float, cls: str) -> None
 
 
 def _onnx_side(source: Any, scopes: Any, batches: Sequence[np.ndarray], rows: dict[str, ModuleHeadroom],
-               fp16: bool) -> dict[str, str] | None:
+               fp16: bool, settings: Any = None) -> dict[str, str] | None:
     """Probe every float value (and fused nodes' inner quantities), run each batch, file the readings."""
     import numpy as np
     import onnx
 
-    from ..runtime.session import make_session
+    from ..runtime.runner import RunSettings
+    from ..runtime.values import run_batches
     from .probes import OUTPUT, nonfinite, probe_graph
     from .scopes import graph_input
 
@@ -321,11 +324,13 @@ def _onnx_side(source: Any, scopes: Any, batches: Sequence[np.ndarray], rows: di
         config["session.model_external_initializers_file_folder_path"] = str(source.ext_dir)
     name, dtype = graph_input(source.proto)
     try:
-        session = make_session(data, ort_opt="disabled", config=config)
+        outs = run_batches(data, (settings or RunSettings()).at(ort_opt="disabled"), [OUTPUT], name,
+                           [np.asarray(x, dtype=dtype) for x in batches], config=config)
         del data
-        runs = [session.run([OUTPUT], {name: np.asarray(x, dtype=dtype)})[0].astype(float) for x in batches]
+        runs = [out[0].astype(float) for out in outs]
     except Exception as exc:
-        raise OnnxParityError(f"ONNX Runtime could not run the file with its headroom probes: {exc}") from exc
+        where = settings.runtime if settings is not None else "ONNX Runtime"
+        raise OnnxParityError(f"{where} could not run the file with its headroom probes: {exc}") from exc
     first: dict[str, str] | None = None
     for p in probes:
         values = [max(float(r[p.max_at]), 0.0) for r in runs]  # an empty tensor's ReduceMax is -Inf

@@ -63,6 +63,7 @@ class ModuleCut(GraphPart):
     anchors: dict[str, "np.ndarray"] = field(default_factory=dict)
     """Torch's values at ONNX values inside the cut (inputs and outputs of the compared rows in it)."""
     module_types: dict[str, str] = field(default_factory=dict)
+    settings: Any = None  # the runtime it was cut on and is run on (runtime.runner.RunSettings; None: ONNX Runtime, CPU)
 
     def describe(self) -> str:
         """``layer3.0.bn2 (BatchNorm2d, with layer3.0.conv2 fused): 1 of 49 nodes (Conv)``."""
@@ -77,6 +78,7 @@ def cut_module(
     x: Any,
     comparison: LayerComparison,
     layer: str | None = None,
+    settings: Any = None,
 ) -> ModuleCut:
     """Cut the nodes of ``layer`` (a compared row of ``comparison``; default its first divergence)
     out of ``onnx_file`` with torch's values at their boundary, on the batch ``x`` (numpy, NCHW).
@@ -121,7 +123,7 @@ def cut_module(
     x = np.ascontiguousarray(x).astype(input_dtype, copy=False)
     wanted = [*reads, row.onnx_value] + [r.onnx_value for r in inner] + [v for v in in_value.values() if v]
     wanted = [v for v in dict.fromkeys(wanted) if v != input_name]
-    ort = {k: v.numpy() for k, v in run_onnx(source, input_name, x, wanted, graph.types).items()}
+    ort = {k: v.numpy() for k, v in run_onnx(source, input_name, x, wanted, graph.types, settings=settings).items()}
     ort[input_name] = x
     del source
     feeds: dict[str, np.ndarray] = {}
@@ -166,6 +168,7 @@ def cut_module(
         node_modules=innermost_modules(cut, modules), file_nodes=len(nodes), atol=comparison.atol,
         rtol=comparison.rtol, anchors=anchors,
         module_types={m: type(modules[m]).__name__ for m in set(innermost_modules(cut, modules)) if m in modules},
+        settings=settings,
     )
 
 

@@ -95,7 +95,7 @@ def reduce_cut(
     inits = {t.name for t in cut.proto.graph.initializer}
     constants = {o for n in nodes if n.op_type == "Constant" for o in n.output}
     values = dict(cut.inputs)
-    values.update(run_levels(all_values(cut.proto, types), cut.inputs, [level])[level])
+    values.update(run_levels(all_values(cut.proto, types), cut.inputs, [level], cut.settings)[level])
     read_later: dict[int, set[str]] = {}
     outputs = {o.name for o in cut.proto.graph.output}
     floats = {1, 10, 11, 16}
@@ -129,7 +129,7 @@ def reduce_cut(
                 cache[(i, j)] = (None, None)
             else:
                 proto, feeds, outs = made
-                got = run_levels(proto, feeds, [level])[level]
+                got = run_levels(proto, feeds, [level], cut.settings)[level]
                 want = {v: cut.anchors[v] for v in outs} if judged_by == "torch" else run_reference(proto, feeds, new_ops)
                 m = measure_values(want, got, cut.atol, cut.rtol)
                 cache[(i, j)] = (not m["passed"], (proto, feeds, want, m))

@@ -70,6 +70,7 @@ def isolate_divergence(
     unsimplified: "str | os.PathLike[str] | None" = None,
     reduce: bool = True,
     new_ops: Any = None,
+    settings: Any = None,
 ) -> Isolation:
     """Cut ``layer`` (default: the first divergence of ``comparison``) out of ``onnx_file``, blame it and, when
     it is large, reduce it.
@@ -77,18 +78,19 @@ def isolate_divergence(
     ``x``: the batch the comparison ran (numpy). ``exporter``: named in the blame line. ``level``: the ONNX
     Runtime level the gate ran (the reduction runs it when it fails there). ``unsimplified``: the file before a
     simplifier ran; when its per-layer check passes on ``x``, the blame is ``simplifier`` (API only).
-    ``new_ops``: reference-evaluator ops to use instead of its own (tests).
+    ``new_ops``: reference-evaluator ops to use instead of its own (tests). ``settings``: the runtime the
+    comparison ran on (:class:`~..runtime.runner.RunSettings`): the cut, the blame and the reduction run there.
     """
     import numpy as np
 
     x = np.ascontiguousarray(np.asarray(x))
-    cut = cut_module(model, onnx_file, x, comparison, layer)
+    cut = cut_module(model, onnx_file, x, comparison, layer, settings=settings)
     notes: list[str] = []
     before = None
     if unsimplified is not None:
         from .api import compare_layers
 
-        other = compare_layers(model, unsimplified, x, atol=comparison.atol, rtol=comparison.rtol)
+        other = compare_layers(model, unsimplified, x, atol=comparison.atol, rtol=comparison.rtol, settings=settings)
         before = {"passed": other.passed, "how": f"its per-layer check: {other.message()}", "file": str(unsimplified)}
     blame = blame_cut(cut, exporter=exporter, unsimplified=before, new_ops=new_ops)
     reduction = None

@@ -1,8 +1,9 @@
-"""The ONNX Runtime side: the needed intermediate values in ONE run.
+"""The file's side of the per-layer pass: the needed intermediate values in ONE run, on the variant's runtime.
 
-The values are added as graph outputs of a copy of the model and computed by one
-``InferenceSession.run_with_ort_values`` (CPUExecutionProvider). Asking for a value as
-a graph output keeps ONNX Runtime from fusing it away; the math is the same.
+The values are added as graph outputs of a copy of the model and computed by one run of a runner
+(:func:`~..runtime.values.run_values`: ONNX Runtime's ``run_with_ort_values`` on Python onnxruntime, with
+the variant's provider and level; or another runtime). Asking for a value as a graph output keeps the
+runtime from fusing it away; the math is the same.
 
 ONNX Runtime gets the file's bytes with the extra outputs appended as a protobuf
 message of their own, so the weights are never parsed or re-serialized: peak memory
@@ -17,6 +18,7 @@ from ..errors import OnnxParityError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from ..runtime.runner import RunSettings
     from .scopes import Source
 
 __all__ = ["ort_nbytes", "run_onnx"]
@@ -30,6 +32,7 @@ def run_onnx(
     types: dict[str, int],
     forced: "Mapping[str, np.ndarray] | None" = None,
     nodes: "Iterable[int] | None" = None,
+    settings: "RunSettings | None" = None,
 ) -> dict[str, Any]:
     """One ``InferenceSession.run`` computing ``values`` (added as graph outputs of a copy).
 
@@ -37,10 +40,10 @@ def run_onnx(
     reads one of these values reads torch's array instead, fed as a graph input in the value's own type;
     ``nodes`` (indices into the graph's nodes, with ``forced``): only these run (the own computations of
     the modules asked for: a chunk's forced run computes its chunk, not the graph before it).
-    Returns each value as an ``onnxruntime.OrtValue`` (``.numpy()`` reads it), by name.
+    ``settings``: the variant's runtime (Python onnxruntime on the CPU when None): the values are that runtime's.
+    Returns each value with ``.numpy()`` (an ``OrtValue`` on ONNX Runtime), by name.
     """
     import onnx
-    import onnxruntime as ort
 
     from .teacher import FORCED_PREFIX, forced_dtype, restore, rewire
 
@@ -54,14 +57,14 @@ def run_onnx(
     if not forced:  # the values asked for, beside the graph's own outputs
         existing = {o.name for o in graph.output}
         extra.graph.output.extend(output(v) for v in wanted if v not in existing)
-    feeds = {input_name: ort.OrtValue.ortvalue_from_numpy(x)}
+    feeds = {input_name: x}
     for v, array in (forced or {}).items():
         elem = types.get(v, onnx.TensorProto.FLOAT)
         dtype = forced_dtype(elem)
         if dtype is None:
             continue
         extra.graph.input.append(onnx.helper.make_tensor_value_info(FORCED_PREFIX + v, elem, list(array.shape)))
-        feeds[FORCED_PREFIX + v] = ort.OrtValue.ortvalue_from_numpy(array.astype(dtype, copy=False))
+        feeds[FORCED_PREFIX + v] = array.astype(dtype, copy=False)
     if forced:
         from ..onnxfile.wire import with_nodes
 
@@ -91,17 +94,18 @@ def run_onnx(
     config = {"session.disable_prepacking": "1", "session.intra_op.allow_spinning": "0"}
     if source.ext_dir is not None:
         config["session.model_external_initializers_file_folder_path"] = str(source.ext_dir)
-    from ..runtime.session import make_session
+    from ..errors import VariantSkip
+    from ..runtime.values import run_values
 
     what = "torch's values at its module boundaries (teacher forcing)" if forced else "its intermediate values"
     try:
-        session = make_session(data, mem_arena=False, config=config)
-        del data
-        # OrtValues, not numpy copies: each is read (and freed) when its layer is compared
-        out = session.run_with_ort_values(wanted, feeds)
+        # OrtValues on ONNX Runtime, not numpy copies: each is read (and freed) when its layer is compared
+        return run_values(data, settings, wanted, feeds, mem_arena=False, config=config)
+    except VariantSkip:
+        raise
     except Exception as exc:
-        raise OnnxParityError(f"ONNX Runtime could not run the model with {what}: {exc}") from exc
-    return dict(zip(wanted, out))
+        where = settings.runtime if settings is not None else "ONNX Runtime"
+        raise OnnxParityError(f"{where} could not run the model with {what}: {exc}") from exc
 
 
 def ort_nbytes(value: Any) -> int:

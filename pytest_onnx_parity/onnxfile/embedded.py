@@ -76,6 +76,8 @@ def run_embedded(
         raise EmbeddedInputError("no images to run")
     if info["layout"] == "NCHW":
         arrays = [a.transpose(2, 0, 1) for a in arrays]
+    from ..runtime.values import run_feeds
+
     results: list[np.ndarray | None] = [None] * len(arrays)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(arrays):
@@ -83,7 +85,7 @@ def run_embedded(
     for idx in groups.values():
         batch = np.stack([arrays[i] for i in idx])
         try:
-            out = session.run(None, {info["input"]: batch})[output]
+            out = run_feeds(session, None, {info["input"]: batch})[output]
         except Exception as exc:  # ONNX Runtime's own errors: say which guard failed
             guard = next((m for m in GUARDS.values() if m in str(exc)), None)
             if guard is None:

@@ -319,11 +319,14 @@ def first_nonfinite(onnx_file: "str | os.PathLike[str]", x: "np.ndarray") -> dic
         if name not in present:
             proto.graph.output.add().CopyFrom(onnx.helper.make_empty_tensor_value_info(name))
             present.add(name)
-    from ..runtime.session import make_session
+    from ..runtime.runner import RunSettings
+    from ..runtime.values import run_arrays
 
-    sess = make_session(proto, ort_opt="disabled")
-    names = [o.name for o in sess.get_outputs()]
-    values = dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})))
+    names = [o.name for o in proto.graph.output]
+    inits = {t.name for t in proto.graph.initializer}
+    first = next(i.name for i in proto.graph.input if i.name not in inits)
+    values = dict(zip(names, run_arrays(proto.SerializeToString(), RunSettings(ort_opt="disabled"), names,
+                                        {first: np.asarray(x, np.float32)})))
     for node in proto.graph.node:
         for o in node.output:
             v = values.get(o)

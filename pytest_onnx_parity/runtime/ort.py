@@ -105,6 +105,13 @@ class OrtRunner:
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, "np.ndarray"], *args: Any) -> list["np.ndarray"]:
         return self.session.run(list(output_names) if output_names else None, dict(feeds), *args)
 
+    def run_values(self, output_names: Sequence[str], feeds: Mapping[str, "np.ndarray"]) -> list[Any]:
+        """``OrtValue`` outputs (read with ``.numpy()`` when compared, freed after): the per-layer pass's many values."""
+        import onnxruntime as ort
+
+        values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        return list(self.session.run_with_ort_values(list(output_names), values))
+
     def info(self) -> RuntimeInfo:
         import onnxruntime as ort
 
