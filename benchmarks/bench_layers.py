@@ -408,7 +408,9 @@ def bench_tolerance(write: bool, models: list[str]) -> str:
     import torch
 
     from pytest_onnx_parity.onnxfile.export import export_onnx
-    from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_GROWTH, DEFAULT_RTOL, compare_layers, scale_layer_weights
+    from pytest_onnx_parity.layers import compare_layers
+    from pytest_onnx_parity.testing import scale_layer_weights
+    from pytest_onnx_parity.tolerances import LAYER_ATOL as DEFAULT_ATOL, LAYER_GROWTH as DEFAULT_GROWTH, LAYER_RTOL as DEFAULT_RTOL
     from pytest_onnx_parity.model.build import load_model
 
     torch.set_num_threads(2)
@@ -562,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(BENCH_LAYERS_JSON=PATH of an earlier run) instead of measuring")
     args = parser.parse_args(argv)
     if args.from_json:
-        from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_GROWTH, DEFAULT_RTOL
+        from pytest_onnx_parity.tolerances import LAYER_ATOL as DEFAULT_ATOL, LAYER_GROWTH as DEFAULT_GROWTH, LAYER_RTOL as DEFAULT_RTOL
 
         text = tolerance_markdown(json.loads(Path(args.from_json).read_text()), DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_GROWTH)
         print(text)

@@ -17,7 +17,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from pytest_onnx_parity.errors import OnnxFileError, OnnxParityError, ParityFailure, SpecError  # noqa: E402
-from pytest_onnx_parity.layers import DEFAULT_ATOL, DEFAULT_RTOL, LayerComparison, assert_layers_close, compare_layers, parse_memory, scale_layer_weights  # noqa: E402
+from pytest_onnx_parity.layers import LayerComparison, assert_layers_close, compare_layers  # noqa: E402
+from pytest_onnx_parity.layers.api import parse_memory  # noqa: E402
+from pytest_onnx_parity.testing import scale_layer_weights  # noqa: E402
+from pytest_onnx_parity.tolerances import LAYER_ATOL as DEFAULT_ATOL, LAYER_RTOL as DEFAULT_RTOL  # noqa: E402
 
 EXPORTERS = ("dynamo", "torchscript")
 ARCHS = ("test_resnet", "test_vit", "test_convnext")  # timm's tiny test models: a ResNet, a ViT, a ConvNeXt

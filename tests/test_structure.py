@@ -295,7 +295,7 @@ SIZES = ["2e9", "2E9", "1GiB", "512MB", "512M", "1.5g", "4096", " 8 kib ", "0", 
 
 @pytest.mark.parametrize("text", SIZES)
 def test_sizes_parse_alike_on_the_command_line_and_in_the_api(text: str) -> None:
-    from pytest_onnx_parity.layers import parse_memory
+    from pytest_onnx_parity.layers.api import parse_memory
     from pytest_onnx_parity.settings import OPTIONS
 
     option = next(o for o in OPTIONS if o.noun == "layer-memory")

@@ -129,7 +129,7 @@ def test_one_layer_changed_by_five_percent_fails_naming_it(name: str, exporter: 
                                                            export_cache: str, tmp_path: Path) -> None:
     import onnx
 
-    from pytest_onnx_parity.layers import scale_layer_weights
+    from pytest_onnx_parity.testing import scale_layer_weights
 
     m = model(name)
     faulty = tmp_path / "faulty.onnx"
