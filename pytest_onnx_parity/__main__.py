@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data config fields that override the model's own, e.g. mean=(0.5,0.5,0.5),crop_pct=0.95")
     st.add_argument("--weight-set", "--onnx-parity-weight-set", dest="weight_set", choices=("ema", "state_dict"),
                     default="ema", help="which weights (and so which checkpoint) of a train.py checkpoint: ema or state_dict")
+    st.add_argument("--force", action="store_true",
+                    help="stamp even a data config whose input size contradicts the file's fixed input size")
 
     m = sub.add_parser("merge", help="Merge JSON reports (e.g. the shards of a CI matrix) into one",
                        description="Merge schema-1 reports. One entry per model and variant (exporter, opset, precision, ...) is kept: a later "
@@ -227,7 +229,7 @@ def _stamp(args: argparse.Namespace) -> int:
 
         overrides = check_overrides(parse_model_args(args.data_config, where="--data-config")) if args.data_config else None
         out = stamp_onnx(args.file, args.model, output=args.output, data_config=overrides,
-                         use_ema=args.weight_set == "ema")
+                         use_ema=args.weight_set == "ema", force=args.force)
     except OnnxParityError as exc:
         print(f"onnx-parity stamp: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

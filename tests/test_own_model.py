@@ -244,10 +244,10 @@ def _export(model: Any, size: int, path: Path, n_out: int = 1) -> Path:
     return path
 
 
-def _stamp(path: Path, spec: str, capsys: pytest.CaptureFixture[str]) -> str:
+def _stamp(path: Path, spec: str, capsys: pytest.CaptureFixture[str], *more: str) -> str:
     from pytest_onnx_parity.__main__ import main
 
-    assert main(["stamp", str(path), "--model", spec]) == 0
+    assert main(["stamp", str(path), "--model", spec, *more]) == 0
     return capsys.readouterr().out
 
 
@@ -291,6 +291,7 @@ def test_a_train_py_checkpoint_stamps_its_own_config_and_the_base_config_fails(
     import shutil
 
     from pytest_onnx_parity import check_parity, load_model, read_data_config
+    from pytest_onnx_parity.__main__ import main
 
     spec = f"resnet18={ckpts['train']}"
     own = _export(load_model(spec), 160, tmp_path / "own.onnx")
@@ -300,7 +301,9 @@ def test_a_train_py_checkpoint_stamps_its_own_config_and_the_base_config_fails(
     ok = check_parity(f"{spec}@{own}")
     assert ok.passed, ok.failure_message()
     assert ok.to_dict()["data_config_source"] == "checkpoint_args"
-    _stamp(Path(base), "resnet18", capsys)  # the base name's config
+    assert main(["stamp", str(base), "--model", "resnet18"]) == 2  # its 224 px contradicts the file's fixed 160
+    assert "input is fixed at 160x160, but the data config to stamp says 224x224" in capsys.readouterr().err
+    _stamp(Path(base), "resnet18", capsys, "--force")  # the base name's config, forced
     bad = check_parity(f"{spec}@{base}", layers="never")
     dc = bad.check("data_config")
     assert bad.status == "failed" and dc.status == "failed"

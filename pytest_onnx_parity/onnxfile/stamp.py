@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | torch.nn.Module", *,
                output: "str | os.PathLike[str] | None" = None, model_args: dict[str, Any] | None = None,
-               data_config: dict[str, Any] | None = None, use_ema: bool = True) -> Path:
+               data_config: dict[str, Any] | None = None, use_ema: bool = True, force: bool = False) -> Path:
     """Write ``model``'s data config and provenance into an ONNX file made elsewhere; return the stamped file.
 
     ``model`` is a spec string (``NAME[(ARGS)][=WEIGHTS]``; nothing is downloaded and no model is
@@ -35,7 +35,8 @@ def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | to
     timm module. The file is stamped in place, or copied to ``output`` (with its external data)
     and the copy stamped; the graph and the weights are not touched. Metadata the file already
     has under other keys is kept. The provenance says where the config came from
-    (``data_config_source``).
+    (``data_config_source``). A config whose input size contradicts the file's fixed input size is
+    refused (:class:`OnnxFileError`, naming both sizes and the fix) unless ``force``.
     """
     from ..preprocessing.dataconfig import data_config_source, resolve_data_config, spec_data_config
     from ..runtime.environment import library_versions
@@ -48,6 +49,8 @@ def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | to
     else:
         cfg = resolve_data_config(model, data_config=data_config)  # type: ignore[arg-type]
         source = "override" if data_config else data_config_source(model)
+    if not force:
+        check_fixed_size(path, cfg, source)
     provenance = {**read_provenance(path), **_provenance(model, model_args), "versions": library_versions(),
                   "data_config_source": source}
     provenance.setdefault("exporter", None)  # made elsewhere: the exporter is not known
@@ -61,6 +64,44 @@ def stamp_onnx(onnx_file: "str | os.PathLike[str]", model: "str | ModelSpec | to
             copy_onnx(path, target)
     write_metadata(target, cfg, provenance=provenance)
     return target
+
+
+def fixed_size(path: Path) -> tuple[int, int] | None:
+    """The (height, width) a file fixes for its image input (its first float input of rank 4, NCHW, or NHWC
+    told by 1, 3 or 4 channels last), or None when either is dynamic or there is no such input."""
+    from onnx import TensorProto
+
+    from .io import load_onnx_proto
+
+    graph = load_onnx_proto(path).graph
+    inits = {i.name for i in graph.initializer}
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    for inp in graph.input:
+        t = inp.type.tensor_type
+        if inp.name in inits or t.elem_type not in floats or len(t.shape.dim) != 4:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim]
+        h, w = (dims[2], dims[3]) if dims[1] in (1, 3, 4) or dims[3] not in (1, 3, 4) else (dims[1], dims[2])
+        return (h, w) if h is not None and w is not None else None
+    return None
+
+
+def check_fixed_size(path: Path, cfg: dict[str, Any], source: str) -> None:
+    """Refuse a data config whose input size a file with a fixed input size could never take."""
+    from ..preprocessing.dataconfig import source_words
+
+    fixed = fixed_size(path)
+    c, h, w = (int(v) for v in cfg["input_size"])
+    if fixed is None or fixed == (h, w):
+        return
+    fh, fw = fixed
+    raise OnnxFileError(
+        f"{path}: its input is fixed at {fh}x{fw}, but the data config to stamp says {h}x{w} (from "
+        f"{source_words(source)}): a deployment that reads it would resize images to {h}x{w} and the file would "
+        f"refuse them. Stamp the config the file was exported for: name the checkpoint it came from (NAME=CHECKPOINT, "
+        f"whose training args hold its size), or give the size: --data-config input_size=({c},{fh},{fw}) "
+        f"(stamp_onnx(..., data_config={{'input_size': ({c}, {fh}, {fw})}})). To stamp it as asked all the same: "
+        "--force (stamp_onnx(..., force=True)).")
 
 
 def _provenance(model: Any, model_args: dict[str, Any] | None = None) -> dict[str, Any]:
