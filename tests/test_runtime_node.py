@@ -200,9 +200,17 @@ def test_a_host_that_does_not_answer_times_out(resnet_file: Path, batch: np.ndar
 
 def test_options_reach_the_runtime_and_unknown_ones_are_refused(resnet_file: Path) -> None:
     require_runtime("onnxruntime-node")
+    require_runtime("onnxruntime-web")
     runner = open_runner(resnet_file, RunSettings(runtime="onnxruntime-node(numThreads=1)", ort_opt="disabled"))
     assert runner.info().threads == 1 and runner.info().extra["ort_opt"] == "disabled"
     runner.close()
+    web = open_runner(resnet_file, RunSettings(runtime="onnxruntime-web"))
+    pool = web.info().threads  # fixed by the host's first web session
+    other = open_runner(resnet_file, RunSettings(runtime=f"onnxruntime-web(numThreads={pool + 1})"))
+    info = other.info()
+    assert info.threads == pool and info.extra["threads_asked"] == pool + 1 and "first session" in info.extra["threads_note"]
+    web.close()
+    other.close()
     with pytest.raises(SpecError, match="unknown option.*numThread.*takes numThreads"):
         open_runner(resnet_file, RunSettings(runtime="onnxruntime-web(numThread=1)"))
 

@@ -164,9 +164,14 @@ class NodeRunner:
         _, package, shown = BACKENDS[self.runtime]
         versions = get_host()[0].versions()
         threads = self._meta.get("numThreads") or self._request.get("options", {}).get("intraOpNumThreads") or os.cpu_count()
+        extra: dict[str, Any] = {"ort_opt": self.settings.ort_opt, "runtime_options": dict(self.settings.runtime_spec.options)}
+        asked = self._request.get("numThreads")
+        if asked and asked != threads:  # onnxruntime-web's pool is the size its first session in the host gave it
+            extra["threads_asked"] = asked
+            extra["threads_note"] = ("onnxruntime-web fixes its WASM thread pool when its first session starts in the "
+                                     f"Node.js process: this run's first onnxruntime-web variant made it {threads}")
         return RuntimeInfo(runtime=self.runtime, versions={"node": versions.get("node", ""), package: versions.get(package, "")},
-                           backend=shown, providers=[shown], threads=int(threads), precision=None,
-                           extra={"ort_opt": self.settings.ort_opt, "runtime_options": dict(self.settings.runtime_spec.options)})
+                           backend=shown, providers=[shown], threads=int(threads), precision=None, extra=extra)
 
     def close(self) -> None:
         from . import nodehost
