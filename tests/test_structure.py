@@ -288,6 +288,21 @@ def test_options_and_settings_share_one_field_list() -> None:
         assert replace(Settings(), **{name: marker}).parity_options()[name] is marker, name
 
 
+def test_getting_started_names_every_path_and_boolean_ini_key() -> None:
+    """The ini keys whose value is a path (relative to the ini file) and the boolean ones, as the settings define them."""
+    from pytest_onnx_parity.settings import _PATH_PARSERS, OPTIONS, _bool
+
+    text = (PACKAGE.parent / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    paths = re.search(r"Paths in ini keys \((.*?)\)", text, re.S)
+    bools = re.search(r"Boolean ini keys \((.*?)\)", text, re.S)
+    assert paths and bools
+
+    def keys(nouns: list[str]) -> set[str]:
+        return {"onnx_parity_" + n.replace("-", "_") for n in nouns}
+    assert set(re.findall(r"`(onnx_parity_\w+)`", paths.group(1))) == keys([o.noun for o in OPTIONS if o.parse in _PATH_PARSERS])
+    assert set(re.findall(r"`(onnx_parity_\w+)`", bools.group(1))) == keys([o.noun for o in OPTIONS if o.parse is _bool])
+
+
 # -- one rule, one place -------------------------------------------------------------------------------
 
 SIZES = ["2e9", "2E9", "1GiB", "512MB", "512M", "1.5g", "4096", " 8 kib ", "0", "-1", "lots", "1 parsec", "", "nan"]
