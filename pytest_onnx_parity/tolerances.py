@@ -19,7 +19,7 @@ float16 and int8 files have their own ``layer_rtol``/``layer_atol`` (:data:`PREC
 
 The reproducer script of a bundle (``reproduce.py``) reads the logits
 tolerances that :mod:`pytest_onnx_parity.report.bundle` writes from here into its
-``meta.json``; it has no defaults of its own.
+``bundle.json``; it has no defaults of its own.
 
 This module imports nothing of the package but :mod:`.errors`.
 """
