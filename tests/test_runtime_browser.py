@@ -160,12 +160,19 @@ def test_errors_come_back_as_messages_and_a_dead_host_is_restarted(browser: None
     old = get_host()
     old.proc.kill()  # the host this test process started
     old.proc.wait()
+    x = _batch()
     again = open_runner(tiny, RunSettings(runtime=WASM))
     try:
         assert get_host() is not old and get_host().alive()
-        assert again.run(None, {"x": _batch()})[0].shape == (4, 5)
+        expected = again.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(runner.run(None, {"x": x})[0], expected)  # loaded again in the new host
     finally:
         again.close()
+        runner.close()
+    with pytest.raises(OnnxFileError, match="closed"):
+        runner.run(None, {"x": x})
+    with pytest.raises(SpecError, match="unknown option.*numThread"):
+        open_runner(tiny, RunSettings(runtime=f"{WASM}(numThread=1)"))
 
 
 def test_missing_chromium_names_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -250,15 +257,21 @@ def test_canvas_decode_without_colour_conversion_is_pillows(browser: None) -> No
             assert diff.max() == 0, path.name
 
 
-def test_canvas_against_timms_transform(browser: None) -> None:
+def test_canvas_against_timms_transform(browser: None, tiny: Path) -> None:
     from pytest_onnx_parity.preprocessing.canvas import canvas_preprocess
     from pytest_onnx_parity.preprocessing.transform import preprocess
+    from pytest_onnx_parity.runtime.browserhost import get_host
+
+    runner = open_runner(tiny, RunSettings(runtime=WASM))
+    pid = get_host().proc.pid
 
     rocket = [PHOTOS / "rocket.jpg"]
     expected = preprocess(rocket, CONFIG)[0]
     managed = canvas_preprocess(rocket, CONFIG, {"crop": "center"})
     plain = canvas_preprocess(rocket, CONFIG, {"crop": "center", "colorSpaceConversion": "none"})
     squash = canvas_preprocess(rocket, CONFIG, {})
+    assert get_host().proc.pid == pid  # the runners' Chromium
+    runner.close()
     assert managed.shape == plain.shape == squash.shape == (1, 3, 224, 224)
     assert managed.dtype == np.float32
     off, off_plain = _levels(managed[0], expected), _levels(plain[0], expected)

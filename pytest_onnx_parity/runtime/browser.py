@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..axes import ORT_OPT_LEVELS
-from ..errors import OnnxFileError, VariantSkip
+from ..errors import OnnxFileError, SpecError, VariantSkip
 from .runner import RunSettings, RuntimeInfo, TensorInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,27 +35,63 @@ ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "bool": "
                                                  "int64", "uint64")}}
 #: the WebGPU feature a float16 file needs
 SHADER_F16 = "shader-f16"
-#: the runner's own options (the rest are onnxruntime-web session options)
+#: the runner's own options
 OWN_OPTIONS = ("numThreads", "bundle", "timeout_s")
+#: onnxruntime-web session options passed as they are
+SESSION_KEYS = ("enableMemPattern", "executionMode", "logSeverityLevel", "freeDimensionOverrides",
+                "preferredOutputLocation", "enableGraphCapture")
 
 
-def _model_file(model: Any, host: BrowserHost) -> Path:
+def _model_file(model: Any) -> tuple[Path, Path | None]:
+    """The file to serve, and the temporary copy of bytes or a ModelProto (the runner removes it)."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
             raise OnnxFileError(f"ONNX file not found: {path}")
-        return path.resolve()
+        return path.resolve(), None
+    import tempfile
+
     data = model.SerializeToString() if hasattr(model, "SerializeToString") else bytes(model)
-    path = host.scratch(".onnx")
-    path.write_bytes(data)
-    return path
+    fd, name = tempfile.mkstemp(prefix="onnx-parity-", suffix=".onnx")  # outlives a restarted host
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return Path(name), Path(name)
+
+
+def _load_request(settings: RunSettings, path: Path, *, mem_arena: bool, config: Mapping[str, str] | None) -> dict[str, Any]:
+    """The host's ``load`` fields: backend, dist bundle, WASM threads, session options, external data, time limit."""
+    spec = settings.runtime_spec
+    opts = spec.opts
+    unknown = sorted(set(opts) - set(OWN_OPTIONS) - set(SESSION_KEYS))
+    if unknown:
+        raise SpecError(f"{spec}: unknown option(s) {', '.join(unknown)}; {spec.name} takes "
+                        f"{', '.join(OWN_OPTIONS + SESSION_KEYS)} (the optimisation level is --onnx-parity-ort-opt)")
+    threads = opts.get("numThreads") or settings.threads
+    options: dict[str, Any] = {"graphOptimizationLevel": settings.ort_opt, "enableCpuMemArena": bool(mem_arena),
+                               **{k: v for k, v in opts.items() if k in SESSION_KEYS}}
+    if config:
+        options["extra"] = _nested(config)
+    return {"backend": BACKENDS[spec.name], "bundle": opts.get("bundle"), "numThreads": int(threads) if threads else None,
+            "options": options, "external": _external_data(path), "timeout": float(opts.get("timeout_s") or 600)}
+
+
+def _nested(config: Mapping[str, str]) -> dict[str, Any]:
+    """``{"session.a": "1"}`` -> ``{"session": {"a": "1"}}``: onnxruntime-web's ``extra`` form of config entries."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = str(value)
+    return out
 
 
 def _external_data(path: Path) -> list[dict[str, str]]:
     """The external-data files of ``path`` (each served to the page under the name the file refers to)."""
     from ..onnxfile.io import external_files
 
-    return [{"path": f.name, "file": str(f)} for f in external_files(path)]
+    return [{"path": f.name, "file": str(f)} for f in external_files(path) if f.is_file()]
 
 
 def is_fp16_file(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], path: Path | None) -> bool:
@@ -72,18 +108,44 @@ def is_fp16_file(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], pa
 class BrowserRunner:
     """One onnxruntime-web session in the process's headless Chromium."""
 
-    def __init__(self, host: BrowserHost, settings: RunSettings, loaded: dict[str, Any], path: Path) -> None:
-        self.host = host
+    def __init__(self, settings: RunSettings, path: Path, request: dict[str, Any], owned: Path | None) -> None:
         self.settings = settings
         self.runtime = settings.runtime_spec.name
         self.backend = BACKENDS[self.runtime]
-        self.session = loaded["session"]
-        self.loaded = loaded
         self.path = path
+        self.request = request
+        self._owned = owned
+        self.host: BrowserHost | None = None
+        self.session: str | None = None
+        self._info: RuntimeInfo | None = None
+        self.timeout = float(request["timeout"])
+        self._load()
+
+    def _load(self) -> None:
+        from .browserhost import BrowserHostError, get_host
+
+        self.host = get_host()
+        try:
+            loaded = self.host.call("load", model=str(self.path), **self.request)
+        except BrowserHostError as exc:
+            raise _load_error(self.settings, self.path, exc, self.host) from exc
+        assert isinstance(loaded, dict)
+        if not loaded["inputs"] or loaded["inputs"][0].get("type") is None:
+            loaded = {**loaded, **_metadata_from_file(self.path)}
+        self.loaded, self.session = loaded, loaded["session"]
         self._inputs = [self._tensor_info(m) for m in loaded["inputs"]]
         self._outputs = [self._tensor_info(m) for m in loaded["outputs"]]
-        self._info: RuntimeInfo | None = None
-        self.timeout = float(settings.runtime_spec.opts.get("timeout_s") or 600)
+
+    def _live_host(self) -> BrowserHost:
+        """This runner's host; when it died, a new one with the file loaded again."""
+        from .browserhost import get_host
+
+        if self.session is None:
+            raise OnnxFileError(f"this {self.runtime} runner was closed: open the file again")
+        if get_host() is not self.host:
+            self._load()
+        assert self.host is not None
+        return self.host
 
     @staticmethod
     def _tensor_info(meta: Mapping[str, Any]) -> TensorInfo:
@@ -93,34 +155,19 @@ class BrowserRunner:
     @classmethod
     def open(cls, model: Any, settings: RunSettings, *, mem_arena: bool = True,
              config: Mapping[str, str] | None = None) -> BrowserRunner:
-        from .browserhost import BrowserHostError, get_host
-
         if settings.ort_opt not in ORT_OPT_LEVELS:
             raise OnnxFileError(f"unknown ONNX Runtime optimisation level {settings.ort_opt!r}: choose one of "
                                 f"{', '.join(ORT_OPT_LEVELS)}")
         why = cls.missing(settings)
         if why:
             raise VariantSkip(why)
-        host = get_host()
-        path = _model_file(model, host)
-        opts = settings.runtime_spec.opts
-        threads = opts.get("numThreads") or settings.threads
-        session_opts = {k: v for k, v in opts.items() if k not in OWN_OPTIONS}
-        session_opts.setdefault("graphOptimizationLevel", settings.ort_opt)
-        session_opts.setdefault("enableCpuMemArena", mem_arena)
-        if config:
-            session_opts.setdefault("extra", {}).update(dict(config))  # ONNX Runtime's config keys, as they are
+        path, owned = _model_file(model)
         try:
-            loaded = host.call("load", model=str(path), backend=BACKENDS[settings.runtime_spec.name],
-                               bundle=opts.get("bundle"), numThreads=int(threads) if threads else None,
-                               options=session_opts, external=_external_data(path),
-                               timeout=float(opts.get("timeout_s") or 600))
-        except BrowserHostError as exc:
-            raise _load_error(settings, path, exc, host) from exc
-        assert isinstance(loaded, dict)
-        if not loaded["inputs"] or loaded["inputs"][0].get("type") is None:
-            loaded = {**loaded, **_metadata_from_file(path)}
-        return cls(host, settings, loaded, path)
+            return cls(settings, path, _load_request(settings, path, mem_arena=mem_arena, config=config), owned)
+        except BaseException:
+            if owned is not None:
+                owned.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def missing(cls, settings: RunSettings) -> str | None:
@@ -159,26 +206,27 @@ class BrowserRunner:
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], *args: Any) -> list[np.ndarray]:
         import numpy as np
 
+        host = self._live_host()
         sent = []
         for name, value in feeds.items():
             arr = np.ascontiguousarray(value)
             kind = "bool" if arr.dtype == np.bool_ else arr.dtype.name
             if kind not in WEB_DTYPES:
                 raise OnnxFileError(f"input {name}: onnxruntime-web takes no {arr.dtype} tensors")
-            file = self.host.scratch(".bin")
+            file = host.scratch(".bin")
             arr.tofile(file)
             sent.append({"name": name, "type": kind, "dims": list(arr.shape), "file": str(file), "cleanup": True})
         names = list(output_names) if output_names else [o.name for o in self._outputs]
         from .browserhost import BrowserHostError
 
         try:
-            got = self.host.call("run", session=self.session, feeds=sent, outputs=names, timeout=self.timeout)
+            got = host.call("run", session=self.session, feeds=sent, outputs=names, timeout=self.timeout)
         except BrowserHostError as exc:
             raise OnnxFileError(f"onnxruntime-web ({self.settings.runtime_spec}) in Chromium failed to run "
                                 f"{self.path.name}: {exc}") from exc
         by_name = {}
         for out in got:  # type: ignore[union-attr]
-            data = self.host.read_output(out["file"])
+            data = host.read_output(out["file"])
             by_name[out["name"]] = np.frombuffer(data, dtype=WEB_DTYPES[out["type"]]).reshape(out["dims"]).copy()
             self.last_run_ms = out.get("run_ms")
             self.last_array = out.get("array")
@@ -190,7 +238,7 @@ class BrowserRunner:
         return self._info
 
     def _make_info(self) -> RuntimeInfo:
-        got = self.host.call("info", timeout=60)
+        got = self._live_host().call("info", timeout=60)
         assert isinstance(got, dict)
         gpu = got.get("webgpu") or {}
         extra: dict[str, Any] = {"bundle": self.loaded.get("bundle"), "ort_opt": self.settings.ort_opt,
@@ -210,14 +258,24 @@ class BrowserRunner:
         return info
 
     def close(self) -> None:
-        if self.session is not None and self.host.alive():
-            from .browserhost import BrowserHostError
+        from .browserhost import BrowserHostError, running_host
 
+        session, self.session = self.session, None
+        if session is not None and self.host is not None and running_host() is self.host:
             try:
-                self.host.call("release", session=self.session, timeout=60)
+                self.host.call("release", session=session, timeout=60)
             except BrowserHostError:
                 pass  # the page is gone with the session
-        self.session = None
+        if self._owned is not None:
+            self._owned.unlink(missing_ok=True)
+            self._owned = None
+
+    def __del__(self) -> None:  # a runner dropped without close() frees its session
+        try:
+            if getattr(self, "session", None) is not None:
+                self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
 
 
 def fp16_without_shader_f16(adapter: Any) -> str:
