@@ -165,6 +165,14 @@ def test_interpolation_grayscale_and_exif_are_found(tmp_path: Path, photos: list
     assert fields(comp) == {"exif"} and comp.diagnosis[0].kind == "library"
 
 
+def test_constants_of_your_own_are_fitted_and_named(photos: list[Path], cfg: dict[str, Any]) -> None:
+    own = preprocess(photos, {**cfg, "mean": [0.48, 0.45, 0.4], "std": [0.23, 0.22, 0.21], "crop_mode": "squash"})
+    comp = compare_preprocessing(own, photos, cfg)
+    assert fields(comp) == {"mean_std", "crop_mode"} and comp.closest["residual_max_levels"] < 0.01
+    assert "mean = (0.48, 0.45, 0.4), std = (0.23, 0.22, 0.21)" in comp.message
+    assert abs(sum(f.explains for f in comp.diagnosis) - 1.0) < 0.05  # two fields: the shares add up
+
+
 def test_another_input_size_is_a_size_finding_not_a_crash(photos: list[Path], cfg: dict[str, Any]) -> None:
     big = preprocess(photos, {**cfg, "input_size": [3, 256, 256]})
     comp = compare_preprocessing(big, photos, cfg)

@@ -40,7 +40,7 @@ _CV2_FLAGS = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic":
 class Candidate:
     """One pipeline: the model's data config with the named fields done otherwise (``None``: the model's)."""
 
-    mean_std: str | None = None  # a NORMALISATIONS key
+    mean_std: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # a NORMALISATIONS key, or fitted
     scale: str | None = None  # "0-255": pixels not divided by 255
     channel_order: str | None = None  # "BGR"
     layout: str | None = None  # "NHWC read as NCHW": an HWC buffer reshaped to CHW
@@ -58,8 +58,14 @@ class Candidate:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
 
     def only(self, name: str) -> Candidate:
-        """The model's pipeline with only field ``name`` taken from this one."""
-        return replace(Candidate(), **{name: getattr(self, name)})
+        """The model's pipeline with only field ``name`` taken from this one (a resize library with its kernel)."""
+        extra = {"interpolation": self.interpolation} if name == "library" else {}
+        return replace(Candidate(), **{name: getattr(self, name)}, **extra)
+
+    def without(self, name: str) -> Candidate:
+        """This pipeline with field ``name`` back at the model's (a resize library with its kernel)."""
+        extra = {"interpolation": None} if name == "library" else {}
+        return replace(self, **{name: Candidate().__dict__[name]}, **extra)
 
 
 #: the fields whose difference is a data-config mismatch (fails whatever the logits do), the rest being a
@@ -171,8 +177,26 @@ class CandidateRunner:
         c = self.base.channels
         if cand.mean_std is None:
             return self.base.mean, self.base.std
-        mean, std = NORMALISATIONS[cand.mean_std]
+        mean, std = NORMALISATIONS[cand.mean_std] if isinstance(cand.mean_std, str) else cand.mean_std
         return mean[:c], std[:c]
+
+    def fit_mean_std(self, cand: Candidate, yours: np.ndarray) -> Candidate | None:
+        """``cand`` with the per-channel mean and std that fit ``yours`` best (least squares on its pixels), for
+        normalisation constants no named candidate has; ``None`` where no fit exists."""
+        pixels = self.pixels(replace(cand, mean_std=None, scale=None))
+        if pixels is None or cand.layout is not None:
+            return None
+        x = pixels.astype(np.float64) / 255.0
+        if cand.channel_order == "BGR":
+            x = x[..., ::-1]
+        mean, std = [], []
+        for c in range(x.shape[-1]):
+            a, b = np.polyfit(x[..., c].ravel(), yours[:, c].astype(np.float64).ravel(), 1)
+            if abs(a) < 1e-6:
+                return None
+            mean.append(round(float(-b / a), 6))
+            std.append(round(float(1.0 / a), 6))
+        return replace(cand, mean_std=(tuple(mean), tuple(std)), scale=None)
 
 
 def _pil_filter(name: str) -> Image.Resampling:

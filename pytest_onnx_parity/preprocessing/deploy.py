@@ -282,4 +282,7 @@ def _canvas(spec: PreprocessSpec) -> Callable[[list[Path], dict[str, Any]], Any]
     except ImportError as exc:
         raise SpecError(f"--onnx-parity-preprocess {spec.text!r}: the canvas preprocessor is not available in this "
                         f"installation ({exc})") from None
+    validate = getattr(canvas, "canvas_options", None)
+    if validate is not None:
+        validate(dict(spec.options))  # a SpecError naming the choices, before anything runs
     return lambda paths, cfg: canvas.canvas_preprocess(paths, cfg, dict(spec.options))

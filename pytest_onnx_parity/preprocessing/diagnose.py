@@ -30,6 +30,10 @@ __all__ = ["MAX_DIAGNOSIS_PHOTOS", "Finding", "PreprocessingComparison", "compar
 MAX_DIAGNOSIS_PHOTOS = 4
 #: ... and searches them on this many of those
 SEARCH_PHOTOS = 2
+#: a candidate replaces the closest so far only when it lowers the mean residual by this share at least
+MIN_GAIN = 0.01
+#: where no candidate matches exactly, a field that explains less than this share is left out of the findings
+MIN_FINDING_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ class _Scorer:
         best, best_score = current, self(current)
         for cand in cands:
             s = self(cand)
-            if s is not None and (best_score is None or s[0] < best_score[0] - 1e-9):
+            if s is not None and (best_score is None or s[0] < best_score[0] * (1 - MIN_GAIN) - 1e-9):
                 best, best_score = cand, s
                 if self.exact(best):
                     break
@@ -293,7 +297,8 @@ def _search(runner: CandidateRunner, yours: np.ndarray, scale: np.ndarray, base:
         for variants in (_norm_variants, _geometry_variants, _decode_variants):
             if not score.exact(best):
                 best = score.best(variants(best, sub), best)
-    return best
+    fitted = None if score.exact(best) else sub.fit_mean_std(best, yours[pick])
+    return score.best([fitted], best) if fitted is not None else best
 
 
 def _diagnose(runner: CandidateRunner, yours: np.ndarray, scale: np.ndarray, base: Candidate, cfg: Mapping[str, Any],
@@ -315,19 +320,28 @@ def _diagnose(runner: CandidateRunner, yours: np.ndarray, scale: np.ndarray, bas
     for name in best.changed():
         if name == "input_size" or (name == "interpolation" and best.library):
             continue
-        alone = replace(best.only(name), input_size=base.input_size)
-        if name == "library":
-            alone = replace(alone, interpolation=best.interpolation)
-        sa = score(alone)
-        share = _share(s0[0], sa[0]) if sa is not None else explains
+        share = _attribution(score, best, name, base, s0[0], sb[0], explains)
         yours_w, model_w = describe_field(name, best, runner, cfg)
         kind = "data_config" if name in CONFIG_FIELDS else "library"
         findings.append(Finding(name, yours_w, model_w, round(share, 4), kind))
+    if not score.exact(best):  # an approximate fit: a field that barely helps is noise, not a finding
+        findings = [f for f in findings if f.explains >= MIN_FINDING_SHARE]
     findings.sort(key=lambda f: -f.explains)
     closest = {"fields": {k: (list(v) if isinstance(v, tuple) else v) for k, v in best.changed().items()},
                "explains": round(explains, 4), "residual_mean_levels": sb[0], "residual_max_levels": sb[1],
                "residual_max_abs": sb[2], "residual_share_off": sb[3], "baseline_mean_levels": s0[0]}
     return findings, closest
+
+
+def _attribution(score: _Scorer, best: Candidate, name: str, base: Candidate, r0: float, rb: float,
+                 explains: float) -> float:
+    """The share of the difference field ``name`` explains: the mean of what it removes alone (from timm's
+    pipeline) and what comes back without it (from the closest): Shapley's value for two fields."""
+    alone = score(replace(best.only(name), input_size=base.input_size))
+    without = score(best.without(name))
+    if alone is None or without is None or r0 <= 0:
+        return explains
+    return float(min(1.0, max(0.0, (_share(r0, alone[0]) + (without[0] - rb) / r0) / 2)))
 
 
 def _share(before: float, after: float) -> float:

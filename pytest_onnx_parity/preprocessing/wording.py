@@ -82,13 +82,15 @@ def _library_words(cand: Candidate) -> str:
     if cand.library == "cv2":
         flag = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
                 "box": "INTER_AREA"}.get(cand.interpolation or "", cand.interpolation)
-        aa = " (box filter)" if flag == "INTER_AREA" else " (no antialiasing)"
+        aa = {"INTER_AREA": " (box filter)", "INTER_LINEAR": " (no antialiasing, as a canvas or a hand-written "
+              "bilinear resize)"}.get(flag or "", " (no antialiasing)")
         return f"OpenCV cv2.resize {flag}{aa}"
     return "a bilinear resize without antialiasing (canvas drawImage, hand-written)"
 
 
-def closest_words(findings: Sequence[Finding], closest: Mapping[str, Any] | None) -> str:
-    """One paragraph (``findings``: :class:`~.diagnose.Finding` objects): the closest candidate in the data config's words, how close, and what is left."""
+def closest_words(findings: Sequence[Any], closest: Mapping[str, Any] | None) -> str:
+    """One paragraph (``findings``: :class:`~.diagnose.Finding` objects): the closest candidate in the data
+    config's words, how close, and what is left."""
     if not closest or closest.get("residual_mean_levels") is None:
         return "No candidate pipeline could be compared with your tensors."
     if not findings:
@@ -105,7 +107,7 @@ def closest_words(findings: Sequence[Finding], closest: Mapping[str, Any] | None
                f"mean {closest['residual_mean_levels']:.3g} levels")
     text = (f"Diagnosis: your tensors {how} "
             f"(explains {fmt_pct(closest['explains'])} of the difference); the model was trained with {model}.")
-    parts = [f"{f.field}: {f.yours} (alone explains {fmt_pct(f.explains)}; {f.kind.replace('_', '-')} "
+    parts = [f"{f.field}: {f.yours} (explains {fmt_pct(f.explains)}; {f.kind.replace('_', '-')} "
              f"{'mismatch' if f.kind == 'data_config' else 'difference'}; fix: {FIXES.get(f.field, '')})"
              for f in findings]
     text += " Findings: " + "; ".join(parts) + "."
