@@ -90,7 +90,7 @@ class BrowserHost:
         self.out_dir = self.tmp / "out"
         self.out_dir.mkdir()
         env = {**os.environ, "ONNX_PARITY_NPM_DIR": str(npm_dir()), "ONNX_PARITY_CHROMIUM": str(chromium_path()),
-               "ONNX_PARITY_OUT_DIR": str(self.out_dir)}
+               "ONNX_PARITY_OUT_DIR": str(self.out_dir), "ONNX_PARITY_PROFILE_DIR": str(self.tmp / "profile")}
         self.proc = subprocess.Popen(["node", str(HOST_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env, bufsize=1)
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -180,9 +180,11 @@ class BrowserHost:
             except (OSError, ValueError):
                 pass  # a reader thread holds it
         shutil.rmtree(self.tmp, ignore_errors=True)
+        _LEFT.append(self.tmp)  # a killed host's Chromium may still write its profile while it exits
 
 
 _HOST: BrowserHost | None = None
+_LEFT: list[Path] = []
 _HOST_LOCK = threading.Lock()
 
 
@@ -208,3 +210,5 @@ def stop_host() -> None:
     if _HOST is not None:
         _HOST.stop()
         _HOST = None
+    for tmp in _LEFT:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,8 @@
 // raw bytes, which land in files under the output directory named in the reply.
 //
 // Environment: ONNX_PARITY_NPM_DIR (the npm directory holding node_modules), ONNX_PARITY_CHROMIUM (the browser),
-// ONNX_PARITY_OUT_DIR (where outputs are written), ONNX_PARITY_CHROMIUM_ARGS (extra flags, JSON list).
+// ONNX_PARITY_OUT_DIR (where outputs are written), ONNX_PARITY_PROFILE_DIR (Chromium's fresh profile),
+// ONNX_PARITY_CHROMIUM_ARGS (extra flags, JSON list).
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -70,7 +71,8 @@ const ORIGIN = `http://127.0.0.1:${server.address().port}`;
 
 // ---- Chromium: one browser, one page per WASM thread count (onnxruntime-web reads numThreads once per page) -------
 const puppeteer = require('puppeteer-core');
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-parity-chromium-'));
+const userDataDir = process.env.ONNX_PARITY_PROFILE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-parity-chromium-'));
+fs.mkdirSync(userDataDir, { recursive: true });
 const CHROMIUM_ARGS = [
   '--no-first-run', '--disable-quic', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--disable-default-apps', '--disable-extensions', '--no-default-browser-check',
@@ -80,7 +82,8 @@ let browser = null;
 const pages = new Map();  // key -> {page, log}
 async function getBrowser() {
   if (browser && browser.connected) return browser;
-  browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, userDataDir, args: CHROMIUM_ARGS,
+  // pipe: Chromium exits when this process does, even killed (a websocket would leave it running)
+  browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, userDataDir, args: CHROMIUM_ARGS, pipe: true,
     protocolTimeout: DEFAULT_TIMEOUT_S * 1000 + 60000 });
   pages.clear();
   return browser;
