@@ -71,79 +71,120 @@ def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
     return target
 
 
-def _fill(run_state: Any, label: str, out: Path) -> None:
-    import numpy as np
+class _Parts:
+    """What a bundle being written holds so far: its folder, the files written, the problems met."""
 
-    from .issue import issue_markdown, platform_info
-    from .modulepart import MODULE_FILES, write_module_part
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.files: list[str] = []
+        self.problems: list[str] = []
 
-    problems: list[str] = []
-    files: list[str] = []
-
-    def attempt(what: str, fn: Any) -> Any:
+    def attempt(self, what: str, fn: Any) -> Any:
+        """``fn()``, or None with the problem recorded (never raised into the gate; an OSError is: the folder failed)."""
         try:
             return fn()
         except OSError:
             raise
-        except Exception as exc:  # recorded, never raised into the gate
-            problems.append(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+        except Exception as exc:
+            self.problems.append(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
             return None
 
+
+def _fill(run_state: Any, label: str, out: Path) -> None:
+    from .issue import issue_markdown
+    from .modulepart import MODULE_FILES, write_module_part
+
+    parts = _Parts(out)
     result = getattr(run_state, "result", None)
     model = getattr(run_state, "model", None)
-    export = getattr(run_state, "export", None)
-    options = getattr(run_state, "options", None)
+    onnx_file = _copy_onnx(parts, getattr(run_state, "export", None))
+    x = _write_inputs(parts, run_state)
+    outputs, input_name, names = _write_outputs(parts, run_state, x, onnx_file)
+    _write_layers(parts, result)
+    module = write_module_part(run_state, out, parts.attempt)
+    parts.files += [f for f in MODULE_FILES if (out / f).is_file()]
+    rdict = parts.attempt("result.json", result.to_dict) if result is not None else None
+    if rdict is not None:
+        (out / "result.json").write_text(json.dumps(rdict, indent=2) + "\n")
+        parts.files.append("result.json")
+    if model is not None:  # weights for rebuilding the torch side
+        saved = parts.attempt("weights.pt", lambda: _save_weights(model, out / "weights.pt"))
+        if saved:
+            parts.files.append("weights.pt")
+        elif saved is False:
+            parts.problems.append(f"weights.pt: not written, the state dict exceeds {WEIGHTS_LIMIT >> 20} MB "
+                                  "(the ONNX file holds the same weights)")
+    meta = _meta(run_state, label, parts, outputs.get("torch"), input_name, names, onnx_file, module)
+    from ..results import jsonable
 
-    # the ONNX file, with its external data
+    (out / "bundle.json").write_text(json.dumps(jsonable(meta), indent=2, default=str) + "\n")
+    (out / "ISSUE.md").write_text(issue_markdown(meta))
+    shutil.copyfile(REPRODUCE_SCRIPT, out / "reproduce.py")
+    (out / "README.txt").write_text(_readme(meta))
+
+
+def _copy_onnx(parts: _Parts, export: Any) -> Path | None:
+    """The ONNX file, with its external data; its path in the bundle, or None."""
     onnx_src = Path(export.path) if export is not None and getattr(export, "path", None) else None
-    onnx_file = None
     if onnx_src is None or not onnx_src.is_file():
-        problems.append(f"ONNX file: not available ({onnx_src or 'the model was not exported'})")
-    else:
-        extra = attempt("external data of the ONNX file", lambda: external_files(onnx_src)) or []
-        for data in extra:
-            if data.is_file():
-                shutil.copyfile(data, out / data.name)
-                files.append(data.name)
-            else:
-                problems.append(f"external data file missing: {data}")
-        shutil.copyfile(onnx_src, out / ONNX_NAME)
-        onnx_file = out / ONNX_NAME
-        files.append(ONNX_NAME)
+        parts.problems.append(f"ONNX file: not available ({onnx_src or 'the model was not exported'})")
+        return None
+    for data in parts.attempt("external data of the ONNX file", lambda: external_files(onnx_src)) or []:
+        if data.is_file():
+            shutil.copyfile(data, parts.out / data.name)
+            parts.files.append(data.name)
+        else:
+            parts.problems.append(f"external data file missing: {data}")
+    shutil.copyfile(onnx_src, parts.out / ONNX_NAME)
+    parts.files.append(ONNX_NAME)
+    return parts.out / ONNX_NAME
 
-    # the inputs
+
+def _write_inputs(parts: _Parts, run_state: Any) -> Any:
+    import numpy as np
+
+    model, options = getattr(run_state, "model", None), getattr(run_state, "options", None)
     x = getattr(run_state, "inputs", None)
     if x is None and model is not None:
-        x = attempt("inputs (rebuilt: the gate did not reach the random batch)", lambda: _rebuild_inputs(model, options))
-    if x is not None:
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        np.savez(out / "inputs.npz", input=x)
-        files.append("inputs.npz")
-    else:
-        problems.append("inputs: none (the gate did not reach the random batch)")
+        x = parts.attempt("inputs (rebuilt: the gate did not reach the random batch)", lambda: _rebuild_inputs(model, options))
+    if x is None:
+        parts.problems.append("inputs: none (the gate did not reach the random batch)")
+        return None
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    np.savez(parts.out / "inputs.npz", input=x)
+    parts.files.append("inputs.npz")
+    return x
 
-    # both outputs
+
+def _write_outputs(parts: _Parts, run_state: Any, x: Any, onnx_file: Path | None) -> tuple[dict[str, Any], Any, Any]:
+    """Both sides' outputs on the inputs: (outputs by side, the file's input name, its output names)."""
+    import numpy as np
+
+    model = getattr(run_state, "model", None)
     outputs: dict[str, Any] = {}
     input_name = None
     if x is not None and model is not None:
-        t = attempt("torch logits", lambda: _torch_logits(model, x))
+        t = parts.attempt("torch logits", lambda: _torch_logits(model, x))
         if t is not None:
             outputs["torch"] = t
-    names = attempt("the file's outputs", lambda: _output_names(run_state))
+    names = parts.attempt("the file's outputs", lambda: _output_names(run_state))
     if x is not None and onnx_file is not None:
-        got = attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x, names))
+        got = parts.attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x, names))
         if got is not None:
             input_name, outputs["onnx"] = got
     if outputs:
-        np.savez(out / "outputs.npz", **outputs)
-        files.append("outputs.npz")
+        np.savez(parts.out / "outputs.npz", **outputs)
+        parts.files.append("outputs.npz")
+    return outputs, input_name, names
 
-    # the per-layer table
+
+def _write_layers(parts: _Parts, result: Any) -> None:
+    """layers.txt: the per-layer table, or why there is none."""
     cmp = getattr(result, "layer_comparison", None)
     if cmp is not None and hasattr(cmp, "table"):
-        table = attempt("per-layer table", cmp.table)
+        table = parts.attempt("per-layer table", cmp.table)
         text = table if isinstance(table, str) else "The per-layer table could not be drawn (see bundle.json).\n"
-        summary = attempt("per-layer summary", cmp.summary) if hasattr(cmp, "summary") else None
+        summary = parts.attempt("per-layer summary", cmp.summary) if hasattr(cmp, "summary") else None
         if isinstance(summary, str):
             text = summary + "\n\n" + text
     else:
@@ -151,34 +192,25 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         why = f" ({check.message})" if check is not None and check.message else ""
         text = (f"No per-layer comparison was run for this model{why}.\n"
                 "Run the gate with --onnx-parity-layers always (or on-failure) to get the table here.\n")
-    (out / "layers.txt").write_text(text if text.endswith("\n") else text + "\n")
-    files.append("layers.txt")
-    module = write_module_part(run_state, out, attempt)
-    files += [f for f in MODULE_FILES if (out / f).is_file()]
+    (parts.out / "layers.txt").write_text(text if text.endswith("\n") else text + "\n")
+    parts.files.append("layers.txt")
 
-    # the gate's result
-    rdict = attempt("result.json", result.to_dict) if result is not None else None
-    if rdict is not None:
-        (out / "result.json").write_text(json.dumps(rdict, indent=2) + "\n")
-        files.append("result.json")
 
-    # weights for rebuilding the torch side
+def _meta(run_state: Any, label: str, parts: _Parts, torch_out: Any, input_name: Any, names: Any,
+          onnx_file: Path | None, module: Any) -> dict[str, Any]:
+    """bundle.json: what the bundle holds and what reproduce.py and ISSUE.md read."""
+    from .issue import platform_info
+
+    result, model = getattr(run_state, "result", None), getattr(run_state, "model", None)
+    options = getattr(run_state, "options", None)
     spec = getattr(model, "onnx_parity_spec", None) if model is not None else None
     arch = str(getattr(spec, "name", None) or label.split("=")[0])
     weights_kind = str(getattr(spec, "weights_kind", None) or getattr(result, "weights", "") or "")
-    if model is not None:
-        saved = attempt("weights.pt", lambda: _save_weights(model, out / "weights.pt"))
-        if saved:
-            files.append("weights.pt")
-        elif saved is False:
-            problems.append(f"weights.pt: not written, the state dict exceeds {WEIGHTS_LIMIT >> 20} MB "
-                            "(the ONNX file holds the same weights)")
-
-    atol, rtol, tol_source = _tolerances(result, options, outputs.get("torch"))
+    atol, rtol, tol_source = _tolerances(result, options, torch_out)
     logits_check = result.check("logits") if result is not None and hasattr(result, "check") else None
-    parts = (getattr(logits_check, "details", None) or {}).get("outputs") or []
+    segments = (getattr(logits_check, "details", None) or {}).get("outputs") or []
     failing = [f"{c.name} ({c.status})" for c in getattr(result, "checks", []) if c.status in ("failed", "error")]
-    meta = {
+    return {
         "model": label, "architecture": arch, "weights": weights_kind or None,
         "seed": getattr(options, "seed", None), "exporter": getattr(result, "exporter", None),
         "opset": getattr(result, "opset", None), "status": getattr(result, "status", None),
@@ -188,17 +220,11 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         "output_kind": getattr(result, "output_kind", None), "output_names": names,
         "model_args": dict(getattr(spec, "kwargs", None) or {}),
         # features: each output's columns of the flat outputs and its own tolerance, as the logits check used them
-        "segments": [{k: p.get(k) for k in ("output", "offset", "size", "atol", "rtol")} for p in parts
-                     if len(parts) > 1],
-        "files": sorted(files + ["bundle.json", "reproduce.py", "README.txt", "ISSUE.md"]),
-        "versions": _versions(), "platform": platform_info(), "module": module, "problems": problems,
+        "segments": [{k: p.get(k) for k in ("output", "offset", "size", "atol", "rtol")} for p in segments
+                     if len(segments) > 1],
+        "files": sorted(parts.files + ["bundle.json", "reproduce.py", "README.txt", "ISSUE.md"]),
+        "versions": _versions(), "platform": platform_info(), "module": module, "problems": parts.problems,
     }
-    from ..results import jsonable
-
-    (out / "bundle.json").write_text(json.dumps(jsonable(meta), indent=2, default=str) + "\n")
-    (out / "ISSUE.md").write_text(issue_markdown(meta))
-    shutil.copyfile(REPRODUCE_SCRIPT, out / "reproduce.py")
-    (out / "README.txt").write_text(_readme(meta))
 
 
 def _rebuild_inputs(model: Any, options: Any) -> Any:
