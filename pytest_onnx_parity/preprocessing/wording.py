@@ -54,7 +54,7 @@ def describe_field(name: str, cand: Candidate, runner: CandidateRunner, cfg: Map
     if name == "scale":
         return "pixels in 0..255 (not divided by 255)", "pixels divided by 255 (0..1) before mean/std"
     if name == "channel_order":
-        return "BGR", "RGB"
+        return "channel order = BGR", "channel order = RGB"
     if name == "layout":
         return "an NHWC buffer reshaped to NCHW", "NCHW (channels first)"
     if name == "crop_pct":
