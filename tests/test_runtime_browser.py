@@ -122,6 +122,30 @@ def test_a_float16_file_gives_float16_outputs(browser: None, tiny16: Path) -> No
     assert _rel(got, _python_ort(tiny16, x)) <= 1e-2
 
 
+def test_external_data_and_integer_outputs(browser: None, tiny: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(tiny))
+    model.graph.node.append(helper.make_node("ArgMax", ["y"], ["k"], axis=1, keepdims=0))
+    model.graph.output.append(helper.make_tensor_value_info("k", TensorProto.INT64, ["n"]))
+    path = tmp_path / "split" / "tiny_ext.onnx"
+    (path.parent / "weights").mkdir(parents=True)
+    onnx.save(model, str(path), save_as_external_data=True, location="weights/tiny.bin", size_threshold=0)
+    assert (path.parent / "weights" / "tiny.bin").is_file()
+    x = _batch()
+    runner = open_runner(path, RunSettings(runtime=WASM))
+    try:
+        y, k = runner.run(["y", "k"], {"x": x})
+        assert runner.get_outputs()[1].type == "tensor(int64)"
+    finally:
+        runner.close()
+    ref_y, ref_k = open_runner(path).run(["y", "k"], {"x": x})
+    assert k.dtype == np.int64
+    np.testing.assert_array_equal(k, ref_k)
+    assert _rel(y, ref_y) <= FP32_RTOL
+
+
 def test_thread_option_and_one_chromium_across_runners(browser: None, tiny: Path) -> None:
     from pytest_onnx_parity.runtime.browserhost import get_host
 

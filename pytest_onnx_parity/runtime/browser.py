@@ -91,7 +91,7 @@ def _external_data(path: Path) -> list[dict[str, str]]:
     """The external-data files of ``path`` (each served to the page under the name the file refers to)."""
     from ..onnxfile.io import external_files
 
-    return [{"path": f.name, "file": str(f)} for f in external_files(path) if f.is_file()]
+    return [{"path": f.relative_to(path.parent).as_posix(), "file": str(f)} for f in external_files(path) if f.is_file()]
 
 
 def is_fp16_file(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], path: Path | None) -> bool:
