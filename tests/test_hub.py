@@ -107,3 +107,27 @@ def test_the_probe_says_why_and_an_answer_means_reachable(online: list[str], mon
                               event_hooks={"request": [_http.hf_request_event_hook]})
     monkeypatch.setattr(_http, "get_session", lambda: answering)
     assert hub.unreachable(0.5) is None  # any HTTP answer: the real path says what is wrong
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_offline_mode_is_scoped_to_the_cache_attempt(before: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache-only attempt switches the hub offline for that one call and puts back the value it found,
+    when the attempt fails too (not cached); nothing is written to the environment."""
+    import os
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", before)
+    env = os.environ.get("HF_HUB_OFFLINE")
+    seen: list[bool] = []
+
+    def not_cached() -> str:
+        seen.append(constants.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    assert hub._attempt(not_cached) is hub._MISSING
+    assert seen == [True] and constants.HF_HUB_OFFLINE is before and os.environ.get("HF_HUB_OFFLINE") == env
+    with pytest.raises(KeyError), hub.cache_only():
+        assert constants.HF_HUB_OFFLINE is True
+        raise KeyError("any error")
+    assert constants.HF_HUB_OFFLINE is before

@@ -144,7 +144,9 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
     """
     import torch
     from torch.overrides import TorchFunctionMode
-    from torch.utils._pytree import tree_flatten
+    from ..model.privates import leaves_function
+
+    tree_leaves = leaves_function()
 
     fallback = WeightTrace("module order", _order_pairs(model))
     if model.training:
@@ -178,12 +180,12 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
         return _Operand(t.detach().cpu().float().numpy(), const[id(t)][1])
 
     def propagate(func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if not all(id(t) in const for t in inputs):
             return
         covers = tuple(dict.fromkeys(c for t in inputs for c in const[id(t)][1]))
         view = getattr(func, "__name__", "") in _VIEWS
-        for o in tree_flatten(out)[0]:
+        for o in tree_leaves(out):
             if isinstance(o, torch.Tensor) and id(o) not in const:
                 const[id(o)] = (o, covers)
                 if covers and not view and o.is_floating_point() and o.numel() > 1 and id(o) not in recorded:

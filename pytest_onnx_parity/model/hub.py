@@ -93,12 +93,13 @@ def unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
     Any HTTP answer, an error status included, means reachable: the real path then says what is wrong.
     """
+    from .privates import hub_session
+
     try:
-        from huggingface_hub.utils import _http
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        _http.get_session().head(endpoint(), timeout=timeout)
+        session = hub_session()
+        if session is None:  # pragma: no cover - no huggingface_hub: nothing to probe with
+            return None
+        session.head(endpoint(), timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - connection, DNS, proxy, TLS and timeout errors of any HTTP stack
         text = " ".join(str(exc).split()) or "no answer"
         return f"{type(exc).__name__}: {text[:200]}"

@@ -182,22 +182,21 @@ def pretrained_config(name: str, model_args: Mapping[str, Any] | None = None) ->
     import timm.models
 
     if name.startswith("local-dir:"):
-        from timm.models._hub import load_model_config_from_path
+        from ..model.privates import config_from_folder
 
         folder = Path(name[len("local-dir:"):]).expanduser()
         try:
-            cfg = load_model_config_from_path(folder)[0]
+            cfg = config_from_folder(folder)
         except FileNotFoundError:
             raise SpecError(f"{name}: no config.json in {folder}; a local-dir: folder holds config.json and the weights "
                             "as timm's save_for_hf / push_to_hf_hub write them") from None
         return dict(cfg), "config_json"
     if name.startswith("hf-hub:"):
-        from timm.models._hub import load_model_config_from_hf
-
         from ..model.hub import load_pretrained
+        from ..model.privates import config_from_hub
 
         try:
-            cfg = load_pretrained(lambda: load_model_config_from_hf(name[len("hf-hub:"):])[0], name)
+            cfg = load_pretrained(lambda: config_from_hub(name[len("hf-hub:"):]), name)
         except Exception as exc:  # noqa: BLE001 - offline, unknown repo, no config.json: hub errors come in many types
             from ..model.hub import hub_error
 
