@@ -383,7 +383,7 @@ def test_files_that_cannot_be_checked_are_usage_errors_in_the_shell_and_the_gate
         (good, tmp_path / "cut.onnx", "cut.onnx is not a readable ONNX file (DecodeError"),
         (good, tmp_path / "empty.onnx", "empty.onnx holds no ONNX model (it is empty, or not an ONNX file)"),
         (f"{NAME}={tmp_path / 'cut.safetensors'}", files["plain"], f"is truncated ({len(ckpt) // 2} bytes; its header"),
-        (f"{NAME}={tmp_path / 'empty.pth'}", files["plain"], "') is empty. Pass an existing .safetensors/.pth/.bin file"),
+        (f"{NAME}={tmp_path / 'empty.pth'}", files["plain"], "') is empty. Pass an existing .safetensors/.pth/.pth.tar/.bin file"),
         (f"{NAME}={tmp_path / 'no.safetensors'}", files["plain"], f"checkpoint file not found: {tmp_path / 'no.safetensors'}"),
         ("test_vitt=random", files["plain"], "timm has no model 'test_vitt'. Did you mean: test_vit"),
     ]
