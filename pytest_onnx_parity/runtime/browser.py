@@ -5,7 +5,8 @@
 Options (``onnxruntime-web-browser(numThreads=1)``): ``numThreads`` (the WASM threads; the page's default is
 onnxruntime-web's), ``bundle`` (the dist file the page imports: ``ort.bundle.min.mjs`` for WASM and
 ``ort.webgpu.bundle.min.mjs`` for WebGPU, what ``import 'onnxruntime-web'`` and ``'onnxruntime-web/webgpu'``
-give a bundler) and any other session option of onnxruntime-web, passed as it is.
+give a bundler), ``timeout_s`` (per command in the page) and the onnxruntime-web session options of
+:data:`SESSION_KEYS`, passed as they are; any other option is a :class:`~..errors.SpecError` naming these.
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ class BrowserRunner:
         try:
             loaded = self.host.call("load", model=str(self.path), **self.request)
         except BrowserHostError as exc:
-            raise _load_error(self.settings, self.path, exc, self.host) from exc
+            raise _runtime_error(self.settings, self.path, exc, self.host, "cannot load") from exc
         assert isinstance(loaded, dict)
         if not loaded["inputs"] or loaded["inputs"][0].get("type") is None:
             loaded = {**loaded, **_metadata_from_file(self.path)}
@@ -222,8 +223,7 @@ class BrowserRunner:
         try:
             got = host.call("run", session=self.session, feeds=sent, outputs=names, timeout=self.timeout)
         except BrowserHostError as exc:
-            raise OnnxFileError(f"onnxruntime-web ({self.settings.runtime_spec}) in Chromium failed to run "
-                                f"{self.path.name}: {exc}") from exc
+            raise _runtime_error(self.settings, self.path, exc, host, "failed to run") from exc
         by_name = {}
         for out in got:  # type: ignore[union-attr]
             data = host.read_output(out["file"])
@@ -286,11 +286,11 @@ def fp16_without_shader_f16(adapter: Any) -> str:
             f"run it on an adapter with {SHADER_F16} (a real GPU), or check the float32 file on WebGPU")
 
 
-def _load_error(settings: RunSettings, path: Path, exc: Exception, host: BrowserHost) -> OnnxFileError:
-    """The error of a file onnxruntime-web cannot load; on WebGPU, a float16 program the adapter cannot run
-    names the missing ``shader-f16`` feature."""
+def _runtime_error(settings: RunSettings, path: Path, exc: Exception, host: BrowserHost, what: str) -> OnnxFileError:
+    """The error of a file onnxruntime-web cannot load or run; on WebGPU, a float16 program the adapter cannot
+    run names the missing ``shader-f16`` feature."""
     words = str(exc)
-    head = f"onnxruntime-web ({settings.runtime_spec}) in Chromium cannot load {path.name}"
+    head = f"onnxruntime-web ({settings.runtime_spec}) in Chromium {what} {path.name}"
     if BACKENDS[settings.runtime_spec.name] == "webgpu" and "requires f16" in words:
         from .browserhost import BrowserHostError
 
