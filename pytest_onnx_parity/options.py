@@ -49,6 +49,9 @@ class ParityOptions:
     runtime: str = "onnxruntime"  # where the file runs, with options: openvino(INFERENCE_PRECISION_HINT=f32) (axes.RUNTIMES)
     preprocess: str = "metadata"  # the deployment's preprocessing: metadata (the file's own), module:function, command:...
     labels: str | None = None  # class names in index order, one a line, for a folder of class-named sub-folders
+    preprocess_max_logit_effect: float | None = None  # None: tolerances.PREPROCESS_MAX_LOGIT_EFFECT
+    preprocess_min_top1: float | None = None  # None: tolerances.PREPROCESS_MIN_TOP1_AGREEMENT
+    rootdir: str | None = None  # where a relative module, command or tensor folder of ``preprocess`` resolves
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ParityOptions":
@@ -57,7 +60,8 @@ class ParityOptions:
         if unknown:
             raise SpecError(f"unknown parity option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         opts = cls(**{k: v for k, v in kwargs.items() if v is not None or k in ("opset", "atol", "rtol", "weights", "images", "cache_dir", "layer_memory", "output", "image_size",
-                                                                                   "model_args", "data_config", "labels")})
+                                                                                   "model_args", "data_config", "labels", "rootdir",
+                                                                                   "preprocess_max_logit_effect", "preprocess_min_top1")})
         if opts.layers not in LAYER_MODES:
             raise SpecError(f"layers={opts.layers!r}: choose one of {', '.join(LAYER_MODES)}")
         check_pair(opts.atol, opts.rtol)
@@ -75,14 +79,14 @@ class ParityOptions:
             opts.data_config = check_overrides(opts.data_config)
         if opts.image_size is not None:
             opts.dynamic_size = True
-        from .variants import parse_preprocess, parse_providers, parse_runtimes
+        from .runtime.runner import parse_provider, parse_runtime
 
-        for name, parse in (("runtime", parse_runtimes), ("provider", parse_providers), ("preprocess", parse_preprocess)):
-            try:
-                (value,) = parse(getattr(opts, name))
-            except ValueError as exc:
-                raise SpecError(f"{name}={getattr(opts, name)!r}: {exc} (one value per run; a comma list is an axis of "
-                                "the gate)") from None
+        parse_runtime(opts.runtime)  # SpecError naming the value: one value per run (a comma list is a gate axis)
+        parse_provider(opts.provider)
+        if opts.preprocess != "metadata":
+            from .preprocessing.deploy import parse_preprocess
+
+            parse_preprocess(opts.preprocess)
         if opts.golden_update and not opts.golden:
             raise SpecError("golden_update=True rewrites the goldens of a folder: give golden=DIR too")
         return opts

@@ -6,13 +6,12 @@ bad value is a ``pytest.UsageError`` (exit code 4) naming the option and value.
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .axes import RUNTIMES, EXPORTERS, LAYER_MODES, ORT_OPT_LEVELS, PRECISIONS, SIMPLIFIERS, WEIGHT_KINDS, WEIGHT_SETS
+from .specs import values as parse
 from .tolerances import MAX_ACCURACY_DROP_PP
 
 DEFAULT_MODELS = (
@@ -33,120 +32,6 @@ class Option:
     metavar: str | None = None
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(v: str) -> str:
-        v = v.strip()
-        if v not in choices:
-            raise ValueError(f"choose one of {', '.join(choices)}")
-        return v
-    return parse
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(v: str) -> int:
-        try:
-            n = int(str(v).strip())
-        except ValueError:
-            raise ValueError(f"expected an integer from {lo} to {hi}") from None
-        if not lo <= n <= hi:
-            raise ValueError(f"expected an integer from {lo} to {hi}")
-        return n
-    return parse
-
-
-def _fraction(v: str) -> float:
-    x = _nonneg_float(v)
-    if x > 1:
-        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85")
-    return x
-
-
-def _nonneg_float(v: str) -> float:
-    try:
-        x = float(str(v).strip())
-    except ValueError:
-        raise ValueError("expected a non-negative number such as 1e-4") from None
-    if not (x >= 0 and math.isfinite(x)):
-        raise ValueError("expected a non-negative number such as 1e-4")
-    return x
-
-
-def _models(v: Any) -> tuple[str, ...]:
-    from .specs import parse_spec, split_specs
-
-    # one spec a line (ini) or a comma list (CLI); commas inside NAME(ARGS) never split
-    items = [p for item in v for p in split_specs(str(item))] if isinstance(v, (list, tuple)) else split_specs(str(v))
-    out = tuple(s.strip() for s in items if s and s.strip() and not s.strip().startswith("#"))
-    if not out:
-        raise ValueError("expected model specs such as resnet18,vit_small_patch16_224=random")
-    for s in out:
-        try:
-            parse_spec(s)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-    return out
-
-
-def _data_config(v: Any) -> dict[str, Any]:
-    from .errors import OnnxParityError
-    from .preprocessing.dataconfig import check_overrides
-    from .specs import parse_model_args
-
-    try:
-        return check_overrides(v if isinstance(v, dict) else parse_model_args(str(v), where="data config"))
-    except OnnxParityError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _image_dir(v: str) -> str:
-    from .errors import ImageError
-    from .preprocessing.imagefiles import find_images
-
-    try:
-        find_images(Path(v).expanduser())  # the same rule as the run that reads the folder
-    except ImageError as exc:
-        raise ValueError(str(exc)) from None
-    return str(Path(v).expanduser())
-
-
-def _path(v: str) -> str:
-    if not str(v).strip():
-        raise ValueError("expected a path")
-    return str(Path(v).expanduser())
-
-
-def _file(v: str) -> str:
-    p = Path(str(v).strip()).expanduser()
-    if not str(v).strip():
-        raise ValueError("expected a file")
-    if not p.is_file():
-        raise ValueError(f"no such file: {p}")
-    return str(p)
-
-
-def _name(v: str) -> str:
-    if not str(v).strip():
-        raise ValueError("expected a name")
-    return str(v).strip()
-
-
-def _size(v: str) -> int:
-    from .errors import SpecError
-    from .units import parse_size
-
-    try:
-        return parse_size(v)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _shard(v: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
-    if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
-        raise ValueError("expected K/N with 1 <= K <= N, e.g. 2/4")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _axis(name: str, *args: Any) -> Callable[[Any], Any]:
     """A comma list of one matrix axis, parsed by :mod:`.variants` (imported when used)."""
     def parse(v: Any) -> Any:
@@ -157,23 +42,12 @@ def _axis(name: str, *args: Any) -> Callable[[Any], Any]:
     return parse
 
 
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
 OPTIONS: tuple[Option, ...] = (
     Option("models", "Comma-separated model specs NAME[=WEIGHTS] for the gate; shell patterns expand over timm.list_models; "
            "NAME[=WEIGHTS]@FILE.onnx checks that existing file (relative paths resolve against pytest's rootdir) "
-           f"(default: {','.join(DEFAULT_MODELS)})", _models, None, "linelist", "A,B"),
+           f"(default: {','.join(DEFAULT_MODELS)})", parse.models, None, "linelist", "A,B"),
     Option("weights", "Default weights of a spec without =WEIGHTS: random or pretrained (default: random)",
-           _choice(*WEIGHT_KINDS), "random", metavar="random|pretrained"),
+           parse.choice(*WEIGHT_KINDS), "random", metavar="random|pretrained"),
     Option("exporter", "torch ONNX exporter(s), a comma list: dynamo, torchscript (default: dynamo)",
            _axis("choice_list", *EXPORTERS), ("dynamo",), metavar="dynamo|torchscript"),
     Option("opset", "ONNX opset(s), a comma list (default: the exporter's own)", _axis("parse_opsets"), (), metavar="N"),
@@ -193,52 +67,58 @@ OPTIONS: tuple[Option, ...] = (
     Option("preprocess", "The deployment's own preprocessing, each its own item: module:function, command:CMD "
            "({images}, {output}), tensors:DIR, canvas (default: metadata, the file's own data config through preprocess)",
            _axis("parse_preprocess"), ("metadata",), metavar="SPEC"),
+    Option("preprocess-max-logit-effect", "--onnx-parity-preprocess: a library difference alone (resize kernel, antialias) "
+           "fails when your tensors move the file's logits by more than this many times their RMS against timm's tensors "
+           "(default: tolerances.PREPROCESS_MAX_LOGIT_EFFECT)", parse.nonneg_float, None, metavar="X"),
+    Option("preprocess-min-top1", "--onnx-parity-preprocess: ... or when top-1 agreement with timm's tensors through the file "
+           "falls below this fraction (default: tolerances.PREPROCESS_MIN_TOP1_AGREEMENT)", parse.fraction, None,
+           metavar="F"),
     Option("labels", "Class names in index order, one a line (timm's --class-map format), for an image folder whose "
-           "sub-folders are named by class name", _file, None, metavar="FILE"),
+           "sub-folders are named by class name", parse.existing_file, None, metavar="FILE"),
     Option("image-size", "Input size(s) to check, a comma list of pixels (default: the model's own); the export gets "
            "dynamic height and width", _axis("parse_image_sizes"), (), metavar="224,288"),
     Option("simplifier", "Simplifier(s) run on the export, each its own item, a comma list of " + ", ".join(SIMPLIFIERS) +
            " (default: none); one not installed is skipped with the pip install that brings it",
            _axis("choice_list", *SIMPLIFIERS), ("none",), metavar="none,onnxslim,onnxsim"),
     Option("embed-preprocessing", "Also check the file with timm's eval transform embedded in the graph (uint8 pixels in)",
-           _bool, False, "bool"),
+           parse.boolean, False, "bool"),
     Option("atol", "Absolute logits tolerance; give with --onnx-parity-rtol (default: 5e-4 x logit RMS for float32)",
-           _nonneg_float, None, metavar="X"),
-    Option("rtol", "Relative logits tolerance; give with --onnx-parity-atol (default: 1e-4 for float32)", _nonneg_float, None, metavar="X"),
-    Option("seed", "Seed of random weights and batches (default: 0)", _int_range(0, 2**32 - 1), 0, metavar="N"),
+           parse.nonneg_float, None, metavar="X"),
+    Option("rtol", "Relative logits tolerance; give with --onnx-parity-atol (default: 1e-4 for float32)", parse.nonneg_float, None, metavar="X"),
+    Option("seed", "Seed of random weights and batches (default: 0)", parse.int_range(0, 2**32 - 1), 0, metavar="N"),
     Option("images", "Folder of real images, searched recursively; an ImageFolder tree of ImageNet classes also gives "
-           "accuracies (default: the bundled sample photos)", _image_dir, None, metavar="DIR"),
-    Option("cache-dir", "Where exports are cached (default: onnx-parity in pytest's cache dir)", _path, None, metavar="DIR"),
-    Option("no-cache", "Export afresh and keep nothing", _bool, False, "bool"),
-    Option("report", "Write the JSON report to PATH", _path, None, metavar="PATH"),
+           "accuracies (default: the bundled sample photos)", parse.image_dir, None, metavar="DIR"),
+    Option("cache-dir", "Where exports are cached (default: onnx-parity in pytest's cache dir)", parse.path, None, metavar="DIR"),
+    Option("no-cache", "Export afresh and keep nothing", parse.boolean, False, "bool"),
+    Option("report", "Write the JSON report to PATH", parse.path, None, metavar="PATH"),
     Option("layers", "Per-layer comparison: always, on-failure or never (default: always)",
-           _choice(*LAYER_MODES), "always", metavar="always|on-failure|never"),
-    Option("layer-memory", "Memory budget for intermediate tensors of the per-layer comparison (default: 1GiB)", _size, None,
+           parse.choice(*LAYER_MODES), "always", metavar="always|on-failure|never"),
+    Option("layer-memory", "Memory budget for intermediate tensors of the per-layer comparison (default: 1GiB)", parse.size, None,
            metavar="SIZE"),
-    Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", _path, None, metavar="DIR"),
+    Option("plots", "Write a per-layer error plot (PNG) per model into DIR (needs matplotlib)", parse.path, None, metavar="DIR"),
     Option("max-accuracy-drop", "On a labelled image folder, fail when ONNX top-1 is worse than torch by more than this many "
-           f"percentage points (default: {MAX_ACCURACY_DROP_PP:g})", _nonneg_float, MAX_ACCURACY_DROP_PP, metavar="PP"),
+           f"percentage points (default: {MAX_ACCURACY_DROP_PP:g})", parse.nonneg_float, MAX_ACCURACY_DROP_PP, metavar="PP"),
     Option("int8-min-agreement", "int8 files: least top-1 agreement with torch on the real images, a fraction "
-           "(default: the int8 profile's 0.85, docs/precision.md)", _fraction, None, metavar="F"),
+           "(default: the int8 profile's 0.85, docs/precision.md)", parse.fraction, None, metavar="F"),
     Option("int8-max-accuracy-drop", "int8 files on a labelled folder: most top-1 accuracy lost against torch, in percentage "
-           "points (default: the int8 profile's 10, docs/precision.md)", _nonneg_float, None, metavar="PP"),
+           "points (default: the int8 profile's 10, docs/precision.md)", parse.nonneg_float, None, metavar="PP"),
     Option("test-time", "Use the models' test-time input size and crop (test_input_size, test_crop_pct) where they have them",
-           _bool, False, "bool"),
-    Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", _shard, None, metavar="K/N"),
+           parse.boolean, False, "bool"),
+    Option("shard", "Run only shard K of N of the model list (deterministic, balanced), e.g. 1/4", parse.shard, None, metavar="K/N"),
     Option("output", "Name of the logits (or embedding) output of a file with several outputs, or a comma list naming a "
            "features model's outputs in order (default: chosen by shape and order)",
-           _name, None, metavar="NAME"),
+           parse.name, None, metavar="NAME"),
     Option("data-config", "Data config fields that override the model's own (and a checkpoint's training args), "
            "key=value pairs of Python literals, e.g. mean=(0.5,0.5,0.5),std=(0.5,0.5,0.5),crop_pct=0.95",
-           _data_config, None, metavar="K=V,..."),
+           parse.data_config, None, metavar="K=V,..."),
     Option("weight-set", "Which weights of a timm train.py checkpoint that holds both: ema (its state_dict_ema, as "
-           "timm.create_model(checkpoint_path=) loads) or state_dict (default: ema)", _choice(*WEIGHT_SETS), "ema",
+           "timm.create_model(checkpoint_path=) loads) or state_dict (default: ema)", parse.choice(*WEIGHT_SETS), "ema",
            metavar="ema|state_dict"),
     Option("artifacts", "Write a reproducer bundle (ONNX file, inputs, outputs, reproduce.py) per failing model into DIR",
-           _path, None, metavar="DIR"),
+           parse.path, None, metavar="DIR"),
     Option("golden", "Golden references in DIR, one file per spec and variant: recorded when missing (check golden skipped, "
-           "saying where), else torch's and ONNX Runtime's outputs each compared with theirs", _path, None, metavar="DIR"),
-    Option("golden-update", "Rewrite the goldens of --onnx-parity-golden (after an intended change)", _bool, False, "bool"),
+           "saying where), else torch's and ONNX Runtime's outputs each compared with theirs", parse.path, None, metavar="DIR"),
+    Option("golden-update", "Rewrite the goldens of --onnx-parity-golden (after an intended change)", parse.boolean, False, "bool"),
 )
 
 
@@ -280,6 +160,9 @@ class Settings:
     runtime: tuple[str, ...] = ("onnxruntime",)
     preprocess: tuple[str, ...] = ("metadata",)
     labels: str | None = None
+    preprocess_max_logit_effect: float | None = None
+    preprocess_min_top1: float | None = None
+    rootdir: str | None = None  # pytest's rootdir: a relative module, command or tensor folder of --onnx-parity-preprocess
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -332,7 +215,7 @@ _SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings)) - set(_AXIS_FIELD
 
 
 #: options whose value is a path: from the ini file, a relative one is relative to the ini file's folder
-_PATH_PARSERS = (_path, _image_dir, _file)
+_PATH_PARSERS = (parse.path, parse.image_dir, parse.existing_file)
 
 
 def _ini_path(config: Any, value: Any) -> Any:
@@ -358,7 +241,7 @@ def add_options(parser: Any) -> None:
         dest = "onnx_parity_" + attr(opt.noun)
         if opt.ini_type == "bool":
             group.addoption(f"--onnx-parity-{opt.noun}", action="store_true", default=None, dest=dest, help=opt.help)
-            # read as text and parsed here (_bool): pytest 9.2 stops on a bad "bool" ini value with a message that
+            # read as text and parsed here (parse.boolean): pytest 9.2 stops on a bad "bool" ini value with a message that
             # names no key ("invalid truth value 'maybe'"); this way every pytest names the key and the fix
             parser.addini(dest, opt.help + " (ini: true or false)", type="string", default=None)
         else:
@@ -384,7 +267,7 @@ def resolve(config: Any) -> Settings:
                 raise SettingsError(f"ini key {dest}: bad value: {exc}; expected true or false") from None
             if opt.ini_type == "bool" and ini is not None and not isinstance(ini, bool):
                 try:
-                    ini = _bool(ini)
+                    ini = parse.boolean(ini)
                 except ValueError:
                     raise SettingsError(f"ini key {dest}: bad value {ini!r}: expected true or false "
                                         f"(or 1/0, yes/no, on/off)") from None
@@ -425,5 +308,8 @@ def resolve(config: Any) -> Settings:
             f"{sources['opset']}: bad value {low[0]}: the dynamo exporter writes opset 18 or newer; "
             "use --onnx-parity-exporter torchscript for older opsets"
         )
+    rootpath = getattr(config, "rootpath", None)
+    if rootpath is not None:
+        values["rootdir"] = str(rootpath)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)

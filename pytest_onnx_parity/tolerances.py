@@ -243,10 +243,10 @@ def precision_logits_tolerance(precision: str, expected: Any) -> tuple[float, fl
 def run_logits_tolerance(atol: float | None, rtol: float | None, precision: str,
                          expected: Any) -> tuple[float | None, float | None]:
     """A run's element-wise logits tolerance: the one given (atol and rtol together), else the
-    precision's profile for fp16, else ``(None, None)``: :func:`logits_tolerance`'s float32 defaults
+    precision's profile for fp16 (and a runtime's declared bf16), else ``(None, None)``: :func:`logits_tolerance`'s float32 defaults
     (fp32; and int8, whose logits are never compared with torch's, but whose batch check compares
     the file with itself)."""
-    if atol is not None or precision != "fp16":
+    if atol is not None or precision not in ("fp16", "bf16"):
         return atol, rtol
     return precision_logits_tolerance(precision, expected)
 

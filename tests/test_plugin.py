@@ -338,3 +338,44 @@ def test_relative_ini_paths_are_anchored_at_the_ini_file_and_options_at_the_cwd(
     s = resolve(config)
     assert s.report == str(tmp_path / "cfg" / "reports" / "r.json")
     assert s.artifacts == "/abs/bundles" and s.plots == "plots"
+
+
+def test_the_marker_refuses_tolerances_no_fixture_reads(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.onnx_parity(model="test_vit", atol=1e-3, rtol=1e-4)
+        def test_tol(data_config):
+            pass
+
+        @pytest.mark.onnx_parity(model="test_vit")
+        def test_ok(data_config):
+            assert data_config["input_size"] == [3, 160, 160]
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*onnx_parity got atol and rtol, which no fixture reads*assert_logits_close(expected, actual, atol=..., rtol=...)*"])
+
+
+def test_the_session_fixture_runs_on_the_markers_runtime(pytester: pytest.Pytester) -> None:
+    """ort_session opens the marker's runtime and level; a runtime that cannot start here skips, naming why."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.onnx_parity(model="test_resnet", exporter="torchscript", ort_opt="basic")
+        def test_level(ort_session):
+            assert ort_session.info().runtime == "onnxruntime"
+            assert ort_session.settings.ort_opt == "basic"
+
+        @pytest.mark.onnx_parity(model="test_resnet", exporter="torchscript",
+                                 provider="CUDAExecutionProvider(device_id=0)")
+        def test_missing_provider(ort_session):
+            raise AssertionError("must not run on the CPU")
+    """)
+    import onnxruntime
+
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():  # pragma: no cover - a GPU build
+        return
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*CUDAExecutionProvider*"])

@@ -204,7 +204,7 @@ def test_the_html_page_shows_each_models_data_config_and_its_source() -> None:
     page = render_html(report(known, unknown))
     row = next(r for r in page.split("<tr") if "vit_x" in r)
     assert "3x256x256, bicubic, crop 0.9 center, mean (0.485, 0.456, 0.406), std (0.5, 0.5, 0.5)" in row
-    assert "from pretrained_cfg" in row
+    assert "from timm" in row and "pretrained config of the name" in row
     crashed = next(r for r in page.split("<tr") if "crashed" in r)
     assert "<td>-</td>" in crashed and "from " not in crashed
     assert "<th>data config</th>" in page

@@ -190,13 +190,21 @@ def _sources() -> dict[str, str]:
 
 def test_one_onnx_loader() -> None:
     """Every ONNX file is read through onnxfile/io.py (reproduce.py runs where the package is not installed)."""
-    loads = {name for name, src in _sources().items() if re.search(r"\bonnx(_lib)?\.load(_model)?\(", src)}
+    pattern = (r"\bonnx(_lib)?\.(load(_model)?|load_from_string|load_model_from_string|utils\.extract_model)\(|"
+               r"\bModelProto\(\)\.ParseFromString|\.ParseFromString\(")
+    loads = {name for name, src in _sources().items() if re.search(pattern, src)}
     assert loads <= {"onnxfile/io.py", "reproduce.py"}, loads
 
 
 def test_one_session_builder() -> None:
-    builds = {name for name, src in _sources().items() if "InferenceSession(" in src or "SessionOptions(" in src}
-    assert builds <= {"runtime/session.py", "reproduce.py"}, builds
+    """Sessions are built only by the runners in runtime/ (Python onnxruntime's in runtime/ort.py), and run only
+    there: code outside runtime/ opens a runner (runtime.runner.open_runner) and runs it through runtime/."""
+    builds = {name for name, src in _sources().items() if "InferenceSession(" in src or "SessionOptions(" in src
+              or re.search(r"\bcompile_model\(|\bcore\.read_model\(", src)}
+    assert builds <= {"runtime/ort.py", "runtime/openvino.py", "reproduce.py"}, builds
+    runs = {name for name, src in _sources().items()
+            if re.search(r"\b(session|sess|runner|plain)\.(run|run_with_ort_values)\(", src)}
+    assert {n for n in runs if not n.startswith("runtime/")} <= {"reproduce.py"}, runs
 
 
 def test_no_class_name_checks() -> None:
@@ -290,7 +298,8 @@ def test_options_and_settings_share_one_field_list() -> None:
 
 def test_getting_started_names_every_path_and_boolean_ini_key() -> None:
     """The ini keys whose value is a path (relative to the ini file) and the boolean ones, as the settings define them."""
-    from pytest_onnx_parity.settings import _PATH_PARSERS, OPTIONS, _bool
+    from pytest_onnx_parity.settings import _PATH_PARSERS, OPTIONS
+    from pytest_onnx_parity.specs.values import boolean as _bool
 
     text = (PACKAGE.parent / "docs" / "getting-started.md").read_text(encoding="utf-8")
     paths = re.search(r"Paths in ini keys \((.*?)\)", text, re.S)

@@ -52,6 +52,7 @@ class PhotoTally:
     first_x: np.ndarray | None = None
     max_input_diff: float | None = None
     images: int = 0
+    sizes: set = field(default_factory=set)  # the photos' own sizes, when they went in as pixels (embedded)
     _t1: list[np.ndarray] = field(default_factory=list)  # torch's top-1 per photo
     _a1: list[np.ndarray] = field(default_factory=list)  # the file's
     _gap: list[np.ndarray] = field(default_factory=list)  # torch's logit at its class minus at the file's

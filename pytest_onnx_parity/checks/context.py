@@ -55,6 +55,14 @@ class CheckContext:
     actual: "np.ndarray | None" = None  # ONNX Runtime's on inputs.raw, the same way
     layout: "OutputLayout | None" = None  # the kind of output and where each output lies in expected/actual
     inconclusive: bool = False  # the logits check found the model ill-conditioned (float64 arbitration)
+    runtime_info: dict[str, Any] | None = None  # what ran the file (runtime.runner.RuntimeInfo.to_dict)
+    profile: str | None = None  # the precision judged by: the file's, or a lower one declared for the runtime (bf16)
+    precision_note: str | None = None  # the runtime computed lower than asked (checks/runtime_precision.py)
+
+    @property
+    def judged_precision(self) -> str:
+        """The precision profile this run is judged by (``tolerances.precision_profile``)."""
+        return self.profile or self.options.precision
 
     @property
     def session(self) -> "onnxruntime.InferenceSession":
@@ -81,4 +89,4 @@ class CheckContext:
         default; see :func:`~..tolerances.run_logits_tolerance`)."""
         from ..tolerances import run_logits_tolerance
 
-        return run_logits_tolerance(self.options.atol, self.options.rtol, self.options.precision, expected)
+        return run_logits_tolerance(self.options.atol, self.options.rtol, self.judged_precision, expected)

@@ -13,10 +13,7 @@ from ..tolerances import PRECISION_PROFILES, logit_rms
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import onnxruntime
-    import torch
 
-    from ..options import ParityOptions
     from ..runtime.outputs import OutputLayout
     from .context import CheckContext
 
@@ -34,7 +31,7 @@ def check(ctx: "CheckContext", pre: Any = None) -> CheckResult:
     from ..preprocessing.labels import Labels
     from ..runtime.forward import chosen_outputs
     from ..runtime.runner import RunSettings, open_runner
-    from .real_images import photo_set, preprocessor_for, stream
+    from .photos import photo_set, preprocessor_for, stream
 
     o = ctx.options
     pre = pre if pre is not None else preprocessor_for(ctx)

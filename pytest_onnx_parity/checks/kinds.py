@@ -222,6 +222,27 @@ def constant_output(expected: np.ndarray, layout: "OutputLayout") -> str | None:
     return None
 
 
+def file_constant(expected: np.ndarray, actual: np.ndarray, layout: "OutputLayout",
+                  runtime_info: dict[str, Any] | None = None) -> str | None:
+    """Why the file's outputs are no answer at all: all zero or constant where torch's vary (a runtime that
+    ran nothing, such as WebGPU on a float16 file without ``shader-f16``, returns zeros without an error);
+    the runtime's own reason named when it gave one. None when the file's outputs vary."""
+    info = runtime_info or {}
+    for seg, e in layout.parts(expected):
+        a = seg.take(actual)
+        fe, fa = e[np.isfinite(e)], a[np.isfinite(a)]
+        if not fe.size or float(fe.std()) < 1e-6 or (fa.size and float(fa.std()) > 1e-12 * max(1.0, float(np.abs(fa).max()))):
+            continue
+        what = "all zero" if fa.size and not np.any(fa) else f"constant ({float(fa.flat[0]) if fa.size else 'no finite value'})"
+        where = info.get("runtime", "the runtime")
+        backend = f" ({info['backend']})" if info.get("backend") else ""
+        reason = f" {info['precision_reason']}" if info.get("precision_reason") else ""
+        return (f"the file's {seg.label if len(layout.segments) > 1 else 'outputs'} on {where}{backend} are {what} "
+                f"where torch's vary (std {float(fe.std()):.3g}): the runtime computed nothing and said nothing.{reason} "
+                "This is never a pass, whatever the tolerance.")
+    return None
+
+
 def not_logits(layout: "OutputLayout", what: str) -> str:
     """The reason a class-based comparison (top-k, accuracy) does not apply to this layout."""
     return f"not run: the model returns {layout.describe()}, not class logits: {what} has no meaning here"

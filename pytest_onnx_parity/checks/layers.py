@@ -27,7 +27,7 @@ def check(ctx: CheckContext) -> CheckResult:
     kwargs: dict[str, Any] = {}
     if o.layer_memory is not None:
         kwargs["memory_budget"] = o.layer_memory
-    kwargs.update(precision_layer_tolerance(o.precision) if o.atol is None else {})
+    kwargs.update(precision_layer_tolerance(ctx.judged_precision) if o.atol is None else {})
     try:
         cmp = compare_layers(ctx.model, ctx.model_part or ctx.path, x[:1], settings=ctx.settings, **kwargs)
     except OnnxParityError as exc:

@@ -55,7 +55,7 @@ def ort_logits(ctx: CheckContext) -> np.ndarray:
 def check(ctx: CheckContext) -> CheckResult:
     from .arbitration import arbitrate
     from .conditioning import first_nonfinite_module
-    from .kinds import compare_outputs, constant_output
+    from .kinds import compare_outputs, constant_output, file_constant
 
     assert ctx.inputs is not None and ctx.expected is not None and ctx.actual is not None and ctx.layout is not None
     expected, actual, layout = ctx.expected, ctx.actual, ctx.layout
@@ -77,6 +77,9 @@ def check(ctx: CheckContext) -> CheckResult:
     constant = constant_output(expected, layout)
     if constant:
         return CheckResult("logits", "failed", constant, details)
+    flat = file_constant(expected, actual, layout, ctx.runtime_info)
+    if flat:
+        return CheckResult("logits", "failed", f"{flat}\n\n{cmp.message(title)}", details)
     if not cmp.passed:
         seg, worst = cmp.worst()
         part = seg if len(layout.segments) > 1 else None

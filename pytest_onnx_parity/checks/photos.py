@@ -18,6 +18,7 @@ of the model's config), what the file was fed, torch's outputs and the file's.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,15 @@ from ..errors import ImageError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..preprocessing.labels import Labels, Unlabelled
+    from .accuracy import PhotoTally
+    from .context import CheckContext
+
     from ..runtime.outputs import OutputLayout
     from ..runtime.runner import Runner
 
 BATCH = 16
+PROGRESS_EVERY_S = 10.0
 
 
 def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
@@ -104,12 +110,12 @@ class DeploymentPreprocessor(Preprocessor):
 
     per_image = False
 
-    def __init__(self, spec: str, data_config: dict[str, Any]) -> None:
+    def __init__(self, spec: str, data_config: dict[str, Any], rootdir: str | None = None) -> None:
         from ..preprocessing.deploy import open_preprocessor
 
         self.name = spec
         self.describe = f"your preprocessing {spec}"
-        self._pre = open_preprocessor(spec)
+        self._pre = open_preprocessor(spec, rootdir=rootdir)
         self._config = data_config
 
     def batch(self, paths: Sequence[Path], images: Sequence[Any]) -> np.ndarray:
@@ -198,3 +204,69 @@ class ShapeMismatch(Exception):
     def __init__(self, torch_shape: tuple[int, ...], fed_shape: tuple[int, ...], describe: str) -> None:
         super().__init__(f"{torch_shape} vs {fed_shape}")
         self.torch_shape, self.fed_shape, self.describe = torch_shape, fed_shape, describe
+
+
+def preprocessor_for(ctx: "CheckContext") -> "Preprocessor":
+    """The deployment side of this run: the deployment's own (``preprocess``), the embedded graph, or the file's
+    metadata through :func:`preprocess`."""
+    o = ctx.options
+    if (o.preprocess or "metadata") != "metadata":
+        config = dict(ctx.export.data_config or ctx.model_config)
+        if o.image_size is not None:
+            from ..preprocessing.dataconfig import sized_config
+
+            config = sized_config(config, o.image_size)
+        return DeploymentPreprocessor(o.preprocess, config, o.rootdir)
+    if ctx.embedded:
+        return EmbeddedPreprocessor()
+    return MetadataPreprocessor(ctx.path, o.test_time, o.image_size)
+
+
+def photo_set(ctx: "CheckContext") -> "Labels | Unlabelled":
+    """The run's photos, labelled or not (and why not): the ``images`` folder, else the bundled photos."""
+    from ..preprocessing.images import gate_image_paths
+    from ..preprocessing.labels import Unlabelled, read_labels
+
+    o = ctx.options
+    if not o.images:
+        return Unlabelled(gate_image_paths(None), "the bundled sample photos carry no labels")
+    return read_labels(o.images, num_classes=getattr(ctx.model, "num_classes", None), labels_file=o.labels)
+
+
+def stream(ctx: "CheckContext", pre: "Preprocessor", found: "Labels | Unlabelled", *,
+           extra_runners: dict[str, Any] | None = None,
+           keep: int | None = -1) -> "tuple[PhotoTally, Any, dict[str, PhotoTally]]":
+    """Every photo through both sides, tallied; ``extra_runners``: other runners of the same file fed the same
+    inputs (the int8 file at another optimisation level), each tallied on its own. Returns the tally, the output
+    layout and the extra tallies. ``keep``: how many photos' outputs are kept whole (-1: the default
+    :data:`~.accuracy.KEEP_IMAGES`; None: all, for the int8
+    verdict, which reads every photo's logits: photos x classes floats, never the photos themselves)."""
+    from ..preprocessing.labels import Labels
+    from .accuracy import PhotoTally
+
+    o = ctx.options
+    targets = found.targets if isinstance(found, Labels) else None
+    from .accuracy import KEEP_IMAGES
+
+    limit = KEEP_IMAGES if keep == -1 else keep if keep is not None else 10 ** 12
+    tally = PhotoTally(targets, keep=limit)
+    extras = {k: PhotoTally(targets, keep=limit) for k in (extra_runners or {})}
+    last = [time.perf_counter()]
+    total = len(found.paths)
+
+    def progress(done: int) -> None:
+        if time.perf_counter() - last[0] > PROGRESS_EVERY_S:
+            ctx.progress(f"real images {done}/{total}")
+            last[0] = time.perf_counter()
+
+    layout = None
+    for b in photo_batches(ctx.model, found.paths, pre, ctx.session, test_time=o.test_time, image_size=o.image_size,
+                           progress=progress):
+        layout = b.layout
+        tally.add(b.x, b.expected, b.actual, b.input_diff, classes=layout.kind == "logits")
+        if not pre.tensors:
+            tally.sizes.update(getattr(im, "size", None) for im in b.fed)
+        for name, runner in (extra_runners or {}).items():
+            extras[name].add(b.x, b.expected, run_file(runner, b.fed, pre.tensors), b.input_diff,
+                             classes=layout.kind == "logits")
+    return tally, layout, extras

@@ -51,8 +51,9 @@ def thresholds(options: Any) -> dict[str, float]:
             "min_top1_agreement": get("preprocess_min_top1", PREPROCESS_MIN_TOP1_AGREEMENT)}
 
 
-def check(ctx: CheckContext) -> CheckResult:
-    """The ``preprocessing`` check of a run (skipped without ``--onnx-parity-preprocess``)."""
+def check(ctx: CheckContext, real: CheckResult | None = None) -> CheckResult:
+    """The ``preprocessing`` check of a run (skipped without ``--onnx-parity-preprocess``); ``real``: the run's
+    real_images result (your preprocessing through the file end to end): when it failed, so does this check."""
     from ..preprocessing.deploy import open_preprocessor, parse_preprocess
 
     o = ctx.options
@@ -64,9 +65,14 @@ def check(ctx: CheckContext) -> CheckResult:
             return CheckResult(NAME, "skipped", "the file takes raw pixels (embedded preprocessing): there is no "
                                "deployment preprocessing to compare")
         pre = open_preprocessor(spec, rootdir=getattr(o, "rootdir", None))
-        return run_check(ctx, pre)
+        result = run_check(ctx, pre)
     except OnnxParityError as exc:
         return CheckResult(NAME, "error", str(exc), details={"preprocess": spec})
+    if real is not None and real.status == "failed" and result.status == "passed":
+        result.status = "failed"
+        result.message = (f"real_images fails end to end with your preprocessing through the file (see real_images): "
+                          f"{real.message.splitlines()[0]}\n{result.message}")
+    return result
 
 
 def run_check(ctx: CheckContext, pre: Any) -> CheckResult:

@@ -15,8 +15,6 @@ within its end-to-end tolerance, an embedding also by cosine and nearest neighbo
 """
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +22,6 @@ import numpy as np
 from ..errors import OnnxParityError
 from ..results import CheckResult
 from ..tolerances import E2E_ATOL_FACTOR, E2E_RTOL, logit_rms
-from .accuracy import KEEP_IMAGES
 from .photos import timm_eval_transform  # noqa: F401 - where callers have always found it
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,9 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .accuracy import PhotoTally
     from .context import CheckContext
     from .photos import Preprocessor
-
-PROGRESS_EVERY_S = 10.0
-
 
 def check(ctx: "CheckContext") -> CheckResult:
     """The real_images check of a run: the int8 verdict (:mod:`.int8`) for an int8 file, else end to end."""
@@ -46,6 +40,8 @@ def check(ctx: "CheckContext") -> CheckResult:
     if ctx.given_file and not ctx.export.data_config and not ctx.embedded and not deployment:
         return CheckResult("real_images", "skipped", "not run: the file carries no data config, so nothing says "
                            "how to preprocess a photo for it (see data_config)")
+    from .photos import preprocessor_for
+
     try:
         pre = preprocessor_for(ctx)
     except OnnxParityError as exc:
@@ -58,38 +54,10 @@ def check(ctx: "CheckContext") -> CheckResult:
     return check_real_images(ctx, pre)
 
 
-def preprocessor_for(ctx: "CheckContext") -> "Preprocessor":
-    """The deployment side of this run: the deployment's own (``preprocess``), the embedded graph, or the file's
-    metadata through :func:`preprocess`."""
-    from .photos import DeploymentPreprocessor, EmbeddedPreprocessor, MetadataPreprocessor
-
-    o = ctx.options
-    if (o.preprocess or "metadata") != "metadata":
-        config = dict(ctx.export.data_config or ctx.model_config)
-        if o.image_size is not None:
-            from ..preprocessing.dataconfig import sized_config
-
-            config = sized_config(config, o.image_size)
-        return DeploymentPreprocessor(o.preprocess, config)
-    if ctx.embedded:
-        return EmbeddedPreprocessor()
-    return MetadataPreprocessor(ctx.path, o.test_time, o.image_size)
-
-
-def photo_set(ctx: "CheckContext") -> "Labels | Unlabelled":
-    """The run's photos, labelled or not (and why not): the ``images`` folder, else the bundled photos."""
-    from ..preprocessing.images import gate_image_paths
-    from ..preprocessing.labels import Unlabelled, read_labels
-
-    o = ctx.options
-    if not o.images:
-        return Unlabelled(gate_image_paths(None), "the bundled sample photos carry no labels")
-    return read_labels(o.images, num_classes=getattr(ctx.model, "num_classes", None), labels_file=o.labels)
-
-
-def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float, float, str]:
+def e2e_tolerance(expected: np.ndarray, options: "ParityOptions", precision: str | None = None) -> tuple[float, float, str]:
     """``(atol, rtol, source)`` of the end-to-end logits: given, or the end-to-end default widened to the
-    precision's own profile for fp16 files (source empty when given)."""
+    precision's own profile for fp16 files and a runtime's declared bf16 (source empty when given);
+    ``precision``: the profile judged by (default: the file's)."""
     from ..tolerances import precision_logits_tolerance
 
     if options.atol is not None:
@@ -97,50 +65,16 @@ def e2e_tolerance(expected: np.ndarray, options: "ParityOptions") -> tuple[float
     scale = logit_rms(expected)  # of the finite values: float32 torch itself may overflow
     atol, rtol = E2E_ATOL_FACTOR * scale, E2E_RTOL
     source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
-    pair = precision_logits_tolerance(options.precision, expected) if options.precision == "fp16" else None
+    precision = precision or options.precision
+    pair = precision_logits_tolerance(precision, expected) if precision in ("fp16", "bf16") else None
     if pair is not None and pair[0] > atol:
         atol, rtol = pair[0], max(rtol, pair[1])
-        source = f"{options.precision} profile (tolerances.py), logit RMS {scale:.3g}"
+        source = f"{precision} profile (tolerances.py), logit RMS {scale:.3g}"
     return atol, rtol, source
 
 
-def stream(ctx: "CheckContext", pre: "Preprocessor", found: "Labels | Unlabelled", *,
-           extra_runners: dict[str, Any] | None = None,
-           keep: int | None = KEEP_IMAGES) -> "tuple[PhotoTally, Any, dict[str, PhotoTally]]":
-    """Every photo through both sides, tallied; ``extra_runners``: other runners of the same file fed the same
-    inputs (the int8 file at another optimisation level), each tallied on its own. Returns the tally, the output
-    layout and the extra tallies. ``keep``: how many photos' outputs are kept whole (None: all, for the int8
-    verdict, which reads every photo's logits: photos x classes floats, never the photos themselves)."""
-    from ..preprocessing.labels import Labels
-    from .accuracy import PhotoTally
-    from .photos import photo_batches, run_file
-
-    o = ctx.options
-    targets = found.targets if isinstance(found, Labels) else None
-    limit = keep if keep is not None else 10 ** 12
-    tally = PhotoTally(targets, keep=limit)
-    extras = {k: PhotoTally(targets, keep=limit) for k in (extra_runners or {})}
-    last = [time.perf_counter()]
-    total = len(found.paths)
-
-    def progress(done: int) -> None:
-        if time.perf_counter() - last[0] > PROGRESS_EVERY_S:
-            ctx.progress(f"real images {done}/{total}")
-            last[0] = time.perf_counter()
-
-    layout = None
-    for b in photo_batches(ctx.model, found.paths, pre, ctx.session, test_time=o.test_time, image_size=o.image_size,
-                           progress=progress):
-        layout = b.layout
-        tally.add(b.x, b.expected, b.actual, b.input_diff, classes=layout.kind == "logits")
-        for name, runner in (extra_runners or {}).items():
-            extras[name].add(b.x, b.expected, run_file(runner, b.fed, pre.tensors), b.input_diff,
-                             classes=layout.kind == "logits")
-    return tally, layout, extras
-
-
 def check_real_images(ctx: "CheckContext", pre: "Preprocessor") -> CheckResult:
-    from .photos import ShapeMismatch
+    from .photos import ShapeMismatch, photo_set, stream
 
     o = ctx.options
     found = photo_set(ctx)
@@ -160,7 +94,7 @@ def check_real_images(ctx: "CheckContext", pre: "Preprocessor") -> CheckResult:
         from .kinds import judge_real_images
 
         return judge_real_images(ctx.model, tally.kept_expected, tally.kept_actual, tally.first_x, layout,
-                                 lambda e: e2e_tolerance(e, o), o, images=tally.images, source=source,
+                                 lambda e: e2e_tolerance(e, o, ctx.judged_precision), o, images=tally.images, source=source,
                                  max_pix=tally.max_input_diff, labelled=_is_labelled(found), head=head)
     return judge_logits(ctx, tally, found, head=head, source=source)
 
@@ -180,7 +114,7 @@ def judge_logits(ctx: "CheckContext", tally: "PhotoTally", found: "Labels | Unla
 
     o = ctx.options
     e_all, a_all = tally.expected, tally.actual
-    atol, rtol, tol_source = e2e_tolerance(e_all, o)
+    atol, rtol, tol_source = e2e_tolerance(e_all, o, ctx.judged_precision)
     logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
     if tol_source:
         logits_cmp.tolerance_source = tol_source
@@ -192,6 +126,8 @@ def judge_logits(ctx: "CheckContext", tally: "PhotoTally", found: "Labels | Unla
                                "top1_agreement": top1["exact"], "top1_agreement_with_ties": top1["agreement"],
                                "max_input_diff": pix, "atol": atol, "rtol": rtol, "compared_images": len(e_all),
                                "preprocess": pre_name(o)}
+    if tally.sizes:  # raw photos of these sizes through the file's own preprocessing graph
+        details.update(distinct_sizes=len(tally.sizes), preprocessing="embedded")
     failures = []
     if not logits_cmp.passed:
         failures.append(logits_cmp.message(f"Logits on {len(e_all)} real images differ end to end (torch: timm's "
@@ -255,5 +191,3 @@ def _accuracy(ctx: "CheckContext", tally: "PhotoTally", found: "Labels | Unlabel
     return line
 
 
-def photo_paths(ctx: "CheckContext") -> list[Path]:
-    return photo_set(ctx).paths

@@ -40,6 +40,7 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
     r.output_kind = ctx.layout.kind
     try:
         ctx.actual = logits.ort_logits(ctx)
+        _what_ran(ctx, r)  # the runner is open: what ran is known
     except OnnxParityError as exc:
         checks.append(CheckResult("logits", "error", str(exc)))
         for name in ("topk", "batch_consistency"):
@@ -56,6 +57,11 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
             checks.append(topk.check(ctx))
         checks.append(_guarded("batch_consistency", lambda: batch_consistency.check(ctx)))
     checks.append(_guarded("real_images", lambda: real_images.check(ctx)))
+    if (o.preprocess or "metadata") != "metadata":  # the deployment's own preprocessing, against timm's
+        from . import preprocessing
+
+        real = checks[-1]
+        checks.append(_guarded("preprocessing", lambda: preprocessing.check(ctx, real)))
     checks.append(_guarded("headroom", lambda: headroom.check(ctx)))
     # an int8 file's verdict is its real images' (its logits are never compared element-wise)
     verdicts = ("real_images",) if o.precision == "int8" else ("logits", "topk", "batch_consistency")
@@ -69,10 +75,36 @@ def run_checks(ctx: CheckContext, r: ParityResult, *, given_file: bool) -> None:
         from . import golden
 
         checks.append(_guarded("golden", lambda: golden.check(ctx, r)))
+    if ctx.precision_note:  # the runtime computed in a lower precision than asked: the verdicts it moved say so
+        for c in checks:
+            if c.status == "failed" and c.name in ("logits", "topk", "batch_consistency", "real_images", "layers"):
+                c.message = f"{ctx.precision_note}\n\n{c.message}"
     weights.point_at_weights(checks)
     _figures(r)
     r.timings["checks_s"] = time.perf_counter() - t
     fold_status(r)
+
+
+def _what_ran(ctx: CheckContext, r: ParityResult) -> None:
+    """What the runner ran, on the context: its info, the precision profile to judge by, and the note when it ran
+    a lower precision than the file asks for (checks/runtime_precision.py)."""
+    from ..runtime.runner import RuntimeInfo
+    from .runtime_precision import effective_profile, precision_mismatch
+
+    ctx.runtime_info = r.runtime_info
+    if not r.runtime_info:
+        return
+    info = RuntimeInfo(**{k: r.runtime_info[k] for k in ("runtime", "backend", "precision", "precision_reason")
+                          if k in r.runtime_info})
+    declared = None
+    if info.runtime == "openvino":
+        from ..runtime.openvino import declared_precision
+
+        declared = declared_precision(ctx.settings)
+    ctx.profile = effective_profile(ctx.options.precision, info, declared)
+    ctx.precision_note = precision_mismatch(ctx.options.precision, info, declared)
+    if ctx.profile != ctx.options.precision:
+        r.runtime_info = {**r.runtime_info, "judged_at": ctx.profile}
 
 
 def fold_status(r: ParityResult) -> None:

@@ -76,12 +76,14 @@ def load_source(onnx_file: Any) -> Source:
                 "pass the path of the .onnx file instead"
             )
         return Source(onnx_file)
+    from ..onnxfile.io import load_onnx_bytes
+
     path = Path(onnx_file)
     if not path.is_file():
         raise OnnxFileError(f"ONNX file not found: {path}. Pass the path of an existing .onnx file.")
     try:
         data = path.read_bytes()
-        proto = onnx.load_from_string(data)
+        proto = load_onnx_bytes(data, what=str(path))
     except Exception as exc:
         raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     if not has_external_data(proto):

@@ -37,16 +37,13 @@ def write_embedded(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]")
 
 def extract_model_part(path: "str | os.PathLike[str]", dst: "str | os.PathLike[str]") -> Path:
     """The model part of an embedded file (its graph from the model's own input on), written to ``dst``."""
-    import onnx.utils
-
-    from .io import load_onnx_proto
+    from .io import extract_part, load_onnx_proto
     from .pregraph import embedded_info
 
     info = embedded_info(path) or {}
     proto = load_onnx_proto(path)
     outputs = [o.name for o in proto.graph.output]
-    onnx.utils.extract_model(str(path), str(dst), [info["model_input"]], outputs)
-    return Path(dst)
+    return extract_part(path, dst, [info["model_input"]], outputs)
 
 
 def run_embedded(

@@ -31,6 +31,29 @@ def load_onnx_proto(onnx_file: "str | os.PathLike[str] | onnx.ModelProto", *, we
         raise OnnxFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}). {repair_hint(path)}") from exc
 
 
+def load_onnx_bytes(data: bytes, *, what: str = "the model") -> "onnx.ModelProto":
+    """A serialised ONNX model parsed (the file's bytes, or a graph the package rewrote)."""
+    import onnx
+
+    try:
+        return onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise OnnxFileError(f"{what} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def extract_part(path: "str | os.PathLike[str]", dst: "str | os.PathLike[str]", inputs: list[str],
+                 outputs: list[str]) -> Path:
+    """The part of the file at ``path`` between ``inputs`` and ``outputs``, written to ``dst``
+    (``onnx.utils.extract_model``: it reads the file itself)."""
+    import onnx.utils
+
+    try:
+        onnx.utils.extract_model(str(path), str(dst), inputs, outputs)
+    except Exception as exc:
+        raise OnnxFileError(f"cannot cut {inputs} -> {outputs} out of {path}: {type(exc).__name__}: {exc}") from exc
+    return Path(dst)
+
+
 #: Bytes of weights above which an ONNX file keeps them in an external-data file (protobuf's limit is 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 

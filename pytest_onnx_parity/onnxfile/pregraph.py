@@ -260,8 +260,15 @@ def _info(t: EvalTransform, layout: str, input_name: str) -> dict[str, Any]:
 
 def embedded_info(onnx_file: "str | os.PathLike[str] | onnx.ModelProto | onnxruntime.InferenceSession") -> dict[str, Any] | None:
     """The embedded-preprocessing record of a file, session or model (layout, input, data config), or None."""
-    if hasattr(onnx_file, "get_modelmeta"):
+    if callable(getattr(onnx_file, "metadata", None)):  # a runner (runtime/runner.py)
+        raw = onnx_file.metadata().get(EMBEDDED_KEY)  # type: ignore[union-attr]
+    elif hasattr(onnx_file, "get_modelmeta"):
         raw = onnx_file.get_modelmeta().custom_metadata_map.get(EMBEDDED_KEY)  # type: ignore[union-attr]
+    elif getattr(onnx_file, "path", None) is not None and not isinstance(onnx_file, (str, bytes)) \
+            and not hasattr(onnx_file, "graph") and not hasattr(onnx_file, "__fspath__"):
+        from .io import read_metadata
+
+        raw = read_metadata(onnx_file.path).get(EMBEDDED_KEY)  # type: ignore[union-attr]
     else:
         from .io import read_metadata
 

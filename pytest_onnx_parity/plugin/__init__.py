@@ -13,9 +13,11 @@ from ..settings import Settings, SettingsError, add_options, resolve
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 MARKER_KEYWORDS = frozenset({
-    "model", "weights", "exporter", "opset", "seed", "atol", "rtol", "batch_size", "images", "test_time",
-    "model_args", "data_config",
+    "model", "weights", "exporter", "opset", "seed", "batch_size", "images", "test_time", "model_args", "data_config",
+    "runtime", "provider", "ort_opt",
 })
+#: keywords no fixture reads: a tolerance belongs to the assertion that compares, not to the marker
+MARKER_TOLERANCE_KEYWORDS = ("atol", "rtol")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +62,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("onnx_parity"):
+        tolerances = [k for k in MARKER_TOLERANCE_KEYWORDS if k in marker.kwargs]
+        if tolerances:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.onnx_parity got {' and '.join(tolerances)}, which no fixture reads: "
+                "give the tolerance to the comparison, assert_logits_close(expected, actual, atol=..., rtol=...) "
+                "(assert_topk_agreement takes them too), or to the gate: --onnx-parity-atol=... --onnx-parity-rtol=...")
         unknown = sorted(set(marker.kwargs) - MARKER_KEYWORDS)
         if unknown or marker.args:
             raise pytest.UsageError(
@@ -86,8 +94,8 @@ class _Store:
 
         s = self.settings
         opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter[0], "opset": s.opset[0] if s.opset else None, "seed": s.seed,
-                                "atol": s.atol, "rtol": s.rtol, "batch_size": DEFAULT_BATCH, "images": s.images,
-                                "test_time": s.test_time}
+                                "batch_size": DEFAULT_BATCH, "images": s.images, "test_time": s.test_time,
+                                "runtime": s.runtime[0], "provider": s.providers[0], "ort_opt": s.ort_opt[0]}
         marker = request.node.get_closest_marker("onnx_parity") if request is not None else None
         if marker is not None:
             opts.update(marker.kwargs)
@@ -135,10 +143,18 @@ class _Store:
         return self.exports[key]
 
     def session(self, opts: dict[str, Any]) -> Any:
+        """A runner on the export, on the marker's (else the options') runtime, provider and optimisation level."""
+        from ..errors import VariantSkip
+        from ..runtime.runner import RunSettings, open_runner, runtime_missing
+
         exp = self.export(opts)
-        key = str(exp.path)
+        settings = RunSettings(runtime=opts["runtime"], provider=opts["provider"], ort_opt=opts["ort_opt"])
+        key = (str(exp.path), settings)
         if key not in self.sessions:
-            self.sessions[key] = exp.session()
+            why = runtime_missing(settings)
+            if why:
+                raise VariantSkip(why)
+            self.sessions[key] = open_runner(exp.path, settings)
         return self.sessions[key]
 
 
@@ -211,5 +227,18 @@ def real_batch(request: pytest.FixtureRequest, _onnx_parity_store: _Store, data_
 
 @pytest.fixture
 def ort_session(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> Any:
-    """An ONNX Runtime CPU session on the marker model's export (one per export per session)."""
-    return _onnx_parity_store.session(_onnx_parity_store.options(request, {}))
+    """A runner on the marker model's export, with ONNX Runtime's session API (``get_inputs``, ``run``): Python
+    onnxruntime on the CPU unless the marker (``runtime=``, ``provider=``, ``ort_opt=``) or the options say otherwise;
+    one per export and runtime per session. A runtime not ready here skips the test, naming the install command
+    (fails it when ``CI`` is set: a CI that cannot start the runtime it tests is broken)."""
+    import os
+
+    from ..errors import VariantSkip
+
+    opts = _onnx_parity_store.options(request, {})
+    try:
+        return _onnx_parity_store.session(opts)
+    except VariantSkip as exc:
+        if os.environ.get("CI") and opts.get("runtime", "onnxruntime") != "onnxruntime":
+            pytest.fail(f"{exc} (CI is set: install it in the CI script)", pytrace=False)
+        pytest.skip(str(exc))

@@ -179,6 +179,7 @@ class GatePlugin:
             except OnnxParityError as exc:
                 raise pytest.UsageError(f"--onnx-parity-models: {exc}") from None
             check_up_front(specs, s.sources.get("models", "--onnx-parity-models"))
+            check_preprocessors(s)
             self._specs = specs
         return self._specs
 
@@ -274,8 +275,10 @@ class GatePlugin:
 
         for line in accuracy_lines(results):
             terminalreporter.write_line(line)
-        if self.settings.report:
-            terminalreporter.write_line(f"onnx-parity report: {self.settings.report}")
+        from ..report.written import written_paths_lines
+
+        for line in written_paths_lines(self.settings):
+            terminalreporter.write_line(line)
 
 
 def loaded_weights(specs: list[Any], default: str) -> str:
@@ -321,6 +324,22 @@ def check_up_front(specs: list[Any], where: str) -> None:
     if problems:
         sep = "\n  " if len(problems) > 1 else " "
         raise pytest.UsageError(f"{where}:{sep}{sep.join(problems)}")
+
+
+def check_preprocessors(settings: Settings) -> None:
+    """Each ``--onnx-parity-preprocess`` value opened before anything runs: a module or function that is not there,
+    a tensor folder that is missing, is a usage error naming it (a command is run only on the photos)."""
+    specs = [p for p in settings.preprocess if p != "metadata"]
+    if not specs:
+        return
+    from ..preprocessing.deploy import open_preprocessor
+
+    where = settings.sources.get("preprocess", "--onnx-parity-preprocess")
+    for text in specs:
+        try:
+            open_preprocessor(text, rootdir=settings.rootdir)
+        except OnnxParityError as exc:
+            raise pytest.UsageError(f"{where}: bad value {text!r}: {exc}") from None
 
 
 def crashed_entry(spec_text: str, settings: Settings, error: str, variant: Any = None) -> dict[str, Any]:

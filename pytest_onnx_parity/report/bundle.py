@@ -41,6 +41,7 @@ WEIGHTS_LIMIT = 256 * 2**20  # bytes of state dict written as weights.pt
 ONNX_NAME = "model.onnx"
 #: The reproducer, a module of this package (linted and tested as code), copied into each bundle.
 REPRODUCE_SCRIPT = Path(__file__).resolve().parents[1] / "reproduce.py"
+REPRODUCE_MJS = Path(__file__).resolve().parents[1] / "runtime" / "js" / "reproduce.mjs"
 
 
 def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
@@ -114,7 +115,13 @@ def _fill(run_state: Any, label: str, out: Path) -> None:
         elif saved is False:
             parts.problems.append(f"weights.pt: not written, the state dict exceeds {WEIGHTS_LIMIT >> 20} MB "
                                   "(the ONNX file holds the same weights)")
+    js = parts.attempt("reproduce.mjs", lambda: _js_reproducer(parts, run_state, x, outputs.get("torch")))
     meta = _meta(run_state, label, parts, outputs.get("torch"), input_name, names, onnx_file, module)
+    settings = getattr(run_state, "settings", None)
+    meta["runtime"] = str(settings.runtime) if settings is not None else "onnxruntime"
+    meta["runtime_info"] = getattr(result, "runtime_info", None)
+    if js is not None:
+        meta["js"] = js
     from ..results import jsonable
 
     (out / "bundle.json").write_text(json.dumps(jsonable(meta), indent=2, default=str) + "\n")
@@ -169,7 +176,8 @@ def _write_outputs(parts: _Parts, run_state: Any, x: Any, onnx_file: Path | None
             outputs["torch"] = t
     names = parts.attempt("the file's outputs", lambda: _output_names(run_state))
     if x is not None and onnx_file is not None:
-        got = parts.attempt("ONNX Runtime logits", lambda: _onnx_logits(onnx_file, x, names))
+        got = parts.attempt("ONNX Runtime logits",
+                            lambda: _onnx_logits(onnx_file, x, names, getattr(run_state, "settings", None)))
         if got is not None:
             input_name, outputs["onnx"] = got
     if outputs:
@@ -249,16 +257,42 @@ def _output_names(run_state: Any) -> list[str] | None:
     return chosen_outputs(run_state.session())
 
 
-def _onnx_logits(path: Path, x: Any, names: list[str] | None = None) -> tuple[str, Any]:
+def _onnx_logits(path: Path, x: Any, names: list[str] | None = None, settings: Any = None) -> tuple[str, Any]:
+    """The file's outputs on ``x`` on the run's runtime (``settings``; Python onnxruntime on the CPU when None)."""
     import numpy as np
 
     from ..runtime.outputs import flatten
-    from ..runtime.session import make_session
+    from ..runtime.runner import RunSettings, open_runner
+    from ..runtime.values import run_feeds
 
-    sess = make_session(path)
-    name = sess.get_inputs()[0].name
-    outs = sess.run(names or None, {name: x})
+    runner = open_runner(path, settings or RunSettings())
+    try:
+        name = runner.get_inputs()[0].name
+        outs = run_feeds(runner, names or None, {name: x})
+    finally:
+        runner.close()
     return name, np.asarray(flatten([np.asarray(o) for o in outs]) if names else outs[0])
+
+
+def _js_reproducer(parts: _Parts, run_state: Any, x: Any, torch_out: Any) -> dict[str, Any] | None:
+    """A failure on a JavaScript runtime also gets reproduce.mjs (Node.js, the runtime's npm package) with the
+    inputs and torch's outputs as raw float32 files it reads; its settings for bundle.json."""
+    import numpy as np
+
+    from ..axes import JS_RUNTIMES
+
+    settings = getattr(run_state, "settings", None)
+    if settings is None or settings.runtime_spec.name not in JS_RUNTIMES or x is None or torch_out is None:
+        return None
+    np.ascontiguousarray(x, dtype="<f4").tofile(parts.out / "inputs.f32")
+    np.ascontiguousarray(torch_out, dtype="<f4").tofile(parts.out / "torch.f32")
+    shutil.copyfile(REPRODUCE_MJS, parts.out / "reproduce.mjs")
+    parts.files += ["inputs.f32", "torch.f32", "reproduce.mjs"]
+    name = settings.runtime_spec.name
+    return {"package": "onnxruntime-node" if name == "onnxruntime-node" else "onnxruntime-web",
+            "runtime": str(settings.runtime), "input_file": "inputs.f32", "input_shape": list(np.shape(x)),
+            "torch_file": "torch.f32", "numThreads": settings.runtime_spec.opts.get("numThreads", 1),
+            "graphOptimizationLevel": settings.ort_opt}
 
 
 def _save_weights(model: Any, path: Path) -> bool:

@@ -315,7 +315,9 @@ def data_config_text(config: Any) -> str:
     for key in ("mean", "std"):
         if isinstance(config.get(key), (list, tuple)):
             parts.append(f"{key} (" + ", ".join(f"{float(v):.4g}" for v in config[key]) + ")")
-    rest = [k for k in config if k not in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")]
+    from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS
+
+    rest = [k for k in config if k not in DATA_CONFIG_FIELDS]
     parts += [f"{k} {config[k]}" for k in rest]
     return ", ".join(parts)
 
@@ -324,7 +326,9 @@ def _data_config_cell(entry: Mapping[str, Any]) -> str:
     """The HTML cell of an entry's data config and where it came from (``data_config_source``)."""
     e = html.escape
     source = entry.get("data_config_source")
-    where = f'<br><span class="note">from {e(str(source))}</span>' if source else ""
+    from ..preprocessing.dataconfig import source_words
+
+    where = f'<br><span class="note">from {e(source_words(source))}</span>' if source else ""
     return f"<td>{e(data_config_text(entry.get('data_config')))}{where}</td>"
 
 

@@ -116,10 +116,9 @@ def _read(core: Any, model: Any, ext_dir: str | None) -> tuple[Any, "onnx.ModelP
         return _read_path(core, path), proto, path
     data = model.SerializeToString() if hasattr(model, "SerializeToString") else bytes(model)
     try:
-        import onnx
+        from ..onnxfile.io import load_onnx_bytes
 
-        proto = onnx.ModelProto()
-        proto.ParseFromString(data)
+        proto = load_onnx_bytes(data)
         inits = {i.name for i in proto.graph.initializer}
         proto.graph.ClearField("initializer")  # the names are all that is kept
         kept = [v for v in proto.graph.input if v.name not in inits]
@@ -225,7 +224,14 @@ class OpenVinoRunner:
                                 "--onnx-parity-runtime onnxruntime to check the file itself, and report the operator "
                                 "OpenVINO names to OpenVINO") from exc
         io = _onnx_io(proto) if proto is not None else (_ov_io(compiled.inputs), _ov_io(compiled.outputs))
-        return cls(compiled, settings, device, compile_cfg, io)
+        runner = cls(compiled, settings, device, compile_cfg, io)
+        runner.path = path
+        runner.meta = {p.key: p.value for p in proto.metadata_props} if proto is not None else {}
+        return runner
+
+    def metadata(self) -> dict[str, str]:
+        """The file's ``metadata_props``."""
+        return dict(getattr(self, "meta", {}))
 
     @classmethod
     def missing(cls, settings: RunSettings) -> str | None:

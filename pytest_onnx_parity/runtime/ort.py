@@ -99,6 +99,13 @@ class OrtRunner:
     def get_outputs(self) -> Sequence[Any]:
         return self.session.get_outputs()
 
+    def metadata(self) -> dict[str, str]:
+        """The file's ``metadata_props``, as ONNX Runtime read them."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def get_modelmeta(self) -> Any:
+        return self.session.get_modelmeta()
+
     def get_providers(self) -> list[str]:
         return list(self.session.get_providers())
 

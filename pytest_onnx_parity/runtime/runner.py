@@ -15,7 +15,6 @@ named in :data:`RUNNERS`.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
@@ -24,7 +23,6 @@ from ..errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import onnx
 
 #: runtime name -> "module:Class" of its runner, imported when first used
 RUNNERS: dict[str, str] = {
@@ -35,9 +33,6 @@ RUNNERS: dict[str, str] = {
     "onnxruntime-web-webgpu": "pytest_onnx_parity.runtime.browser:BrowserRunner",
     "openvino": "pytest_onnx_parity.runtime.openvino:OpenVinoRunner",
 }
-
-ModelSource = "str | os.PathLike[str] | bytes | onnx.ModelProto"
-
 
 @dataclass(frozen=True)
 class Named:
@@ -196,6 +191,10 @@ class Runner(Protocol):
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, "np.ndarray"]) -> list["np.ndarray"]: ...
 
     def info(self) -> RuntimeInfo: ...
+
+    def metadata(self) -> dict[str, str]:
+        """The file's ``metadata_props`` (the runners without it are read from their ``path``)."""
+        ...
 
     def close(self) -> None: ...
 
