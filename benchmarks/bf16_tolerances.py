@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tolerances import DOC, weight_params  # noqa: E402  (the float32 benchmark's helpers)
 
 from pytest_onnx_parity import compare_layers, export_onnx, load_model  # noqa: E402
-from pytest_onnx_parity.onnxfile.precision import rel_error  # noqa: E402
+from pytest_onnx_parity.onnxfile.fp16 import rel_error  # noqa: E402
 from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config  # noqa: E402
 from pytest_onnx_parity.runtime.environment import cpu_info  # noqa: E402
 from pytest_onnx_parity.runtime.forward import random_batch, torch_forward  # noqa: E402

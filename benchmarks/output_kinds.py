@@ -13,7 +13,7 @@ atol / max abs diff. Then one layer's weights are scaled by 1.05 in the file
 (``testing.scale_layer_weights``) and the same figures are taken on that faulty file
 (fault / atol). For the embedding also 1 - the least per-sample cosine similarity
 (``checks/kinds.cosine_per_sample``) on the clean fp32 file, the faulty file and an fp16 file
-(``onnxfile/precision.to_fp16`` of the dynamo export). Finally ``check_parity`` with
+(``onnxfile/fp16.to_fp16`` of the dynamo export). Finally ``check_parity`` with
 ``layers="never"`` on the clean model and on each faulty file: the verdicts.
 
 Writes the block ``output-kinds`` of docs/tolerances.md (benchmarks/docblock.py), nothing else.
@@ -49,7 +49,7 @@ MODELS = [
 
 def compare(expected, actual, layout, precision: str = "fp32"):
     """Both sides as the ``logits`` check compares them, with the run's tolerance rule (no atol/rtol given)."""
-    from pytest_onnx_parity.checks.kinds import compare_outputs
+    from pytest_onnx_parity.checks.output_kinds import compare_outputs
     from pytest_onnx_parity.tolerances import run_logits_tolerance
 
     return compare_outputs(expected, actual, layout, lambda e: run_logits_tolerance(None, None, precision, e),
@@ -70,8 +70,8 @@ def measure_model(label: str, name: str, kwargs: dict[str, Any], layer: str, cac
     import onnx
 
     from pytest_onnx_parity import check_parity, export_onnx, load_model
-    from pytest_onnx_parity.checks.kinds import cosine_per_sample
-    from pytest_onnx_parity.onnxfile.precision import to_fp16
+    from pytest_onnx_parity.checks.output_kinds import cosine_per_sample
+    from pytest_onnx_parity.onnxfile.fp16 import to_fp16
     from pytest_onnx_parity.options import ParityOptions
     from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
     from pytest_onnx_parity.runtime.forward import choose_outputs, ort_forward, random_batch, torch_forward_layout

@@ -1,7 +1,7 @@
 """Evidence for the fp16 tolerances, and for the own-error tolerance of the per-layer check.
 
 For each model (random non-degenerate weights, dynamo export): the float32 export is
-converted by :func:`pytest_onnx_parity.onnxfile.precision.to_fp16` twice, with the fragile ops
+converted by :func:`pytest_onnx_parity.onnxfile.fp16.to_fp16` twice, with the fragile ops
 kept in float32 (the default) and with everything in float16 (``keep_fp32_ops=()``).
 *Clean* is max |fp16 - torch float32| / RMS of the torch logits on a seeded batch of 4;
 *fault* is the same figure for the default fp16 file with one layer's weights scaled by
@@ -40,7 +40,8 @@ from pytest_onnx_parity import check_parity, export_onnx, load_model  # noqa: E4
 from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config  # noqa: E402
 from pytest_onnx_parity.runtime.session import make_session  # noqa: E402
 from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward  # noqa: E402
-from pytest_onnx_parity.onnxfile.precision import PRECISION_PROFILES, first_nonfinite, rel_error, to_fp16  # noqa: E402
+from pytest_onnx_parity.onnxfile.fp16 import first_nonfinite, rel_error, to_fp16  # noqa: E402
+from pytest_onnx_parity.tolerances import PRECISION_PROFILES  # noqa: E402
 from pytest_onnx_parity.tolerances import LAYER_ATOL, LAYER_RTOL, precision_layer_tolerance  # noqa: E402
 
 from pytest_onnx_parity.testing import scale_layer_weights  # noqa: E402
@@ -183,7 +184,7 @@ def write_doc(rows: list[dict]) -> None:
     lines = ["## fp16 files", "",
              f"Measured by `benchmarks/precision_tolerances.py` ({time.strftime('%Y-%m-%d')}, {machine}, ONNX Runtime "
              "CPUExecutionProvider); random non-degenerate weights, dynamo export, converted by "
-             "`pytest_onnx_parity.onnxfile.precision.to_fp16`, a seeded batch of 4. Figures are max |fp16 - torch float32| / logit RMS.",
+             "`pytest_onnx_parity.onnxfile.fp16.to_fp16`, a seeded batch of 4. Figures are max |fp16 - torch float32| / logit RMS.",
              "*clean* keeps the fragile ops (`FP16_KEEP_FP32_OPS`) in float32, *clean, all fp16* converts them too;",
              f"*weakest 5% fault* is the smallest effect of one layer's weights scaled by {FAULT} (in the fp16 file) over "
              f"{N_LAYERS} layers spread across the depth; *gate names* is `check_parity` with its defaults on that faulty "

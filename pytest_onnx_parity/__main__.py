@@ -177,7 +177,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         settings = resolve(_ArgsConfig(args))
         spec = file_spec(args.model, args.file, default_weights=settings.weights)
-        from .model.create import check_model_args
+        from .model.constructor import check_model_args
 
         check_model_args(spec)
         options = ParityOptions.from_kwargs(**settings.parity_options(weights=spec.weights))

@@ -40,13 +40,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import MissingMetadataError, OnnxFileError, OnnxParityError, SpecError, VariantSkip
 from .options import ParityOptions
-from .checks.sequence import fold_status
+from .checks.order import fold_status
 from .results import ParityResult
 from .specs import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import onnxruntime
     import torch
 
     from .checks.context import CheckContext
@@ -279,7 +278,7 @@ class ParityRun:
             random_weights=spec is not None and spec.weights_kind == "random", progress=self.progress)
 
     def _run_checks(self) -> None:
-        from .checks.sequence import run_checks
+        from .checks.order import run_checks
 
         ctx = self._ctx = self._context()
         run_checks(ctx, self.result, given_file=self._given_file)

@@ -246,7 +246,7 @@ def given_file_variant(path: Path, precision: str, workdir: Callable[[], str]) -
     option gives way to the file's fp16 or int8); an embedded file's
     model part (what the per-layer check reads) is cut out into ``workdir()``."""
     from .onnxfile.pregraph import embedded_info
-    from .onnxfile.precision import file_precision
+    from .onnxfile.file_precision import file_precision
 
     said = file_precision(path)  # its metadata, else what its graph shows (a float16 file converted elsewhere)
     if precision == "fp32" and said in ("fp16", "int8"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_onnx_parity import check_parity, export_onnx, stamp_onnx
-from pytest_onnx_parity.onnxfile.precision import file_precision, graph_precision
+from pytest_onnx_parity.onnxfile.file_precision import file_precision, graph_precision
 
 
 @pytest.fixture(scope="module")

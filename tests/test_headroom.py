@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pytest_onnx_parity import check_parity, export_onnx, load_model
-from pytest_onnx_parity.onnxfile.precision import to_fp16
+from pytest_onnx_parity.onnxfile.fp16 import to_fp16
 
 PLANTED = "blocks.1.norm1"
 FAST = {"layers": "never", "batch_size": 2}

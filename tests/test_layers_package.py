@@ -11,7 +11,7 @@ import pytest_onnx_parity
 
 PACKAGE = Path(pytest_onnx_parity.__file__).parent / "layers"
 # each module may import only those before it (the package itself, __init__, comes last)
-ORDER = ["results", "scopes", "teacher", "probes", "headroom", "tracer", "runtime", "verdict", "api", "isolate", "blame", "reduce",
+ORDER = ["results", "scopes", "teacher", "probes", "headroom", "tracer", "onnx_values", "verdict", "api", "isolate", "blame", "reduce",
          "repro", "__init__"]
 
 

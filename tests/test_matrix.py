@@ -123,7 +123,7 @@ def test_merge_keeps_variants_apart_and_tables_show_varying_columns() -> None:
 def test_matrix_gives_one_item_per_variant(pytester: pytest.Pytester, export_cache: str) -> None:
     """2 models x 2 exporters x 2 precisions x 2 ORT levels = 16 items with distinct variants, plus a provider
     this build lacks: 16 more, each skipped with the reason. The fp16 entries' files hold float16 weights."""
-    pytest.importorskip("pytest_onnx_parity.onnxfile.precision")
+    pytest.importorskip("pytest_onnx_parity.onnxfile.fp16")
     import onnx
 
     result = gate(pytester, export_cache, "--onnx-parity-models", "test_resnet,test_vit",

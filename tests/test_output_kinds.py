@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from pytest_onnx_parity.checks.kinds import compare_outputs, nearest_neighbours
+from pytest_onnx_parity.checks.output_kinds import compare_outputs, nearest_neighbours
 from pytest_onnx_parity.runtime.outputs import export_output_names, flatten, label_names, layout_of, output_kind
 from pytest_onnx_parity.tolerances import MIN_NEIGHBOUR_SAMPLES, min_cosine, neighbour_tie
 

@@ -70,7 +70,7 @@ def test_boundaries_stop_at_the_values_of_other_modules() -> None:
 
 @pytest.fixture(scope="module")
 def regnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, np.ndarray]:
-    from pytest_onnx_parity.onnxfile.precision import to_fp16
+    from pytest_onnx_parity.onnxfile.fp16 import to_fp16
 
     model = load_model("regnety_002")
     folder = tmp_path_factory.mktemp("regnet")

@@ -170,7 +170,7 @@ def test_a_checkpoint_that_does_not_fit_lists_keys_shapes_and_the_fitting_argume
 
 def test_an_argument_the_architecture_rejects_names_it_and_the_model() -> None:
     from pytest_onnx_parity import load_model
-    from pytest_onnx_parity.model.create import check_model_args
+    from pytest_onnx_parity.model.constructor import check_model_args
 
     with pytest.raises(SpecError, match="resnet18 does not take the model argument 'bogus'"):
         check_model_args(parse_spec("resnet18(bogus=1)"))

@@ -16,7 +16,9 @@ from pytest_onnx_parity.errors import OnnxParityError, SpecError
 from pytest_onnx_parity.runtime.session import make_session
 from pytest_onnx_parity.layers import compare_layers
 from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward
-from pytest_onnx_parity.onnxfile.precision import PRECISION_KEY, PRECISION_OPTIONS_KEY, PRECISION_PROFILES, PrecisionError, file_precision, logits_tolerance, precision_profile, to_fp16
+from pytest_onnx_parity.onnxfile.file_precision import PRECISION_KEY, PRECISION_OPTIONS_KEY, PrecisionError, file_precision, logits_tolerance
+from pytest_onnx_parity.onnxfile.fp16 import to_fp16
+from pytest_onnx_parity.tolerances import PRECISION_PROFILES, precision_profile
 from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
 from pytest_onnx_parity.checks.int8 import int8_verdict
 

@@ -83,7 +83,7 @@ def test_runtime_agrees_with_python_onnxruntime(runtime: str, resnet_file: Path,
 def test_float16_outputs_come_back_as_float16(runtime: str, resnet_file: Path, batch: np.ndarray,
                                               tmp_path: Path) -> None:
     require_runtime(runtime)
-    from pytest_onnx_parity.onnxfile.precision import to_fp16
+    from pytest_onnx_parity.onnxfile.fp16 import to_fp16
 
     fp16 = to_fp16(resnet_file, tmp_path / "fp16.onnx", keep_io_types=False)
     feeds = {k: v.astype(np.float16) for k, v in _feeds(resnet_file, batch).items()}

@@ -32,7 +32,7 @@ def check(ctx: CheckContext) -> CheckResult:
         cmp = compare_logits(batched[picks], singles, atol=atol, rtol=rtol)
         passed, max_diff, failing = cmp.passed, cmp.max_abs_diff, cmp.message(title)
     else:  # each output with the tolerance of its own magnitude
-        from .kinds import compare_parts
+        from .output_kinds import compare_parts
 
         parts = compare_parts(batched[picks], singles, ctx.layout, ctx.logits_tolerance)
         passed, max_diff = all(c.passed for _, c in parts), max(c.max_abs_diff for _, c in parts)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..onnxfile.precision import PrecisionError
+from ..onnxfile.file_precision import PrecisionError
 from ..results import CheckResult
 from ..tolerances import PRECISION_PROFILES, logit_rms
 
@@ -146,7 +146,7 @@ def int8_cosine_verdict(torch_out: Any, int8_out: Any, layout: "OutputLayout") -
     import numpy as np
 
     from ..tolerances import INT8_MIN_COSINE
-    from .kinds import cosine_per_sample
+    from .output_kinds import cosine_per_sample
 
     e, a = np.asarray(torch_out, dtype=np.float64), np.asarray(int8_out, dtype=np.float64)
     if e.shape != a.shape or e.ndim != 2:

@@ -6,7 +6,7 @@ do not pass, and a failed comparison goes to float64 arbitration (:mod:`.arbitra
 
 The check keeps its name for every output kind (:mod:`..runtime.outputs`): an embedding is
 also judged by cosine similarity and nearest neighbours, features output by output, each
-with the tolerance of its own magnitude (:mod:`.kinds`).
+with the tolerance of its own magnitude (:mod:`.output_kinds`).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def ort_logits(ctx: CheckContext) -> np.ndarray:
 def check(ctx: CheckContext) -> CheckResult:
     from .arbitration import arbitrate
     from .conditioning import first_nonfinite_module
-    from .kinds import compare_outputs, constant_output, file_constant
+    from .output_kinds import compare_outputs, constant_output, file_constant
 
     assert ctx.inputs is not None and ctx.expected is not None and ctx.actual is not None and ctx.layout is not None
     expected, actual, layout = ctx.expected, ctx.actual, ctx.layout

@@ -11,7 +11,7 @@ end-to-end tolerance and their top-k classes, and top-1 agreement over every pho
 from torch's by more than ``max_accuracy_drop`` percentage points either way: accuracy adds to the
 comparison, it never replaces it. An embedding or features have no classes: each output is compared
 within its end-to-end tolerance, an embedding also by cosine and nearest neighbours
-(:func:`.kinds.judge_real_images`).
+(:func:`.output_kinds.judge_real_images`).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def check_real_images(ctx: "CheckContext", pre: "Preprocessor") -> CheckResult:
         return CheckResult("real_images", "skipped", f"no images to compare in {source}")
     head = f"{tally.images} real images end to end ({pre.describe})"
     if layout.kind != "logits":  # an embedding or features: each output, no classes
-        from .kinds import judge_real_images
+        from .output_kinds import judge_real_images
 
         return judge_real_images(ctx.model, tally.kept_expected, tally.kept_actual, tally.first_x, layout,
                                  lambda e: e2e_tolerance(e, o, ctx.judged_precision), o, images=tally.images, source=source,

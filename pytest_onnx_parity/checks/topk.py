@@ -14,7 +14,7 @@ from .context import CheckContext
 def check(ctx: CheckContext) -> CheckResult:
     from ..compare import compare_topk
     from ..runtime.outputs import label_names
-    from .kinds import not_logits
+    from .output_kinds import not_logits
 
     assert ctx.expected is not None and ctx.actual is not None
     expected, actual, o = ctx.expected, ctx.actual, ctx.options

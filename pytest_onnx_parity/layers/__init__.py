@@ -17,7 +17,7 @@ Its modules, each importing only the ones before it in this list (tests/test_lay
 * :mod:`.headroom`: fp16 headroom: how close each module's values come to float16's limits, both sides.
 * :mod:`.tracer`: the torch side: hooks, which modules are compared (fusions, aliases, identities,
   shared modules) and the copies of their outputs.
-* :mod:`.runtime`: the file's side: every needed value in one run, end to end and teacher forced.
+* :mod:`.onnx_values`: the file's side: every needed value in one run, end to end and teacher forced.
 * :mod:`.verdict`: the statistics of each layer and its verdict (own error first, the growth rule
   without one), coverage.
 * :mod:`.api`: :func:`compare_layers`, :func:`assert_layers_close`, :func:`~.api.parse_memory`.

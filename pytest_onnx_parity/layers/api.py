@@ -1,7 +1,7 @@
 """The per-layer check: :func:`compare_layers` and :func:`assert_layers_close`.
 
 One pass each side: torch runs one forward with hooks (:mod:`.tracer`), ONNX Runtime
-one run computing every needed value (:mod:`.runtime`); each pair is measured and
+one run computing every needed value (:mod:`.onnx_values`); each pair is measured and
 judged (:mod:`.verdict`).
 
 Memory: the copies of the intermediate tensors (torch side and ONNX Runtime side
@@ -21,7 +21,7 @@ from ..errors import OnnxParityError, ParityFailure, SpecError
 from ..tolerances import LAYER_GROWTH, layer_tolerance
 from ..units import parse_size
 from .results import DEFAULT_MEMORY_BUDGET, LayerComparison, LayerResult, Uncompared, failure_message
-from .runtime import ort_nbytes, run_onnx
+from .onnx_values import ort_nbytes, run_onnx
 from .scopes import GraphScopes, Source, graph_input, load_source
 from .tracer import Tracer
 from .verdict import judge, measure

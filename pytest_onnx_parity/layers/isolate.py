@@ -89,7 +89,7 @@ def cut_module(
 
     from ..onnxfile.io import load_onnx_proto
     from ..onnxfile.subgraph import extract_nodes, live_nodes, range_boundary
-    from .runtime import run_onnx
+    from .onnx_values import run_onnx
     from .scopes import FLOAT_TYPES, GraphScopes, graph_input, load_source
 
     row = _row(comparison, layer)

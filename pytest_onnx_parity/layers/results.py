@@ -232,7 +232,7 @@ class LayerComparison:
             f"most atol + rtol * rms(torch activation), atol={self.atol:g}, rtol={self.rtol:g}"
             + (f", each element also {self.elem_rtol:g} x its own magnitude" if self.elem_rtol else "")
             + "; 'max abs diff' "
-            f"includes what it inherited" + (f". {self.own_note}: without an own error (-) a layer is judged by the "
+            "includes what it inherited" + (f". {self.own_note}: without an own error (-) a layer is judged by the "
                                              f"growth rule, atol + rms * max(rtol, growth * upstream), growth="
                                              f"{self.growth:g}" if self.own_note else "")
         )

@@ -69,7 +69,7 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
 
     from ..preprocessing.dataconfig import spec_inputs
     from ..specs import with_model_args
-    from .create import create, create_pretrained
+    from .constructor import create, create_pretrained
 
     if isinstance(spec, str):
         spec = parse_spec(spec, default_weights=weights or "random")
@@ -193,7 +193,7 @@ def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "tor
 
     from ..preprocessing.dataconfig import resolve_data_config
     from ..preprocessing.decode import CHANNEL_MODES
-    from .create import first_line
+    from .constructor import first_line
 
     noise = calibration_input(model, gen, batch=2)
     cfg = resolve_data_config(model)

@@ -44,7 +44,6 @@ __all__ = [
     "embed_preprocessing",
     "embedded_info",
     "preprocessing_graph",
-    "run_embedded",
 ]
 
 #: Metadata key of a file whose graph starts with the preprocessing (value: JSON).

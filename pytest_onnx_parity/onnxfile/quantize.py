@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .precision import PrecisionError, _load_source, _require_float32, save_variant
+from .file_precision import PrecisionError, _load_source, _require_float32, save_variant
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["INT8_MODES", "Int8Verdict", "calibration_images", "compare_opt_levels", "int8_reduce_range_choice",
-           "int8_verdict", "to_int8"]
+__all__ = ["INT8_MODES", "calibration_images", "int8_reduce_range_choice", "to_int8"]
 
 INT8_MODES = ("static", "dynamic")
 
@@ -147,7 +146,7 @@ def to_int8(
                         "activations": activations if mode == "static" else "uint8 (dynamic)",
                         "weights": "int8 (7-bit range)" if reduce_range else "int8",
                         "convert_s": round(time.perf_counter() - t0, 3)})
-        from .precision import _version
+        from .file_precision import _version
 
         options["onnxruntime"] = _version("onnxruntime")
         return save_variant(quantized, dst_onnx, props, "int8", options)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VariantSkip
-from .precision import PRECISIONS
+from .file_precision import PRECISIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..options import ParityOptions
@@ -22,12 +22,12 @@ def int8_format(reduce_range: bool) -> str:
 
 def convert_precision(src: Path, dst: Path, precision: str, *, images: str | None = None,
                       reduce_range: bool | None = None) -> None:
-    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into precision.py and quantize.py.
+    """Write the ``precision`` version of the float32 file ``src`` to ``dst``: the one call into fp16.py and quantize.py.
 
     ``reduce_range`` (int8): 7-bit weights; ``None`` follows ONNX Runtime's advice for this CPU
     (:func:`pytest_onnx_parity.runtime.environment.int8_reduce_range`)."""
     if precision == "fp16":
-        from .precision import to_fp16
+        from .fp16 import to_fp16
 
         to_fp16(src, dst)
     elif precision == "int8":

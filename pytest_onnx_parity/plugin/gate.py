@@ -314,7 +314,7 @@ def check_up_front(specs: list[Any], where: str) -> None:
                 problems.append(f"cannot check the model names: {exc}")
                 break
     if not problems:
-        from ..model.create import check_model_args
+        from ..model.constructor import check_model_args
 
         for spec in specs:
             try:

@@ -101,7 +101,7 @@ def is_fp16_file(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], pa
         return True
     if path is None:
         return False
-    from ..onnxfile.precision import file_precision
+    from ..onnxfile.file_precision import file_precision
 
     return file_precision(path) == "fp16"
 

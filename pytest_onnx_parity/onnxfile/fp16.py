@@ -1,9 +1,10 @@
-"""Deployment precisions: float16 variants of a float32 export, and the tolerance of each precision.
+"""float16 variants of a float32 export, and where a float16 file first overflows.
 
 A deployment often runs a float16 or int8 file made from the float32 export. Their
 error against the torch float32 model is orders of magnitude above float32's
-rounding, so each precision has its own profile (:data:`PRECISION_PROFILES`, the one
+rounding, so each precision has its own profile (:data:`~..tolerances.PRECISION_PROFILES`, the one
 place its figures live) and int8 its own verdict (:func:`pytest_onnx_parity.checks.int8.int8_verdict`).
+What precision a file is, and how a variant records it, is :mod:`.file_precision`; int8 is :mod:`.quantize`.
 
 float16
 -------
@@ -17,43 +18,26 @@ float32 behind Cast nodes; every other float initializer becomes float16. Why th
 converter and not onnxconverter-common or a half-precision export: docs/precision.md.
 
 The file keeps the source's ``metadata_props`` (data config, provenance) and gains
-:data:`PRECISION_KEY` (``"fp16"``) and :data:`PRECISION_OPTIONS_KEY` (how it was made).
+:data:`~.file_precision.PRECISION_KEY` (``"fp16"``) and :data:`~.file_precision.PRECISION_OPTIONS_KEY`
+(how it was made).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable
 
-from ..axes import PRECISIONS
-from ..errors import OnnxParityError
-from ..tolerances import PRECISION_PROFILES, PrecisionProfile, logit_rms, precision_profile
-from .io import external_files, save_onnx
+from ..tolerances import logit_rms
+from .file_precision import PrecisionError, _load_source, _require_float32, _version, save_variant
+from .io import external_files
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import onnx
 
-__all__ = [
-    "FP16_KEEP_FP32_OPS",
-    "PRECISIONS",
-    "PRECISION_KEY",
-    "PRECISION_OPTIONS_KEY",
-    "PRECISION_PROFILES",
-    "PrecisionError",
-    "PrecisionProfile",
-    "file_precision",
-    "first_nonfinite",
-    "logits_tolerance",
-    "precision_profile",
-    "to_fp16",
-]
-
-PRECISION_KEY = "onnx_parity.precision"
-PRECISION_OPTIONS_KEY = "onnx_parity.precision_options"
+__all__ = ["FP16_KEEP_FP32_OPS", "first_nonfinite", "rel_error", "to_fp16"]
 
 #: Ops :func:`to_fp16` keeps in float32 by default, besides ONNX Runtime's own block list:
 #: where float16 overflows (a sum of squares over 65504: LayerNorm of activations above ~256)
@@ -63,90 +47,6 @@ FP16_KEEP_FP32_OPS: tuple[str, ...] = (
     "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
     "Pow", "Sqrt", "Reciprocal",
 )
-
-
-class PrecisionError(OnnxParityError, ValueError):
-    """An unknown precision, a file that cannot be converted, or a conversion that needs more input."""
-
-
-
-
-def logits_tolerance(precision: str, expected: "np.ndarray") -> tuple[float, float]:
-    """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``."""
-    from ..tolerances import precision_logits_tolerance
-
-    return precision_logits_tolerance(precision, expected)
-
-
-# --------------------------------------------------------------------------- files
-
-
-def file_precision(path: "str | os.PathLike[str]") -> str:
-    """The precision recorded in a file's metadata, else the one its graph shows (:func:`graph_precision`)."""
-    from .io import read_metadata
-
-    said = read_metadata(Path(path)).get(PRECISION_KEY)
-    return said if said else graph_precision(path)
-
-
-def graph_precision(path: "str | os.PathLike[str]") -> str:
-    """The precision a file's graph shows, for files whose metadata does not say (converted elsewhere):
-
-    ``int8`` when it quantises (a ``DequantizeLinear`` of 8-bit integers, ``QLinear*`` or ``*Integer`` ops, as
-    ``onnxruntime.quantization`` writes them); else ``fp16`` when most of its float weights (by element count,
-    initializers and constants) are float16, as onnxruntime's and onnxconverter-common's
-    ``convert_float_to_float16`` leave a file, with ``keep_io_types`` either way; else ``fp32``.
-    Read from the graph without loading external weights (their types and shapes are in the graph).
-    """
-    import math
-
-    import onnx
-
-    from .io import load_onnx_proto
-
-    graph = load_onnx_proto(path).graph
-    init = {t.name: t for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type.startswith("QLinear") or node.op_type.endswith("Integer"):
-            return "int8"
-        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in init \
-                and init[node.input[0]].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
-            return "int8"
-    counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
-    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
-                                         if a.name == "value" and a.HasField("t")]
-    for t in tensors:
-        if t.data_type in counts:
-            counts[t.data_type] += math.prod(t.dims) if t.dims else 1
-    return "fp16" if counts[onnx.TensorProto.FLOAT16] > counts[onnx.TensorProto.FLOAT] else "fp32"
-
-
-def _load_source(src: "str | os.PathLike[str]") -> "onnx.ModelProto":
-    from .io import load_onnx_proto
-
-    return load_onnx_proto(src, weights=True)
-
-
-def _require_float32(proto: "onnx.ModelProto", src: Path, target: str) -> None:
-    props = {p.key: p.value for p in proto.metadata_props}
-    already = props.get(PRECISION_KEY)
-    if already and already != "fp32":
-        raise PrecisionError(f"{src} is already a {already} file; convert the float32 export to {target} instead")
-    floats = [t for t in proto.graph.initializer if t.data_type == 1]
-    if not floats:
-        raise PrecisionError(f"{src} has no float32 weights to convert to {target}: pass the float32 export")
-
-
-def save_variant(proto: "onnx.ModelProto", dst: "str | os.PathLike[str]", source_props: Mapping[str, str],
-                 precision: str, options: Mapping[str, Any], *, external: bool = False) -> Path:
-    """Write ``proto`` to ``dst`` atomically with ``source_props`` plus the precision entries."""
-    props = dict(source_props)
-    props[PRECISION_KEY] = precision
-    props[PRECISION_OPTIONS_KEY] = json.dumps(dict(options), sort_keys=True, default=str)
-    del proto.metadata_props[:]
-    for k, v in sorted(props.items()):
-        proto.metadata_props.add(key=k, value=v)
-    return save_onnx(proto, dst, external=external)
 
 
 def to_fp16(
@@ -243,15 +143,6 @@ def _refresh_value_info(proto: "onnx.ModelProto") -> None:
         except Exception:  # shapes are a convenience for other tools; ONNX Runtime infers its own
             return
         proto.graph.value_info.extend(inferred.graph.value_info)
-
-
-def _version(dist: str) -> str:
-    import importlib.metadata as md
-
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "missing"
 
 
 def _topological_sort(graph: "onnx.GraphProto") -> None:
