@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ImageError, SpecError
 from ..preprocessing.transform import ConfigLike, EvalTransform
-from .resample import FILTERS, GraphBuilder, apply_pass, resize_coefficients
+from .resample import FILTERS, GraphBuilder, resize_coefficients, two_passes
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -96,8 +96,18 @@ def _build(
     ``"cubic_a"`` (a = -0.75), ``"round"`` (round instead of Pillow's floor shift),
     ``"one_pass"`` (no uint8 rounding between the passes), ``"order"`` (the other pass first),
     ``"span"`` (each block of outputs reads one input too few)."""
-    from onnx import TensorProto, helper
+    _check_embeddable(t, layout)
+    g = GraphBuilder(prefix=prefix)
+    h_axis, w_axis, c_axis = (1, 2, 3) if layout == "NHWC" else (2, 3, 1)
+    height, width, new_h, new_w = _guarded_sizes(g, t, input_name, (h_axis, w_axis, c_axis), prefix)
+    kept = _crop_windows(g, t, height, width, new_h, new_w, fault)
+    rgb, kept = _read_touched_pixels(g, t, input_name, layout, (h_axis, w_axis, c_axis), kept)
+    image = _resize_in_pillows_order(g, t, rgb, kept, height, width, new_h, new_w, fault)
+    _pad_and_normalise(g, t, image, kept, output_name)
+    return _model(g, t, layout, input_name, output_name, opset, ir_version)
 
+
+def _check_embeddable(t: EvalTransform, layout: str) -> None:
     if layout not in LAYOUTS:
         raise EmbeddingError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if t.interpolation not in FILTERS:
@@ -105,16 +115,18 @@ def _build(
             f"interpolation {t.interpolation!r} cannot be embedded (Pillow's nearest is an affine transform, not a "
             f"convolution); embeddable: {', '.join(FILTERS)}. Ship the file without embedded preprocessing."
         )
-    g = GraphBuilder(prefix=prefix)
-    c = g.const
-    i64 = np.int64
-    h_axis, w_axis, c_axis = (1, 2, 3) if layout == "NHWC" else (2, 3, 1)
+
+
+def _guarded_sizes(g: GraphBuilder, t: EvalTransform, input_name: str, axes: tuple[int, int, int],
+                   prefix: str) -> tuple[str, str, str, str]:
+    """The input's height and width and its resized size, behind the guards whose names are the error."""
+    c, i64 = g.const, np.int64
     shape = g.op("Shape", input_name)
 
     def dim(axis: int) -> str:
         return g.op("Slice", shape, c([axis], i64), c([axis + 1], i64))
 
-    height, width, channels = dim(h_axis), dim(w_axis), dim(c_axis)
+    height, width, channels = (dim(axis) for axis in axes)
     channels_ok = g.op("Or", g.op("Equal", channels, c([3], i64)), g.op("Equal", channels, c([4], i64)))
     height = g.guard(channels_ok, height, prefix + GUARDS["channels"])
     not_empty = g.op("And", g.op("GreaterOrEqual", height, c([1], i64)), g.op("GreaterOrEqual", width, c([1], i64)))
@@ -123,10 +135,16 @@ def _build(
     new_h, new_w = _resized_size(g, t, height, width)
     fits = g.op("And", g.op("GreaterOrEqual", new_h, c([1], i64)), g.op("GreaterOrEqual", new_w, c([1], i64)))
     new_h = g.guard(fits, new_h, prefix + GUARDS["thin"])
+    return height, width, new_h, new_w
 
+
+def _crop_windows(g: GraphBuilder, t: EvalTransform, height: str, width: str, new_h: str, new_w: str,
+                  fault: str | None) -> dict[str, tuple]:
+    """Per axis (``"h"``, ``"w"``): the resize coefficients and source indices of the outputs the crop keeps,
+    how many, and the padding before and after where the image is smaller than the target."""
+    c, i64 = g.const, np.int64
     th, tw = t.input_size
     cubic_a = -0.75 if fault == "cubic_a" else -0.5
-    rounding = "Round" if fault == "round" else "Floor"
     kept = {}
     for axis, (size, new, target) in {"h": (height, new_h, th), "w": (width, new_w, tw)}.items():
         d = g.op("Sub", new, c([target], i64))
@@ -138,10 +156,17 @@ def _build(
         kk, index = resize_coefficients(g, t.interpolation, size, new, start, g.op("Add", start, count),
                                         cubic_a=cubic_a, short_span=fault == "span")
         kept[axis] = (kk, index, count, before, g.op("Sub", short, before))
+    return kept
 
+
+def _read_touched_pixels(g: GraphBuilder, t: EvalTransform, input_name: str, layout: str,
+                         axes: tuple[int, int, int], kept: dict[str, tuple]) -> tuple[str, dict[str, tuple]]:
+    """uint8 (N, C, h, w) of only the rows and columns the kept outputs touch (indices rise with the output),
+    luma for a 1-channel config; ``kept`` with its indices made relative to that window."""
+    c, i64 = g.const, np.int64
+    h_axis, w_axis, c_axis = axes
     kv, rows, n_rows, top, bottom = kept["h"]
     kh, cols, n_cols, left, right = kept["w"]
-    # read only the rows and columns the kept outputs touch (indices rise with the output)
     first_row, first_col = (g.op("Reshape", g.op("ReduceMin", ix), c([1], i64)) for ix in (rows, cols))
     last_row, last_col = (g.op("Reshape", g.op("ReduceMax", ix), c([1], i64)) for ix in (rows, cols))
     rows, cols = g.op("Sub", rows, first_row), g.op("Sub", cols, first_col)
@@ -152,40 +177,38 @@ def _build(
         rgb = _luma(g, rgb, c_axis)
     if layout == "NHWC":
         rgb = g.op("Transpose", rgb, perm=[0, 3, 1, 2])  # uint8 (N, C, h, w)
+    return rgb, {"h": (kv, rows, n_rows, top, bottom), "w": (kh, cols, n_cols, left, right)}
 
-    # Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest),
-    # uint8 between the passes. Pillow 13 resizes vertically first when the height shrinks by more than
-    # twice what the width shrinks (measured; its Resample.c picks the order). Both orders are If branches.
-    one_pass = fault == "one_pass"
-    branches = {}
-    for order in ("vertical_first", "horizontal_first"):
-        sub = g.sub()
-        dims = sub.op("Shape", rgb)
-        planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([t.channels], i64))  # N * C
-        first, second = (kv, rows, n_rows), (kh, cols, n_cols)
-        if order == "vertical_first":
-            x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
-        else:
-            first, second = second, first
-            x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
-        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first,
-                       rounding=None if one_pass else rounding)  # (a, N * 3 * B)
-        x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
-                   perm=[2, 0, 1])  # (B, a, N * 3)
-        x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
-        x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
-        x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
-        out = sub.op("Reshape", x, sub.op("Concat", c([-1, t.channels], i64), n_rows, n_cols, axis=0))
-        branches[order] = sub.subgraph(out, order)
+
+def _resize_in_pillows_order(g: GraphBuilder, t: EvalTransform, rgb: str, kept: dict[str, tuple], height: str,
+                             width: str, new_h: str, new_w: str, fault: str | None) -> str:
+    """The two resize passes, uint8 (N, C, oh, ow), in the order Pillow takes them.
+
+    Pillow 13 resizes vertically first when the height shrinks by more than twice what the width shrinks
+    (measured; its Resample.c picks the order). Both orders are If branches."""
+    c, i64 = g.const, np.int64
+    one_pass, rounding = fault == "one_pass", "Round" if fault == "round" else "Floor"
+    branches = {order: two_passes(g, rgb, t.channels, kept["h"][:3], kept["w"][:3], order, rounding=rounding,
+                                  one_pass=one_pass) for order in ("vertical_first", "horizontal_first")}
     shrink_h = g.op("Sub", height, new_h)
     shrink_w = g.op("Sub", width, new_w)
     vertical_first = g.op("And", g.op("Greater", shrink_h, c([0], i64)),
                           g.op("Greater", shrink_h, g.op("Mul", shrink_w, c([2], i64))))
     if fault == "order":
         vertical_first = g.op("Not", vertical_first)
-    image = g.op("If", g.op("Squeeze", vertical_first), then_branch=branches["vertical_first"],
-                 else_branch=branches["horizontal_first"])
+    return g.op("If", g.op("Squeeze", vertical_first), then_branch=branches["vertical_first"],
+                else_branch=branches["horizontal_first"])
 
+
+def _pad_and_normalise(g: GraphBuilder, t: EvalTransform, image: str, kept: dict[str, tuple],
+                       output_name: str) -> None:
+    """The crop's padding with the config's fill, then ToTensor and Normalize in float32, as preprocess's
+    lookup table computes them, into ``output_name``."""
+    from onnx import TensorProto
+
+    c, i64 = g.const, np.int64
+    top, bottom = kept["h"][3:]
+    left, right = kept["w"][3:]
     pads = g.op("Concat", c([0, 0], i64), top, left, c([0, 0], i64), bottom, right, axis=0)
     image = g.op("Cast", image, to=TensorProto.FLOAT)
     fill = t.fill
@@ -194,12 +217,17 @@ def _build(
         image = g.op("Add", g.op("Pad", g.op("Sub", image, fill_c), pads, c(0.0, np.float32)), fill_c)
     else:
         image = g.op("Pad", image, pads, c(0.0, np.float32))
-    # ToTensor and Normalize in float32, as preprocess's lookup table computes them
     scaled = g.op("Div", image, c(255.0, np.float32))
     mean = c(np.asarray(t.mean, np.float32).reshape(1, -1, 1, 1), np.float32)
     std = c(np.asarray(t.std, np.float32).reshape(1, -1, 1, 1), np.float32)
     g.op("Div", g.op("Sub", scaled, mean), std, out=output_name)
 
+
+def _model(g: GraphBuilder, t: EvalTransform, layout: str, input_name: str, output_name: str, opset: int,
+           ir_version: int) -> "onnx.ModelProto":
+    from onnx import TensorProto, helper
+
+    th, tw = t.input_size
     in_shape = ["N", "H", "W", "C"] if layout == "NHWC" else ["N", "C", "H", "W"]
     graph = helper.make_graph(
         g.nodes, "timm_eval_transform",

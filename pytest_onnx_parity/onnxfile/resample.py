@@ -43,11 +43,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["FILTERS", "GraphBuilder", "apply_pass", "fixed_point_round", "resize_coefficients"]
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+__all__ = ["FILTERS", "GraphBuilder", "apply_pass", "fixed_point_round", "resize_coefficients", "two_passes"]
 
 #: Pillow's filter supports, by timm's interpolation name.
 FILTERS: dict[str, float] = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
@@ -242,3 +245,32 @@ def fixed_point_round(g: GraphBuilder, s: str, *, rounding: str = "Floor") -> st
 
     c = g.const
     return g.op("Cast", g.op("Clip", g.op(rounding, g.op("Add", s, c(0.5))), c(0.0), c(255.0)), to=TensorProto.UINT8)
+
+
+def two_passes(g: GraphBuilder, rgb: str, channels: int, vertical: tuple[str, str, str],
+               horizontal: tuple[str, str, str], order: str, *, rounding: str = "Floor", one_pass: bool = False) -> "onnx.GraphProto":
+    """Both passes over uint8 ``rgb`` (N, C, h, w) in one ``order`` (``"vertical_first"`` or
+    ``"horizontal_first"``), as a subgraph of ``g`` whose output is uint8 (N, C, oh, ow). ``vertical`` and
+    ``horizontal`` are each pass's coefficients, source indices and output count (:func:`resize_coefficients`).
+    Each pass gathers whole rows along the axis it resizes, so that axis goes first: (h or w, the rest), uint8
+    between the passes (``one_pass``: not rounded between them, a planted fault)."""
+    c, i64 = g.const, np.int64
+    sub = g.sub()
+    dims = sub.op("Shape", rgb)
+    planes = sub.op("Mul", sub.op("Slice", dims, c([0], i64), c([1], i64)), c([channels], i64))  # N * C
+    first, second = vertical, horizontal
+    if order == "vertical_first":
+        x = sub.op("Transpose", rgb, perm=[2, 0, 1, 3])  # (h, N, 3, w): whole rows move
+    else:
+        first, second = second, first
+        x = sub.op("Transpose", rgb, perm=[3, 0, 1, 2])  # (w, N, 3, h)
+    x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *first,
+                   rounding=None if one_pass else rounding)  # (a, N * 3 * B)
+    x = sub.op("Transpose", sub.op("Reshape", x, sub.op("Concat", first[2], planes, c([-1], i64), axis=0)),
+               perm=[2, 0, 1])  # (B, a, N * 3)
+    x = apply_pass(sub, sub.op("Reshape", x, c([0, -1], i64)), *second, cast=not one_pass, rounding=rounding)
+    x = sub.op("Reshape", x, sub.op("Concat", second[2], first[2], planes, axis=0))  # (b, a, N * 3)
+    x = sub.op("Transpose", x, perm=[2, 1, 0] if order == "vertical_first" else [2, 0, 1])  # (N * 3, oh, ow)
+    out = sub.op("Reshape", x, sub.op("Concat", c([-1, channels], i64), vertical[2], horizontal[2], axis=0))
+    return sub.subgraph(out, order)
+
