@@ -265,7 +265,7 @@ def resolve(config: Any) -> Settings:
                 ini = config.getini(dest)
             except ValueError as exc:  # a bool key pytest cannot read ("maybe")
                 raise SettingsError(f"ini key {dest}: bad value: {exc}; expected true or false") from None
-            if opt.ini_type == "bool" and ini is not None and not isinstance(ini, bool):
+            if opt.ini_type == "bool" and ini not in (None, "", []) and not isinstance(ini, bool):
                 try:
                     ini = parse.boolean(ini)
                 except ValueError:

@@ -42,7 +42,8 @@ class ParityItem(pytest.Item):
         """Phases are timed for the report section; shown live with ``-v -s`` (output not captured)."""
         self.phases.append((phase, time.perf_counter()))
         config = self.config
-        if config.get_verbosity() > 0 and config.getoption("capture") == "no" and not hasattr(config, "workerinput"):
+        verbosity = config.get_verbosity() if hasattr(config, "get_verbosity") else config.getoption("verbose")  # pytest < 8
+        if verbosity > 0 and config.getoption("capture") == "no" and not hasattr(config, "workerinput"):
             tr = config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None:
                 tr.write(f" [{phase}]", cyan=True, flush=True)
