@@ -121,6 +121,7 @@ LAYERS = (
     ("rules and data", {"axes", "errors", "units", "tolerances", "files", "results", "reproduce"}),
 )
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 80
 MAX_TOP_LEVEL_MODULES = 15
 
 
@@ -176,6 +177,50 @@ def test_core_modules_never_import_the_pytest_layer() -> None:
 def test_no_module_is_too_long_to_read() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Each function (method, nested function) of ``source`` longer than ``limit`` lines, by its dotted name:
+    from its ``def`` line to the last line of its body, decorators excluded, nested functions counted in their
+    parent's lines too."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                lines = (child.end_lineno or child.lineno) - child.lineno + 1
+                if lines > limit:
+                    found[name] = lines
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_the_function_rule_finds_a_long_function() -> None:
+    """The rule on a planted source: a function one line over the limit (its decorator not counted), a method
+    and a nested function over it, beside one exactly at the limit."""
+    body = "    x = 1\n"
+    at_limit = "def fits():\n" + body * (MAX_FUNCTION_LINES - 1)
+    over = "@decorator\ndef long():\n" + body * MAX_FUNCTION_LINES
+    method = "class C:\n    def method(self):\n" + ("    " + body) * MAX_FUNCTION_LINES
+    nested = "def outer():\n    def inner():\n" + ("    " + body) * MAX_FUNCTION_LINES + "    return inner\n"
+    found = long_functions("\n".join([at_limit, over, method, nested]))
+    assert found == {"long": MAX_FUNCTION_LINES + 1, "C.method": MAX_FUNCTION_LINES + 1,
+                     "outer": MAX_FUNCTION_LINES + 3, "outer.inner": MAX_FUNCTION_LINES + 1}
+    assert long_functions(at_limit) == {}
+
+
+def test_no_function_is_too_long_to_read() -> None:
+    """No function of the package over MAX_FUNCTION_LINES lines: split it into named helpers that each do one thing."""
+    long = {f"{p.relative_to(PACKAGE)}:{name}": n for p in PACKAGE.rglob("*.py")
+            for name, n in long_functions(p.read_text(encoding="utf-8")).items()}
     assert long == {}
 
 

@@ -143,7 +143,6 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
     (a forward would update its statistics) or the forward fails.
     """
     import torch
-    from torch.overrides import TorchFunctionMode
     from ..model.privates import leaves_function
 
     tree_leaves = leaves_function()
@@ -153,96 +152,138 @@ def trace_weights(model: "torch.nn.Module", input_size: tuple[int, ...] | None =
         fallback.reason = "the model is in training mode"
         return fallback
     if input_size is None:
-        from ..preprocessing.dataconfig import resolve_data_config
-
-        try:
-            input_size = tuple(resolve_data_config(model)["input_size"])
-        except Exception:  # a plain torch module: timm's default
-            input_size = (3, 224, 224)
+        input_size = _default_input_size(model)
     param = next(model.parameters(), None)
     if param is None:
         return fallback
-    tracked = {n for n, p in model.named_parameters() if p.is_floating_point()}
-    tracked |= {n for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var")}
-    names = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    # id(constant) -> (the tensor, kept alive so its id is not reused; the tracked weights it derives from)
-    const: dict[int, tuple[Any, tuple[str, ...]]] = {
-        id(t): (t, (n,) if n in tracked else ()) for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    stack: list[str] = []
-    trace = WeightTrace("traced")
-    conv_out: dict[int, tuple[str, Any, _Operand, _Operand | None]] = {}  # id(output) -> (conv, output, w, b)
-    conv_funcs = {torch.conv1d, torch.conv2d, torch.conv3d, torch.nn.functional.linear}
-    recorded: set[int] = set()
-
-    def operand(t: Any) -> _Operand | None:
-        if not isinstance(t, torch.Tensor) or id(t) not in const:
-            return None  # not a weight (a kernel computed from the input)
-        return _Operand(t.detach().cpu().float().numpy(), const[id(t)][1])
-
-    def propagate(func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        if not all(id(t) in const for t in inputs):
-            return
-        covers = tuple(dict.fromkeys(c for t in inputs for c in const[id(t)][1]))
-        view = getattr(func, "__name__", "") in _VIEWS
-        for o in tree_leaves(out):
-            if isinstance(o, torch.Tensor) and id(o) not in const:
-                const[id(o)] = (o, covers)
-                if covers and not view and o.is_floating_point() and o.numel() > 1 and id(o) not in recorded:
-                    recorded.add(id(o))
-                    trace.computed.append(_Operand(o.detach().cpu().float().numpy(), covers))
-
-    class Recorder(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            if func in conv_funcs and len(args) >= 1 and isinstance(out, torch.Tensor):
-                wo = operand(args[1] if len(args) > 1 else kwargs.get("weight"))
-                if wo is not None:
-                    conv_out[id(out)] = (stack[-1] if stack else "", out, wo,
-                                         operand(args[2] if len(args) > 2 else kwargs.get("bias")))
-            elif func is torch.nn.functional.batch_norm:
-                pair(args, kwargs, stack[-1] if stack else "")
-            propagate(func, args, kwargs, out)
-            return out
-
-    def pair(args: tuple, kwargs: dict, bn: str) -> None:
-        params = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
-                          args))
-        params.update(kwargs)
-        x, mean, var = params.get("input"), params.get("running_mean"), params.get("running_var")
-        if params.get("training") or mean is None or var is None or id(x) not in conv_out or bn in trace.pairs:
-            return
-        conv, _, wo, bo = conv_out[id(x)]
-        covers = {role: names[id(t)] for role, t in (("running_mean", mean), ("running_var", var),
-                                                     ("weight", params.get("weight")), ("bias", params.get("bias")))
-                  if isinstance(t, torch.Tensor) and id(t) in names}
-        trace.pairs[bn] = conv
-        trace.folds.append(_Fold(conv, bn, wo, bo, _f64(mean), _f64(var), _f64(params.get("weight")),
-                                 _f64(params.get("bias")), float(params.get("eps", 1e-5)), covers))
-
-    def enter(name: str) -> Any:
-        return lambda module, args: stack.append(name)  # returns None: the input is kept
-
-    def leave(module: Any, args: Any, output: Any) -> None:  # must return None, or it replaces the output
-        if stack:
-            stack.pop()
-
-    handles = []
-    for name, mod in model.named_modules():
-        handles.append(mod.register_forward_pre_hook(enter(name)))
-        handles.append(mod.register_forward_hook(leave))
+    tracer = _Tracer(model, tree_leaves)
+    handles = tracer.hook_modules()
     try:
         x = torch.zeros((1, *input_size), dtype=param.dtype, device=param.device)
-        with torch.no_grad(), Recorder():
-            model(x)
+        tracer.forward(x)
     except Exception as exc:  # any model that cannot run this input: module order, and say why
         fallback.reason = f"a forward at input {tuple(input_size)} failed ({type(exc).__name__}: {exc})"[:300]
         return fallback
     finally:
         for h in handles:
             h.remove()
-    return trace
+    return tracer.trace
+
+
+def _default_input_size(model: "torch.nn.Module") -> tuple[int, ...]:
+    from ..preprocessing.dataconfig import resolve_data_config
+
+    try:
+        return tuple(resolve_data_config(model)["input_size"])
+    except Exception:  # a plain torch module: timm's default
+        return (3, 224, 224)
+
+
+class _Tracer:
+    """The bookkeeping of :func:`trace_weights`' one forward: which tensors are constants (and the tracked
+    weights each derives from), the module being run, each convolution's output and its operands."""
+
+    def __init__(self, model: "torch.nn.Module", tree_leaves: Any) -> None:
+        import torch
+
+        self.model, self.tree_leaves = model, tree_leaves
+        tracked = {n for n, p in model.named_parameters() if p.is_floating_point()}
+        tracked |= {n for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var")}
+        self.names = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
+        # id(constant) -> (the tensor, kept alive so its id is not reused; the tracked weights it derives from)
+        self.const: dict[int, tuple[Any, tuple[str, ...]]] = {
+            id(t): (t, (n,) if n in tracked else ()) for n, t in [*model.named_parameters(), *model.named_buffers()]}
+        self.stack: list[str] = []
+        self.trace = WeightTrace("traced")
+        self.conv_out: dict[int, tuple[str, Any, _Operand, _Operand | None]] = {}  # id(output) -> (conv, output, w, b)
+        self.conv_funcs = {torch.conv1d, torch.conv2d, torch.conv3d, torch.nn.functional.linear}
+        self.recorded: set[int] = set()
+
+    def operand(self, t: Any) -> _Operand | None:
+        import torch
+
+        if not isinstance(t, torch.Tensor) or id(t) not in self.const:
+            return None  # not a weight (a kernel computed from the input)
+        return _Operand(t.detach().cpu().float().numpy(), self.const[id(t)][1])
+
+    def propagate(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        import torch
+
+        inputs = [t for t in self.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if not all(id(t) in self.const for t in inputs):
+            return
+        covers = tuple(dict.fromkeys(c for t in inputs for c in self.const[id(t)][1]))
+        view = getattr(func, "__name__", "") in _VIEWS
+        for o in self.tree_leaves(out):
+            if isinstance(o, torch.Tensor) and id(o) not in self.const:
+                self.const[id(o)] = (o, covers)
+                if covers and not view and o.is_floating_point() and o.numel() > 1 and id(o) not in self.recorded:
+                    self.recorded.add(id(o))
+                    self.trace.computed.append(_Operand(o.detach().cpu().float().numpy(), covers))
+
+    def called(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        """What one torch function call shows: a convolution's output, a BatchNorm's input, new constants."""
+        import torch
+
+        if func in self.conv_funcs and len(args) >= 1 and isinstance(out, torch.Tensor):
+            wo = self.operand(args[1] if len(args) > 1 else kwargs.get("weight"))
+            if wo is not None:
+                self.conv_out[id(out)] = (self.stack[-1] if self.stack else "", out, wo,
+                                          self.operand(args[2] if len(args) > 2 else kwargs.get("bias")))
+        elif func is torch.nn.functional.batch_norm:
+            self.pair(args, kwargs, self.stack[-1] if self.stack else "")
+        self.propagate(func, args, kwargs, out)
+
+    def pair(self, args: tuple, kwargs: dict, bn: str) -> None:
+        import torch
+
+        params = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+                          args))
+        params.update(kwargs)
+        x, mean, var = params.get("input"), params.get("running_mean"), params.get("running_var")
+        if (params.get("training") or mean is None or var is None or id(x) not in self.conv_out
+                or bn in self.trace.pairs):
+            return
+        conv, _, wo, bo = self.conv_out[id(x)]
+        roles = (("running_mean", mean), ("running_var", var), ("weight", params.get("weight")),
+                 ("bias", params.get("bias")))
+        covers = {role: self.names[id(t)] for role, t in roles if isinstance(t, torch.Tensor) and id(t) in self.names}
+        self.trace.pairs[bn] = conv
+        self.trace.folds.append(_Fold(conv, bn, wo, bo, _f64(mean), _f64(var), _f64(params.get("weight")),
+                                      _f64(params.get("bias")), float(params.get("eps", 1e-5)), covers))
+
+    def hook_modules(self) -> list[Any]:
+        """Hooks that keep :attr:`stack` at the module being run; returns their handles."""
+        stack = self.stack
+
+        def enter(name: str) -> Any:
+            return lambda module, args: stack.append(name)  # returns None: the input is kept
+
+        def leave(module: Any, args: Any, output: Any) -> None:  # must return None, or it replaces the output
+            if stack:
+                stack.pop()
+
+        handles = []
+        for name, mod in self.model.named_modules():
+            handles.append(mod.register_forward_pre_hook(enter(name)))
+            handles.append(mod.register_forward_hook(leave))
+        return handles
+
+    def forward(self, x: "torch.Tensor") -> None:
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        tracer = self
+
+        class Recorder(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                tracer.called(func, args, kwargs, out)
+                return out
+
+        with torch.no_grad(), Recorder():
+            self.model(x)
 
 
 def weight_forms(tracked: dict[str, "np.ndarray"], model: "torch.nn.Module", trace: WeightTrace) -> list[Form]:

@@ -85,12 +85,9 @@ def cut_module(
 
     Raises :class:`OnnxParityError` naming the fix when there is no such row or no node carries it.
     """
-    import numpy as np
-
     from ..onnxfile.io import load_onnx_proto
     from ..onnxfile.subgraph import extract_nodes, live_nodes, range_boundary
-    from .onnx_values import run_onnx
-    from .scopes import FLOAT_TYPES, GraphScopes, graph_input, load_source
+    from .scopes import FLOAT_TYPES, GraphScopes
 
     row = _row(comparison, layer)
     given = hasattr(onnx_file, "SerializeToString")  # a ModelProto (compare_layers takes one too)
@@ -117,46 +114,16 @@ def cut_module(
     in_value = {r.name: _single_float_read(nodes, graph, r, inits, FLOAT_TYPES) for r in inner}
     captured = _torch_values(model, x, {(*r.fused, r.name)[0] for r in inner} | set(group),
                             {r.name for r in inner} | {row.name})
-
-    source = load_source(proto if path is None else path)
-    input_name, input_dtype = graph_input(source.proto)
-    x = np.ascontiguousarray(x).astype(input_dtype, copy=False)
     wanted = [*reads, row.onnx_value] + [r.onnx_value for r in inner] + [v for v in in_value.values() if v]
-    wanted = [v for v in dict.fromkeys(wanted) if v != input_name]
-    ort = {k: v.numpy() for k, v in run_onnx(source, input_name, x, wanted, graph.types, settings=settings).items()}
-    ort[input_name] = x
-    del source
-    feeds: dict[str, np.ndarray] = {}
-    sources: dict[str, str] = {}
-    candidates = [(m, k, a) for m in group for k, a in enumerate(captured["in"].get(m, []))]
-    for v in reads:
-        dtype = _np_dtype(graph.types.get(v, 1))
-        if graph.types.get(v, 1) in FLOAT_TYPES:
-            fits = [(m, k, a) for m, k, a in candidates if a.shape == ort[v].shape]
-            if fits:
-                m, k, a = min(fits, key=lambda c: float(np.max(np.abs(c[2] - ort[v].astype(np.float32)), initial=0)))
-                feeds[v] = a.astype(dtype)
-                sources[v] = f"torch: argument {k} of {m}"
-                continue
-            sources[v] = f"ONNX Runtime, whole-file run (torch has no tensor of shape {ort[v].shape} going into {group[0]})"
-        else:
-            sources[v] = "ONNX Runtime, whole-file run (not floating point: a shape or an index)"
-        feeds[v] = ort[v]
+    ort = _whole_file_values(proto if path is None else path, x, wanted, graph.types, settings)
+    feeds, sources = _boundary_feeds(reads, graph.types, ort, captured["in"], group)
     out = captured["out"].get(row.name)
     if out is None or out.shape != ort[row.onnx_value].shape:
         raise OnnxParityError(f"torch's output of {row.name} could not be captured at the shape of ONNX value "
                               f"{row.onnx_value!r}, so the module cannot be cut out with torch's values; pass layer= "
                               "a module that returns one tensor and is called once")
     anchors = {v: feeds[v] for v in reads if sources[v].startswith("torch")}
-    for r in inner:
-        got = captured["out"].get(r.name)
-        if got is not None and got.shape == ort[r.onnx_value].shape:
-            anchors[r.onnx_value] = got
-        first = (*r.fused, r.name)[0]
-        v = in_value.get(r.name)
-        args = captured["in"].get(first, [])
-        if v and len(args) == 1 and args[0].shape == ort[v].shape:
-            anchors.setdefault(v, args[0])
+    anchors = _inner_anchors(inner, in_value, captured, ort, anchors)
     value_info = {v: (graph.types.get(v, 1), a.shape) for v, a in feeds.items()}
     value_info[row.onnx_value] = (graph.types.get(row.onnx_value, 1), out.shape)
     cut = extract_nodes(proto, indices, [row.onnx_value], value_info=value_info, types=graph.types,
@@ -170,6 +137,69 @@ def cut_module(
         module_types={m: type(modules[m]).__name__ for m in set(innermost_modules(cut, modules)) if m in modules},
         settings=settings,
     )
+
+
+def _whole_file_values(proto_or_path: Any, x: Any, wanted: list[str], types: dict[str, int],
+                       settings: Any) -> dict[str, "np.ndarray"]:
+    """The runtime's values of ``wanted`` in one run of the whole file on ``x``, and ``x`` itself at the input."""
+    import numpy as np
+
+    from .onnx_values import run_onnx
+    from .scopes import graph_input, load_source
+
+    source = load_source(proto_or_path)
+    input_name, input_dtype = graph_input(source.proto)
+    x = np.ascontiguousarray(x).astype(input_dtype, copy=False)
+    wanted = [v for v in dict.fromkeys(wanted) if v != input_name]
+    ort = {k: v.numpy() for k, v in run_onnx(source, input_name, x, wanted, types, settings=settings).items()}
+    ort[input_name] = x
+    return ort
+
+
+def _boundary_feeds(reads: list[str], types: dict[str, int], ort: dict[str, "np.ndarray"],
+                    captured_in: dict[str, list["np.ndarray"]], group: tuple[str, ...],
+                    ) -> tuple[dict[str, "np.ndarray"], dict[str, str]]:
+    """The value fed at each input of the cut and where it comes from, in words: the torch argument of the
+    row's modules of the same shape (the closest to the whole-file value when several fit), else the
+    whole-file run's value."""
+    import numpy as np
+
+    from .scopes import FLOAT_TYPES
+
+    feeds: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    candidates = [(m, k, a) for m in group for k, a in enumerate(captured_in.get(m, []))]
+    for v in reads:
+        dtype = _np_dtype(types.get(v, 1))
+        if types.get(v, 1) in FLOAT_TYPES:
+            fits = [(m, k, a) for m, k, a in candidates if a.shape == ort[v].shape]
+            if fits:
+                m, k, a = min(fits, key=lambda c: float(np.max(np.abs(c[2] - ort[v].astype(np.float32)), initial=0)))
+                feeds[v] = a.astype(dtype)
+                sources[v] = f"torch: argument {k} of {m}"
+                continue
+            sources[v] = f"ONNX Runtime, whole-file run (torch has no tensor of shape {ort[v].shape} going into {group[0]})"
+        else:
+            sources[v] = "ONNX Runtime, whole-file run (not floating point: a shape or an index)"
+        feeds[v] = ort[v]
+    return feeds, sources
+
+
+def _inner_anchors(inner: list[LayerResult], in_value: dict[str, str | None], captured: dict[str, dict],
+                   ort: dict[str, "np.ndarray"], anchors: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+    """Torch's values at the outputs of the compared rows inside the module, and at the one input of those
+    that read one (where ``anchors`` has no value yet), each where the shapes agree with the file's."""
+    found = dict(anchors)
+    for r in inner:
+        got = captured["out"].get(r.name)
+        if got is not None and got.shape == ort[r.onnx_value].shape:
+            found[r.onnx_value] = got
+        first = (*r.fused, r.name)[0]
+        v = in_value.get(r.name)
+        args = captured["in"].get(first, [])
+        if v and len(args) == 1 and args[0].shape == ort[v].shape:
+            found.setdefault(v, args[0])
+    return found
 
 
 def innermost_modules(proto: "onnx.ModelProto", modules: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from ..errors import OnnxParityError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+    import onnx
 
     from ..runtime.runner import RunSettings
     from .scopes import Source
@@ -43,20 +44,30 @@ def run_onnx(
     ``settings``: the variant's runtime (Python onnxruntime on the CPU when None): the values are that runtime's.
     Returns each value with ``.numpy()`` (an ``OrtValue`` on ONNX Runtime), by name.
     """
+    wanted = list(dict.fromkeys(values))
+    extra, feeds = _extra_graph(source, input_name, x, wanted, types, forced)
+    data = _forced_model(source, extra, wanted, types, nodes) if forced else _with_outputs(source, extra)
+    return _run_values(source, data, settings, wanted, feeds, forced=bool(forced))
+
+
+def _value_info(v: str, types: dict[str, int]) -> "onnx.ValueInfoProto":
     import onnx
 
-    from .teacher import FORCED_PREFIX, forced_dtype, restore, rewire
+    return onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None)
 
-    wanted = list(dict.fromkeys(values))
-    graph = source.proto.graph
 
-    def output(v: str) -> "onnx.ValueInfoProto":
-        return onnx.helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), None)
+def _extra_graph(source: "Source", input_name: str, x: "np.ndarray", wanted: list[str], types: dict[str, int],
+                 forced: "Mapping[str, np.ndarray] | None") -> tuple["onnx.ModelProto", dict[str, Any]]:
+    """A model holding only what the run adds (the values asked for as outputs, beside the graph's own; or, with
+    ``forced``, torch's arrays as inputs in each value's own type), and the run's feeds."""
+    import onnx
+
+    from .teacher import FORCED_PREFIX, forced_dtype
 
     extra = onnx.ModelProto()
     if not forced:  # the values asked for, beside the graph's own outputs
-        existing = {o.name for o in graph.output}
-        extra.graph.output.extend(output(v) for v in wanted if v not in existing)
+        existing = {o.name for o in source.proto.graph.output}
+        extra.graph.output.extend(_value_info(v, types) for v in wanted if v not in existing)
     feeds = {input_name: x}
     for v, array in (forced or {}).items():
         elem = types.get(v, onnx.TensorProto.FLOAT)
@@ -65,30 +76,44 @@ def run_onnx(
             continue
         extra.graph.input.append(onnx.helper.make_tensor_value_info(FORCED_PREFIX + v, elem, list(array.shape)))
         feeds[FORCED_PREFIX + v] = array.astype(dtype, copy=False)
-    if forced:
-        from ..onnxfile.wire import with_nodes
+    return extra, feeds
 
-        edits = rewire(graph, [i.name[len(FORCED_PREFIX):] for i in extra.graph.input])
-        try:
-            # the readers changed: the file's bytes with its nodes replaced (its weights copied, never parsed)
-            kept = graph.node if nodes is None else [graph.node[i] for i in sorted(set(nodes))]
-            base = source.data if source.data is not None else source.proto.SerializeToString()
-            # only the values asked for: the nodes kept may not compute the graph's own outputs
-            data = with_nodes(base, kept, extra.graph.input, [output(v) for v in wanted], keep_outputs=False)
-            del base, kept
-        finally:
-            restore(graph, edits)
-    elif source.data is not None:
+
+def _forced_model(source: "Source", extra: "onnx.ModelProto", wanted: list[str], types: dict[str, int],
+                  nodes: "Iterable[int] | None") -> bytes:
+    """The file with the readers of the forced values rewired to the new inputs, ``nodes`` only (all when None),
+    and only the values asked for as outputs: the nodes kept may not compute the graph's own outputs."""
+    from ..onnxfile.wire import with_nodes
+    from .teacher import FORCED_PREFIX, restore, rewire
+
+    graph = source.proto.graph
+    edits = rewire(graph, [i.name[len(FORCED_PREFIX):] for i in extra.graph.input])
+    try:
+        # the readers changed: the file's bytes with its nodes replaced (its weights copied, never parsed)
+        kept = graph.node if nodes is None else [graph.node[i] for i in sorted(set(nodes))]
+        base = source.data if source.data is not None else source.proto.SerializeToString()
+        return with_nodes(base, kept, extra.graph.input, [_value_info(v, types) for v in wanted], keep_outputs=False)
+    finally:
+        restore(graph, edits)
+
+
+def _with_outputs(source: "Source", extra: "onnx.ModelProto") -> bytes:
+    """The file with ``extra``'s outputs appended to its own."""
+    if source.data is not None:
         # protobuf merges concatenated messages: the file's bytes plus a graph holding only the new outputs
         # is the model with those outputs appended, without parsing and re-serializing the weights
-        data = source.data + extra.SerializeToString()
-    else:
-        n_outputs = len(graph.output)
-        graph.output.extend(extra.graph.output)
-        try:
-            data = source.proto.SerializeToString()
-        finally:
-            del graph.output[n_outputs:]
+        return source.data + extra.SerializeToString()
+    graph = source.proto.graph
+    n_outputs = len(graph.output)
+    graph.output.extend(extra.graph.output)
+    try:
+        return source.proto.SerializeToString()
+    finally:
+        del graph.output[n_outputs:]
+
+
+def _run_values(source: "Source", data: bytes, settings: "RunSettings | None", wanted: list[str],
+                feeds: dict[str, Any], *, forced: bool) -> dict[str, Any]:
     # give the intermediate buffers back as soon as they are compared (no arena); one run: packing weights
     # ahead (same kernels, same results) and spinning idle threads cost more than they save
     config = {"session.disable_prepacking": "1", "session.intra_op.allow_spinning": "0"}

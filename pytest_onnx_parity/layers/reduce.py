@@ -85,58 +85,26 @@ def reduce_cut(
     range smaller than it can be shown to diverge). ``judged_by``: ``torch`` or ``reference`` (module
     docstring); ``level``: the ONNX Runtime optimisation level run; ``new_ops``: reference-evaluator ops
     to use instead of its own."""
-    from ..onnxfile.subgraph import all_values, extract_nodes, range_boundary
-
     nodes = list(cut.proto.graph.node)
     k = len(nodes)
     if k <= above:
         return None
-    types = _types(cut.proto)
-    inits = {t.name for t in cut.proto.graph.initializer}
-    constants = {o for n in nodes if n.op_type == "Constant" for o in n.output}
-    values = dict(cut.inputs)
-    values.update(run_levels(all_values(cut.proto, types), cut.inputs, [level], cut.settings)[level])
-    read_later: dict[int, set[str]] = {}
-    outputs = {o.name for o in cut.proto.graph.output}
-    floats = {1, 10, 11, 16}
-    cache: dict[tuple[int, int], tuple[bool | None, Any]] = {}
-    known = {**cut.inputs, **cut.anchors}  # the cut's own inputs (as its verdict was made) and torch's anchors
-
-    def build(i: int, j: int) -> tuple[Any, dict[str, Any], list[str]] | None:
-        reads, made = range_boundary(nodes, range(i, j), inits)
-        reads = [v for v in reads if v not in constants]
-        if judged_by == "torch":
-            if any(types.get(v, 1) in floats and v not in known for v in reads):
-                return None  # reads a float torch has no value for: cannot be judged
-            feeds = {v: known[v] if v in known else values[v] for v in reads}
-            outs = [v for n in nodes[i:j] for v in n.output if v in cut.anchors and v not in cut.inputs]
-        else:
-            feeds = {v: values[v] for v in reads}
-            later = read_later.setdefault(j, {v for n in nodes[j:] for v in n.input} | outputs)
-            outs = [v for n in nodes[i:j] for v in n.output if v in made and v in later and types.get(v, 1) in floats]
-        if not outs:
-            return None
-        info = {v: (types.get(v, 1), a.shape) for v, a in feeds.items()}
-        info.update({v: (types.get(v, 1), values[v].shape) for v in outs})
-        proto = extract_nodes(cut.proto, range(i, j), list(dict.fromkeys(outs)), value_info=info, types=types,
-                              name=f"{cut.module} [{i}:{j}]")
-        return proto, feeds, list(dict.fromkeys(outs))
-
-    def judge(i: int, j: int) -> bool | None:
-        if (i, j) not in cache:
-            made = build(i, j) if 0 <= i < j <= k else None
-            if made is None:
-                cache[(i, j)] = (None, None)
-            else:
-                proto, feeds, outs = made
-                got = run_levels(proto, feeds, [level], cut.settings)[level]
-                want = {v: cut.anchors[v] for v in outs} if judged_by == "torch" else run_reference(proto, feeds, new_ops)
-                m = measure_values(want, got, cut.atol, cut.rtol)
-                cache[(i, j)] = (not m["passed"], (proto, feeds, want, m))
-        return cache[(i, j)][0]
-
-    if not judge(0, k):
+    ranges = _Ranges(cut, nodes, judged_by=judged_by, level=level, new_ops=new_ops)
+    if not ranges.judge(0, k):
         return None
+    start, stop = _narrow(ranges.judge, k)
+    verdict, kept = ranges.cache[(start, stop)]
+    if not verdict or stop - start >= k:
+        return None
+    proto, feeds, want, m = kept
+    return Reduction(proto=proto, inputs=feeds, expected=want, judged_by=judged_by, level=level, start=start,
+                     stop=stop, node_modules=[cut.node_modules[i] for i in range(start, stop)], measured=m,
+                     runs=sum(1 for v, _ in ranges.cache.values() if v is not None), of_nodes=k)
+
+
+def _narrow(judge: Callable[[int, int], "bool | None"], k: int) -> tuple[int, int]:
+    """``[start, stop)``: bisection for the end (the smallest prefix that diverges), then for the start (the
+    largest that still diverges with that end), then one node at a time from the front, then the back."""
     stop = _bisect_first(1, k, lambda j: bool(judge(0, j)))
     start = _bisect_last(0, stop - 1, lambda i: bool(judge(i, stop)))
     for _ in range(REDUCE_LINEAR_STEPS):  # drop one node at a time from the front, then the back
@@ -149,13 +117,68 @@ def reduce_cut(
         if nxt is None or not judge(start, nxt):
             break
         stop = nxt
-    verdict, kept = cache[(start, stop)]
-    if not verdict or stop - start >= k:
-        return None
-    proto, feeds, want, m = kept
-    return Reduction(proto=proto, inputs=feeds, expected=want, judged_by=judged_by, level=level, start=start,
-                     stop=stop, node_modules=[cut.node_modules[i] for i in range(start, stop)], measured=m,
-                     runs=sum(1 for v, _ in cache.values() if v is not None), of_nodes=k)
+    return start, stop
+
+
+_FLOATS = {1, 10, 11, 16}
+
+
+class _Ranges:
+    """The node ranges of one cut, each built as a model of its own and judged once (:attr:`cache`)."""
+
+    def __init__(self, cut: "ModuleCut", nodes: list[Any], *, judged_by: str, level: str, new_ops: Any) -> None:
+        from ..onnxfile.subgraph import all_values
+
+        self.cut, self.nodes, self.judged_by, self.level, self.new_ops = cut, nodes, judged_by, level, new_ops
+        self.types = types = _types(cut.proto)
+        self.inits = {t.name for t in cut.proto.graph.initializer}
+        self.constants = {o for n in nodes if n.op_type == "Constant" for o in n.output}
+        self.values = dict(cut.inputs)
+        self.values.update(run_levels(all_values(cut.proto, types), cut.inputs, [level], cut.settings)[level])
+        self.read_later: dict[int, set[str]] = {}
+        self.outputs = {o.name for o in cut.proto.graph.output}
+        self.cache: dict[tuple[int, int], tuple[bool | None, Any]] = {}
+        self.known = {**cut.inputs, **cut.anchors}  # the cut's own inputs (as its verdict was made) and torch's anchors
+
+    def build(self, i: int, j: int) -> tuple[Any, dict[str, Any], list[str]] | None:
+        """The range ``[i, j)`` as a model, its feeds and its outputs; None when it cannot be judged."""
+        from ..onnxfile.subgraph import extract_nodes, range_boundary
+
+        cut, nodes, types, values = self.cut, self.nodes, self.types, self.values
+        reads, made = range_boundary(nodes, range(i, j), self.inits)
+        reads = [v for v in reads if v not in self.constants]
+        if self.judged_by == "torch":
+            if any(types.get(v, 1) in _FLOATS and v not in self.known for v in reads):
+                return None  # reads a float torch has no value for: cannot be judged
+            feeds = {v: self.known[v] if v in self.known else values[v] for v in reads}
+            outs = [v for n in nodes[i:j] for v in n.output if v in cut.anchors and v not in cut.inputs]
+        else:
+            feeds = {v: values[v] for v in reads}
+            later = self.read_later.setdefault(j, {v for n in nodes[j:] for v in n.input} | self.outputs)
+            outs = [v for n in nodes[i:j] for v in n.output if v in made and v in later and types.get(v, 1) in _FLOATS]
+        if not outs:
+            return None
+        info = {v: (types.get(v, 1), a.shape) for v, a in feeds.items()}
+        info.update({v: (types.get(v, 1), values[v].shape) for v in outs})
+        proto = extract_nodes(cut.proto, range(i, j), list(dict.fromkeys(outs)), value_info=info, types=types,
+                              name=f"{cut.module} [{i}:{j}]")
+        return proto, feeds, list(dict.fromkeys(outs))
+
+    def judge(self, i: int, j: int) -> bool | None:
+        """Whether ``[i, j)`` diverges; None when it cannot be judged."""
+        cache, cut = self.cache, self.cut
+        if (i, j) not in cache:
+            made = self.build(i, j) if 0 <= i < j <= len(self.nodes) else None
+            if made is None:
+                cache[(i, j)] = (None, None)
+            else:
+                proto, feeds, outs = made
+                got = run_levels(proto, feeds, [self.level], cut.settings)[self.level]
+                want = ({v: cut.anchors[v] for v in outs} if self.judged_by == "torch"
+                        else run_reference(proto, feeds, self.new_ops))
+                m = measure_values(want, got, cut.atol, cut.rtol)
+                cache[(i, j)] = (not m["passed"], (proto, feeds, want, m))
+        return cache[(i, j)][0]
 
 
 def _bisect_first(lo: int, hi: int, diverges: Callable[[int], bool]) -> int:
