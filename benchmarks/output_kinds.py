@@ -7,12 +7,12 @@ backbone of three outputs (``efficientnet_b0(features_only=True, out_indices=(2,
 Each is exported by both exporters and run by torch and ONNX Runtime on the package's seeded
 random batch (``runtime/forward.random_batch``, ``DEFAULT_BATCH`` samples, the default seed,
 the model's data config). Each output is compared as the ``logits`` check compares it
-(``checks/kinds.compare_outputs`` with the run's rule, ``tolerances.run_logits_tolerance``:
+(``checks/output_kinds.compare_outputs`` with the run's rule, ``tolerances.run_logits_tolerance``:
 atol from that output's own RMS): its max abs diff, the atol applied, and the margin
 atol / max abs diff. Then one layer's weights are scaled by 1.05 in the file
 (``testing.scale_layer_weights``) and the same figures are taken on that faulty file
 (fault / atol). For the embedding also 1 - the least per-sample cosine similarity
-(``checks/kinds.cosine_per_sample``) on the clean fp32 file, the faulty file and an fp16 file
+(``checks/output_kinds.cosine_per_sample``) on the clean fp32 file, the faulty file and an fp16 file
 (``onnxfile/fp16.to_fp16`` of the dynamo export). Finally ``check_parity`` with
 ``layers="never"`` on the clean model and on each faulty file: the verdicts.
 
