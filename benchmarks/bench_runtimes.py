@@ -1,5 +1,5 @@
-"""The cost of each runtime (``--onnx-parity-runtime``) against Python onnxruntime on one file: start, load,
-one batch, and how far its outputs are from Python onnxruntime's.
+"""The cost of each runtime (``--onnx-parity-runtime``) against Python onnxruntime: start, load, one batch,
+how far its outputs are from Python onnxruntime's, and what a whole gate item costs on it.
 
 Each runtime is measured in a fresh Python process (so "start" is what a run pays once: importing the runner,
 starting Node.js or a browser). Runtimes not ready here get a row saying why. Writes the table into the
@@ -10,6 +10,16 @@ starting Node.js or a browser). Runtimes not ready here get a row saying why. Wr
 start: the first ``open_runner`` of a one-node file (runner import, process start); load: ``open_runner`` of
 the model's file after that; batch: the median of ``--repeat`` runs of one batch after a warm-up run;
 agreement: the largest difference from Python onnxruntime's output on the same batch, in units of its RMS.
+The runtimes in ``--tiny-only`` (default: WebGPU, which runs on a software adapter where there is no GPU,
+about 100 to 200 times slower) are measured on ``--tiny-model`` instead, each against Python onnxruntime on
+that same model.
+
+Gate items (``--gate-model``, default ``test_resnet``; ``--no-gate`` skips them): in a fresh process per
+runtime and ``layers`` value, two ``check_parity(MODEL, exporter="torchscript", runtime=R, layers=L)`` calls
+one after the other, the export cached beforehand. The first item pays the runtime's start (Node.js, Chromium,
+a WASM compile); the second is the marginal cost of one more gate item on that runtime. Both are compared
+with the same item on Python onnxruntime; the goal: a web item costs at most 3x the Python item of the same
+model (WebGPU on a software adapter excepted).
 """
 from __future__ import annotations
 
@@ -85,18 +95,29 @@ def measure(runtime: str, model_file: Path, batch_file: Path, tiny: Path, repeat
     return json.loads(line[len("RESULT "):])
 
 
+def input_shape(model_file: Path, batch: int) -> tuple[int, ...]:
+    """The file's first input shape with the batch dimension set to ``batch``."""
+    import onnx
+
+    dims = onnx.load(str(model_file), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return (batch, *[d.dim_value or 1 for d in dims[1:]])
+
+
 def rows(runtimes: list[str], model: str, batch: int, repeat: int, folder: Path) -> list[dict]:
     from pytest_onnx_parity import export_onnx
     from pytest_onnx_parity.runtime.catalog import runtime_status
 
-    model_file = export_onnx(model, exporter="torchscript").path
-    batch_file = folder / "batch.npy"
-    np.save(batch_file, np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32))
-    tiny = tiny_file(folder)
+    model_file = Path(export_onnx(model, exporter="torchscript").path)
+    sub = folder / re.sub(r"[^A-Za-z0-9]+", "_", model)
+    sub.mkdir(parents=True, exist_ok=True)
+    batch_file = sub / "batch.npy"
+    shape = input_shape(model_file, batch)
+    np.save(batch_file, np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    tiny = tiny_file(sub)
     results = []
     for runtime in [REFERENCE, *[r for r in runtimes if r != REFERENCE]]:
         status = runtime_status(runtime.split("(")[0])
-        found = {"runtime": runtime}
+        found = {"runtime": runtime, "model": model, "shape": shape, "repeat": repeat}
         found.update(measure(runtime, model_file, batch_file, tiny, repeat) if status.ready else {"error": status.reason})
         print(runtime, {k: v for k, v in found.items() if k != "out"}, flush=True)
         results.append(found)
@@ -108,24 +129,132 @@ def rows(runtimes: list[str], model: str, batch: int, repeat: int, folder: Path)
     return results
 
 
-def table(results: list[dict], model: str, batch: int, repeat: int, load: float) -> str:
-    ref = results[0]
-    lines = [f"{model} (random weights, TorchScript export), batch {batch} of 3x224x224, the median of {repeat} runs; "
-             f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {load:.1f} when the run began (other work "
-             "on the machine moves a figure by tens of percent between runs), "
-             f"Python {platform.python_version()}. Measured by `benchmarks/bench_runtimes.py`.", "",
-             "| runtime | versions | backend, threads | start | load | one batch | vs Python onnxruntime "
+def gate_one(model: str, runtime: str, layers: str, cache_dir: str) -> dict:
+    """Two gate items in this process, one after the other: their wall times, statuses and what ran them."""
+    import pytest_onnx_parity as parity
+
+    found = {}
+    for key in ("first", "second"):
+        t = time.perf_counter()
+        result = parity.check_parity(model, exporter="torchscript", runtime=runtime, layers=layers, cache_dir=cache_dir)
+        found[key + "_s"] = time.perf_counter() - t
+        found[key + "_status"] = result.status
+        reason = result.error or next((c.message for c in result.checks if c.status != "passed" and c.message), None)
+        found[key + "_reason"] = (reason or "")[:160]
+    found["checks"] = [c.name for c in result.checks]
+    found["precision"] = (result.runtime_info or {}).get("precision")
+    return found
+
+
+def gate_measure(model: str, runtime: str, layers: str, cache_dir: str) -> dict:
+    """:func:`gate_one` in a fresh Python process; ``{"error": ...}`` when it failed there."""
+    code = ("import json,sys; sys.path.insert(0, %r); from bench_runtimes import gate_one; "
+            "print('RESULT ' + json.dumps(gate_one(%r, %r, %r, %r)))"
+            % (str(Path(__file__).parent), model, runtime, layers, cache_dir))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=3600)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": (done.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+    return json.loads(line[len("RESULT "):])
+
+
+def gate_rows(runtimes: list[str], model: str, layer_modes: list[str], skip_layers: tuple[str, ...],
+              folder: Path) -> list[dict]:
+    """Gate items per runtime and ``layers`` value, Python onnxruntime first; the export cached beforehand."""
+    import pytest_onnx_parity as parity
+    from pytest_onnx_parity.runtime.catalog import runtime_status
+
+    cache_dir = str(folder / "gate-cache")
+    parity.check_parity(model, exporter="torchscript", layers="never", cache_dir=cache_dir)
+    results = []
+    for layers in layer_modes:
+        for runtime in [REFERENCE, *[r for r in runtimes if r != REFERENCE]]:
+            if layers != "never" and runtime.split("(")[0] in skip_layers:
+                continue
+            status = runtime_status(runtime.split("(")[0])
+            found = {"runtime": runtime, "layers": layers}
+            found.update(gate_measure(model, runtime, layers, cache_dir) if status.ready else {"error": status.reason})
+            print("gate", runtime, layers, found, flush=True)
+            results.append(found)
+    return results
+
+
+def machine() -> str:
+    """The CPU's model name and its bf16 instructions (OpenVINO's default precision depends on them)."""
+    name, flags = platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == platform.machine():
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    extra = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{platform.machine()}, {name} ({', '.join(extra) if extra else 'no avx512_bf16/AMX'})"
+
+
+def table(blocks: list[list[dict]], load: tuple[float, float]) -> str:
+    lines = [f"Random weights, TorchScript export; {machine()}, {os.cpu_count()} CPU cores, load average "
+             f"{load[0]:.1f} when the run began and {load[1]:.1f} when it ended (other work on the machine moves a "
+             f"figure by tens of percent between runs), Python {platform.python_version()}. "
+             "Measured by `benchmarks/bench_runtimes.py`. One batch: the median of the runs after a warm-up run.", "",
+             "| model, batch | runtime | versions | backend, threads | start | load | one batch | vs Python onnxruntime "
              "| agreement (max diff / RMS) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for results in blocks:
+        ref = results[0]
+        for r in results:
+            where = f"{r['model']}, {'x'.join(map(str, r['shape']))} (median of {r['repeat']})"
+            if "error" in r:
+                lines.append(f"| {where} | `{r['runtime']}` | not measured: {r['error']} | | | | | | |")
+                continue
+            versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+            ratio = r["batch_s"] / ref["batch_s"] if "batch_s" in ref else float("nan")
+            agree = "0 (bit-identical)" if r["agreement"] == 0 else f"{r['agreement']:.1e}"
+            lines.append(f"| {where} | `{r['runtime']}` | {versions} | {r['backend']}, {r['threads']} | "
+                         f"{r['start_s']:.2f} s | {r['load_s']:.2f} s | {r['batch_s'] * 1000:.0f} ms | {ratio:.2f}x | "
+                         f"{agree} |")
+    return "\n".join(lines)
+
+
+def gate_table(results: list[dict], model: str, tiny_only: tuple[str, ...]) -> str:
+    """The gate items against Python onnxruntime's, and the 3x goal for the web runtimes."""
+    lines = [f"**A whole gate item** (`check_parity({model!r}, exporter=\"torchscript\", runtime=R, layers=L)`, "
+             "export cached): two items one after the other in a fresh process; *first* pays the imports (torch, timm) and the runtime's start "
+             "(Node.js, Chromium, compiling WebAssembly), *second* is the marginal cost of one more item on that "
+             "runtime. Ratios against the same item on Python onnxruntime.", "",
+             "| layers | runtime | first item | second item | first / Python | second / Python | status |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    refs = {r["layers"]: r for r in results if r["runtime"] == REFERENCE and "second_s" in r}
+    verdicts = []
     for r in results:
         if "error" in r:
-            lines.append(f"| `{r['runtime']}` | not measured: {r['error']} | | | | | | |")
+            lines.append(f"| {r['layers']} | `{r['runtime']}` | not measured: {r['error']} | | | | |")
             continue
-        versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
-        ratio = r["batch_s"] / ref["batch_s"] if "batch_s" in ref else float("nan")
-        agree = "0 (bit-identical)" if r["agreement"] == 0 else f"{r['agreement']:.1e}"
-        lines.append(f"| `{r['runtime']}` | {versions} | {r['backend']}, {r['threads']} | {r['start_s']:.2f} s | "
-                     f"{r['load_s']:.2f} s | {r['batch_s'] * 1000:.0f} ms | {ratio:.2f}x | {agree} |")
+        ref = refs.get(r["layers"])
+        first = r["first_s"] / ref["first_s"] if ref else float("nan")
+        second = r["second_s"] / ref["second_s"] if ref else float("nan")
+        status = r["second_status"]
+        if status != "passed" and r.get("second_reason"):
+            status += ": " + r["second_reason"].split(". ")[0]
+        lines.append(f"| {r['layers']} | `{r['runtime']}` | {r['first_s']:.1f} s | {r['second_s']:.1f} s | "
+                     f"{first:.2f}x | {second:.2f}x | {status} |")
+        base = r["runtime"].split("(")[0]
+        if base.startswith("onnxruntime-web"):
+            verdicts.append((r["runtime"], r["layers"], second, base in tiny_only))
+    lines.append("")
+    held = [v for v in verdicts if not v[3]]
+    ok = [v for v in held if v[2] <= 3.0]
+    lines.append(
+        "Goal: a web item (second item, the marginal cost) at most 3x the Python item of the same model, WebGPU on a "
+        f"software adapter excepted: met for {len(ok)} of {len(held)} web items"
+        + ("" if len(ok) == len(held) else " (not met: " + ", ".join(
+            f"`{v[0]}` layers={v[1]} {v[2]:.1f}x" for v in held if v[2] > 3.0) + ")")
+        + "".join(f"; `{v[0]}` layers={v[1]}: {v[2]:.1f}x (excepted: a software adapter here)"
+                  for v in verdicts if v[3])
+        + ".")
     return "\n".join(lines)
 
 
@@ -135,17 +264,38 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--tiny-model", default="test_resnet", help="the model of the --tiny-only runtimes")
+    parser.add_argument("--tiny-only", default="onnxruntime-web-webgpu",
+                        help="comma list of runtimes measured on --tiny-model only (default: WebGPU)")
+    parser.add_argument("--tiny-repeat", type=int, default=3)
+    parser.add_argument("--gate-model", default="test_resnet")
+    parser.add_argument("--gate-layers", default="never,always", help="comma list of layers values for the gate items")
+    parser.add_argument("--gate-skip-layers", default="onnxruntime-web-webgpu",
+                        help="comma list of runtimes whose gate items run with layers=never only")
+    parser.add_argument("--no-gate", action="store_true", help="skip the gate items")
     parser.add_argument("--no-doc", action="store_true", help="print the table, do not write docs/performance.md")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the document to write (default docs/performance.md)")
     args = parser.parse_args()
     from pytest_onnx_parity.axes import RUNTIMES
 
+    wanted = args.runtimes or [*RUNTIMES, "openvino(INFERENCE_PRECISION_HINT=f32)"]
+    tiny_only = tuple(x for x in args.tiny_only.split(",") if x)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        results = rows(args.runtimes or list(RUNTIMES), args.model, args.batch, args.repeat, Path(tmp))
-    text = table(results, args.model, args.batch, args.repeat, load)
+        blocks = [rows([r for r in wanted if r.split("(")[0] not in tiny_only], args.model, args.batch, args.repeat,
+                       Path(tmp))]
+        tiny = [r for r in wanted if r.split("(")[0] in tiny_only]
+        if tiny:
+            blocks.append(rows(tiny, args.tiny_model, args.batch, args.tiny_repeat, Path(tmp)))
+        gates = [] if args.no_gate else gate_rows(
+            wanted, args.gate_model, [x for x in args.gate_layers.split(",") if x],
+            tuple(x for x in args.gate_skip_layers.split(",") if x), Path(tmp))
+    text = table(blocks, (load, os.getloadavg()[0]))
+    if gates:
+        text += "\n\n" + gate_table(gates, args.gate_model, tiny_only)
     print(text)
     if not args.no_doc:
-        write_block(DOC, "runtimes-bench", text, heading="## Runtimes")
+        write_block(args.doc, "runtimes-bench", text, heading="## Runtimes")
 
 
 if __name__ == "__main__":
