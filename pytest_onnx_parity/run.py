@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -200,6 +201,7 @@ class ParityRun:
         r.cache_hit = self.export.cache_hit
         r.onnx_path = str(self.export.path if onnx_arg is None else self.export.path.resolve())  # as the shell and gate
         r.timings["export_s"] = self.export.export_s if onnx_arg is None and not self.export.cache_hit else 0.0
+        self.session()  # opened here: a provider that falls back, a runtime that refuses the file, is said before any check
         r.timings["prepare_s"] = time.perf_counter() - t
 
     def _export(self) -> None:
@@ -243,8 +245,9 @@ class ParityRun:
         self._given_file = True
         assert self.model is not None
         o = self.options
-        o.precision, self._embedded, self._model_part = given_file_variant(path, o.precision, self._workdir)
-        o.embed_preprocessing = o.embed_preprocessing or self._embedded
+        precision, self._embedded, self._model_part = given_file_variant(path, o.precision, self._workdir)
+        # what the file is, as this run's own options: the caller's options are never changed
+        self.options = o = replace(o, precision=precision, embed_preprocessing=o.embed_preprocessing or self._embedded)
         self.result.variant = variant_dict(o, self.model)
         problem = None if self._embedded else image_input_problem(
             self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
