@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .axes import use_ema
 from .report.render import render_html, render_markdown
 from .report.schema import ReportError, load_report, merge_reports, write_json
 
@@ -229,7 +230,7 @@ def _stamp(args: argparse.Namespace) -> int:
 
         overrides = check_overrides(parse_model_args(args.data_config, where="--data-config")) if args.data_config else None
         out = stamp_onnx(args.file, args.model, output=args.output, data_config=overrides,
-                         use_ema=args.weight_set == "ema", force=args.force)
+                         use_ema=use_ema(args.weight_set), force=args.force)
     except OnnxParityError as exc:
         print(f"onnx-parity stamp: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -237,7 +238,6 @@ def _stamp(args: argparse.Namespace) -> int:
         print(f"onnx-parity stamp: error: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE_ERROR
     from .onnxfile.metadata import read_data_config, read_provenance
-
     from .preprocessing.dataconfig import source_words
 
     source = source_words(read_provenance(out).get("data_config_source"))

@@ -32,3 +32,8 @@ LAYER_MODES = ("always", "on-failure", "never")
 WEIGHT_KINDS = ("random", "pretrained")
 #: --onnx-parity-weight-set values: which weights of a timm train.py checkpoint holding both (EMA first, as timm)
 WEIGHT_SETS = ("ema", "state_dict")
+
+
+def use_ema(weight_set: str | None) -> bool:
+    """Whether a weight-set value asks for a train.py checkpoint's EMA weights (the default, as timm loads them)."""
+    return (weight_set or WEIGHT_SETS[0]) == "ema"

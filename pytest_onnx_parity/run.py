@@ -39,9 +39,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .axes import use_ema
+from .checks.order import fold_status
 from .errors import MissingMetadataError, OnnxFileError, OnnxParityError, SpecError, VariantSkip
 from .options import ParityOptions
-from .checks.order import fold_status
 from .results import ParityResult
 from .specs import ModelSpec
 
@@ -299,7 +300,7 @@ def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":
     from .onnxfile.export import resolve_model
 
     return resolve_model(model_arg, weights=options.weights, seed=options.seed, model_args=options.model_args,
-                         data_config=options.data_config, use_ema=options.weight_set == "ema")
+                         data_config=options.data_config, use_ema=use_ema(options.weight_set))
 
 
 def _label(model: Any, onnx: Any) -> str:

@@ -161,7 +161,7 @@ def test_int8_verdict_fails_on_disagreement_and_accuracy_drop() -> None:
     swapped[:4] = np.roll(swapped[:4], 1, axis=1)  # half the images change class
     v = int8_verdict(e, swapped, labels)
     assert v.status == "failed" and v.figures["top1_agreement"] == 0.5 and v.figures["accuracy_drop_pp"] == 50.0
-    assert "top-1 agreement 50.0%" in v.message and "50.0 pp below" in v.message
+    assert "top-1 agreement 50.0%" in v.message and "50.000 pp below" in v.message
 
 
 @pytest.fixture(scope="module")

@@ -197,6 +197,7 @@ def int8_verdict(
     import numpy as np
 
     from ..compare import to_numpy
+    from .accuracy import accuracy_problem
 
     if not 0.0 <= min_top1_agreement <= 1.0:
         raise PrecisionError(f"min_top1_agreement is a fraction in [0, 1], got {min_top1_agreement!r}")
@@ -233,9 +234,9 @@ def int8_verdict(
         drop = acc_t - acc_q
         figures.update({"torch_top1": acc_t, "int8_top1": acc_q, "accuracy_drop_pp": drop})
         text += f"; top-1 accuracy torch {acc_t:.1f}%, int8 {acc_q:.1f}% (drop {drop:.1f} pp)"
-        if drop > max_accuracy_drop:
-            problems.append(f"int8 top-1 accuracy {acc_q:.1f}% is {drop:.1f} pp below torch's {acc_t:.1f}% "
-                            f"(at most {max_accuracy_drop:g} pp allowed)")
+        problem = accuracy_problem(acc_t, acc_q, max_accuracy_drop, what="int8")  # the package's one accuracy rule
+        if problem:
+            problems.append(problem)
     else:
         figures["accuracy_drop_pp"] = None
         text += "; accuracy not measured (no labels: pass a labelled folder, class sub-folders named by synset)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..axes import use_ema
 from ..errors import OnnxParityError, VariantSkip
 from ..specs import ModelSpec
 
@@ -52,7 +53,7 @@ def build_model(model_arg: Any, options: "ParityOptions") -> "torch.nn.Module":
     """The torch model of a run with image sizes: a spec built by :func:`load_sized_model`, a module as given."""
     if isinstance(model_arg, (str, ModelSpec)):
         return load_sized_model(model_arg, weights=options.weights, seed=options.seed, model_args=options.model_args,
-                                data_config=options.data_config, use_ema=options.weight_set == "ema")
+                                data_config=options.data_config, use_ema=use_ema(options.weight_set))
     from ..onnxfile.export import resolve_model
 
     return resolve_model(model_arg, data_config=options.data_config)

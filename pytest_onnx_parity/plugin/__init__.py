@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
+from ..axes import use_ema
 from ..settings import Settings, SettingsError, add_options, resolve
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -129,7 +130,7 @@ class _Store:
 
             _, spec, weights, seed, args, config = key
             self.models[key] = load_model(spec, weights, seed=seed, model_args=dict(args) or None,
-                                          data_config=dict(config) or None, use_ema=self.settings.weight_set == "ema")
+                                          data_config=dict(config) or None, use_ema=use_ema(self.settings.weight_set))
         return self.models[key]
 
     def export(self, opts: dict[str, Any]) -> Any:
