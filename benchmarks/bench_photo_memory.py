@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from docblock import write_block
@@ -110,7 +109,7 @@ def status(row: dict) -> str:
 
 def table(rows: list[dict], side: int, load: tuple[float, float]) -> str:
     lines = [
-        f"Peak RSS of one gate item (`check_parity(..., images=FOLDER, layers=\"never\", exporter=\"torchscript\")`) "
+        (f"Peak RSS of one gate item (`check_parity(..., images=FOLDER, layers=\"never\", exporter=\"torchscript\")`) "
         f"in a fresh Python process, per folder size; the folders are copies of the four bundled photos "
         f"(longest side {side} px) in class-index sub-folders `0` to `{CLASSES - 1}`; the first run of each model "
         f"fills a shared cache. {platform.machine()}, {machine()}, {os.cpu_count()} CPU cores, load average {load[0]:.1f} when the "
@@ -118,7 +117,7 @@ def table(rows: list[dict], side: int, load: tuple[float, float]) -> str:
         f"process's (imports, model, cached file, every check); images/s divides the folder by them. "
         f"The class folders are arbitrary labels (the photos are not of ImageNet classes 0 to 9), so the "
         f"accuracy figures of these runs mean nothing; the memory and the status of the agreement checks do. "
-        f"Measured by `benchmarks/bench_photo_memory.py`.", "",
+        f"Measured by `benchmarks/bench_photo_memory.py`."), "",
         "| model | precision | file | images | peak RSS MB | ratio to the small folder | seconds | images/s | status |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     base: dict[tuple[str, str, bool], tuple[int, float]] = {}

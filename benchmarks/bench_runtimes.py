@@ -15,11 +15,12 @@ about 100 to 200 times slower) are measured on ``--tiny-model`` instead, each ag
 that same model.
 
 Gate items (``--gate-model``, default ``test_resnet``; ``--no-gate`` skips them): in a fresh process per
-runtime and ``layers`` value, two ``check_parity(MODEL, exporter="torchscript", runtime=R, layers=L)`` calls
-one after the other, the export cached beforehand. The first item pays the runtime's start (Node.js, Chromium,
-a WASM compile); the second is the marginal cost of one more gate item on that runtime. Both are compared
-with the same item on Python onnxruntime; the goal: a web item costs at most 3x the Python item of the same
-model (WebGPU on a software adapter excepted).
+runtime and ``layers`` value, ``check_parity(MODEL, exporter="torchscript", runtime=R, layers=L)``, the export
+cached beforehand: one item on Python onnxruntime (the imports), the first item on R (R's start: Node.js,
+Chromium, a WASM compile), then ``--gate-pairs`` pairs alternating Python onnxruntime and R, so that each
+ratio compares items run seconds apart under the same load. R's items in the pairs are the marginal cost of
+one more gate item on R; the goal: a web item costs at most 3x the Python item of the same model (WebGPU on
+a software adapter excepted).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from docblock import write_block
@@ -129,28 +131,36 @@ def rows(runtimes: list[str], model: str, batch: int, repeat: int, folder: Path)
     return results
 
 
-def gate_one(model: str, runtime: str, layers: str, cache_dir: str) -> dict:
-    """Two gate items in this process, one after the other: their wall times, statuses and what ran them."""
+def gate_one(model: str, runtime: str, layers: str, cache_dir: str, pairs: int) -> dict:
+    """Gate items in this process: one on Python onnxruntime (it pays the imports), the first on ``runtime``
+    (it pays the runtime's start), then ``pairs`` pairs alternating Python onnxruntime and ``runtime``, so that
+    each ratio compares items run seconds apart under the same load."""
     import pytest_onnx_parity as parity
 
-    found = {}
-    for key in ("first", "second"):
+    def item(on: str) -> tuple[float, Any]:
         t = time.perf_counter()
-        result = parity.check_parity(model, exporter="torchscript", runtime=runtime, layers=layers, cache_dir=cache_dir)
-        found[key + "_s"] = time.perf_counter() - t
-        found[key + "_status"] = result.status
-        reason = result.error or next((c.message for c in result.checks if c.status != "passed" and c.message), None)
-        found[key + "_reason"] = (reason or "")[:160]
-    found["checks"] = [c.name for c in result.checks]
-    found["precision"] = (result.runtime_info or {}).get("precision")
-    return found
+        result = parity.check_parity(model, exporter="torchscript", runtime=on, layers=layers, cache_dir=cache_dir)
+        return time.perf_counter() - t, result
+
+    item(REFERENCE)
+    first, result = item(runtime)
+    ref, mine = [], []
+    for _ in range(pairs):
+        ref.append(item(REFERENCE)[0])
+        took, result = item(runtime)
+        mine.append(took)
+    reason = result.error or next((c.message for c in result.checks if c.status not in ("passed", "skipped")
+                                   and c.message), None)
+    return {"first_s": first, "next_s": statistics.median(mine), "ref_s": statistics.median(ref),
+            "ratios": [m / r for m, r in zip(mine, ref)], "status": result.status, "reason": (reason or "")[:200],
+            "precision": (result.runtime_info or {}).get("precision"), "pairs": pairs}
 
 
-def gate_measure(model: str, runtime: str, layers: str, cache_dir: str) -> dict:
+def gate_measure(model: str, runtime: str, layers: str, cache_dir: str, pairs: int) -> dict:
     """:func:`gate_one` in a fresh Python process; ``{"error": ...}`` when it failed there."""
     code = ("import json,sys; sys.path.insert(0, %r); from bench_runtimes import gate_one; "
-            "print('RESULT ' + json.dumps(gate_one(%r, %r, %r, %r)))"
-            % (str(Path(__file__).parent), model, runtime, layers, cache_dir))
+            "print('RESULT ' + json.dumps(gate_one(%r, %r, %r, %r, %d)))"
+            % (str(Path(__file__).parent), model, runtime, layers, cache_dir, pairs))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=3600)
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -159,8 +169,8 @@ def gate_measure(model: str, runtime: str, layers: str, cache_dir: str) -> dict:
 
 
 def gate_rows(runtimes: list[str], model: str, layer_modes: list[str], skip_layers: tuple[str, ...],
-              folder: Path) -> list[dict]:
-    """Gate items per runtime and ``layers`` value, Python onnxruntime first; the export cached beforehand."""
+              folder: Path, pairs: int, tiny_only: tuple[str, ...], tiny_pairs: int) -> list[dict]:
+    """Gate items per runtime and ``layers`` value, against Python onnxruntime; the export cached beforehand."""
     import pytest_onnx_parity as parity
     from pytest_onnx_parity.runtime.catalog import runtime_status
 
@@ -168,12 +178,14 @@ def gate_rows(runtimes: list[str], model: str, layer_modes: list[str], skip_laye
     parity.check_parity(model, exporter="torchscript", layers="never", cache_dir=cache_dir)
     results = []
     for layers in layer_modes:
-        for runtime in [REFERENCE, *[r for r in runtimes if r != REFERENCE]]:
-            if layers != "never" and runtime.split("(")[0] in skip_layers:
+        for runtime in [r for r in runtimes if r != REFERENCE]:
+            base = runtime.split("(")[0]
+            if layers != "never" and base in skip_layers:
                 continue
-            status = runtime_status(runtime.split("(")[0])
+            status = runtime_status(base)
             found = {"runtime": runtime, "layers": layers}
-            found.update(gate_measure(model, runtime, layers, cache_dir) if status.ready else {"error": status.reason})
+            n = tiny_pairs if base in tiny_only else pairs
+            found.update(gate_measure(model, runtime, layers, cache_dir, n) if status.ready else {"error": status.reason})
             print("gate", runtime, layers, found, flush=True)
             results.append(found)
     return results
@@ -196,12 +208,12 @@ def machine() -> str:
 
 
 def table(blocks: list[list[dict]], load: tuple[float, float]) -> str:
-    lines = [f"Random weights, TorchScript export; {machine()}, {os.cpu_count()} CPU cores, load average "
+    lines = [(f"Random weights, TorchScript export; {machine()}, {os.cpu_count()} CPU cores, load average "
              f"{load[0]:.1f} when the run began and {load[1]:.1f} when it ended (other work on the machine moves a "
              f"figure by tens of percent between runs), Python {platform.python_version()}. "
-             "Measured by `benchmarks/bench_runtimes.py`. One batch: the median of the runs after a warm-up run.", "",
-             "| model, batch | runtime | versions | backend, threads | start | load | one batch | vs Python onnxruntime "
-             "| agreement (max diff / RMS) |",
+             "Measured by `benchmarks/bench_runtimes.py`. One batch: the median of the runs after a warm-up run."), "",
+             ("| model, batch | runtime | versions | backend, threads | start | load | one batch | vs Python onnxruntime "
+              "| agreement (max diff / RMS) |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for results in blocks:
         ref = results[0]
@@ -221,34 +233,34 @@ def table(blocks: list[list[dict]], load: tuple[float, float]) -> str:
 
 def gate_table(results: list[dict], model: str, tiny_only: tuple[str, ...]) -> str:
     """The gate items against Python onnxruntime's, and the 3x goal for the web runtimes."""
-    lines = [f"**A whole gate item** (`check_parity({model!r}, exporter=\"torchscript\", runtime=R, layers=L)`, "
-             "export cached): two items one after the other in a fresh process; *first* pays the imports (torch, timm) and the runtime's start "
-             "(Node.js, Chromium, compiling WebAssembly), *second* is the marginal cost of one more item on that "
-             "runtime. Ratios against the same item on Python onnxruntime.", "",
-             "| layers | runtime | first item | second item | first / Python | second / Python | status |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    refs = {r["layers"]: r for r in results if r["runtime"] == REFERENCE and "second_s" in r}
+    lines = [(f"**A whole gate item** (`check_parity({model!r}, exporter=\"torchscript\", runtime=R, layers=L)`, "
+             "export cached), one fresh process per row: an item on Python onnxruntime first (it pays the imports), "
+             "then the *first item* on R (it pays R's start: Node.js, Chromium, compiling WebAssembly), then pairs "
+             "alternating Python onnxruntime and R. *Next items* is the median of R's items in the pairs, the "
+             "marginal cost of one more gate item on R; *Python* the median of the Python onnxruntime items between "
+             "them, run seconds apart under the same load; the ratio is the median of the pairs' ratios."), "",
+             ("| layers | runtime | first item on R | next items on R | Python onnxruntime | next / Python (pairs) "
+              "| first / Python | status |"),
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     verdicts = []
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['layers']} | `{r['runtime']}` | not measured: {r['error']} | | | | |")
+            lines.append(f"| {r['layers']} | `{r['runtime']}` | not measured: {r['error']} | | | | | |")
             continue
-        ref = refs.get(r["layers"])
-        first = r["first_s"] / ref["first_s"] if ref else float("nan")
-        second = r["second_s"] / ref["second_s"] if ref else float("nan")
-        status = r["second_status"]
-        if status != "passed" and r.get("second_reason"):
-            status += ": " + r["second_reason"].split(". ")[0]
-        lines.append(f"| {r['layers']} | `{r['runtime']}` | {r['first_s']:.1f} s | {r['second_s']:.1f} s | "
-                     f"{first:.2f}x | {second:.2f}x | {status} |")
+        ratio = statistics.median(r["ratios"])
+        status = r["status"]
+        if status != "passed" and r.get("reason"):
+            status += ": " + r["reason"].split(" (")[0].split(": ")[0]
+        lines.append(f"| {r['layers']} | `{r['runtime']}` | {r['first_s']:.1f} s | {r['next_s']:.1f} s | "
+                     f"{r['ref_s']:.1f} s | {ratio:.2f}x ({r['pairs']}) | {r['first_s'] / r['ref_s']:.2f}x | {status} |")
         base = r["runtime"].split("(")[0]
         if base.startswith("onnxruntime-web"):
-            verdicts.append((r["runtime"], r["layers"], second, base in tiny_only))
+            verdicts.append((r["runtime"], r["layers"], ratio, base in tiny_only))
     lines.append("")
     held = [v for v in verdicts if not v[3]]
     ok = [v for v in held if v[2] <= 3.0]
     lines.append(
-        "Goal: a web item (second item, the marginal cost) at most 3x the Python item of the same model, WebGPU on a "
+        "Goal: a web item (next items, the marginal cost) at most 3x the Python item of the same model, WebGPU on a "
         f"software adapter excepted: met for {len(ok)} of {len(held)} web items"
         + ("" if len(ok) == len(held) else " (not met: " + ", ".join(
             f"`{v[0]}` layers={v[1]} {v[2]:.1f}x" for v in held if v[2] > 3.0) + ")")
@@ -272,6 +284,8 @@ def main() -> None:
     parser.add_argument("--gate-layers", default="never,always", help="comma list of layers values for the gate items")
     parser.add_argument("--gate-skip-layers", default="onnxruntime-web-webgpu",
                         help="comma list of runtimes whose gate items run with layers=never only")
+    parser.add_argument("--gate-pairs", type=int, default=3, help="Python/R item pairs per gate row")
+    parser.add_argument("--tiny-pairs", type=int, default=2, help="pairs for the --tiny-only runtimes' gate rows")
     parser.add_argument("--no-gate", action="store_true", help="skip the gate items")
     parser.add_argument("--no-doc", action="store_true", help="print the table, do not write docs/performance.md")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document to write (default docs/performance.md)")
@@ -289,7 +303,8 @@ def main() -> None:
             blocks.append(rows(tiny, args.tiny_model, args.batch, args.tiny_repeat, Path(tmp)))
         gates = [] if args.no_gate else gate_rows(
             wanted, args.gate_model, [x for x in args.gate_layers.split(",") if x],
-            tuple(x for x in args.gate_skip_layers.split(",") if x), Path(tmp))
+            tuple(x for x in args.gate_skip_layers.split(",") if x), Path(tmp), args.gate_pairs, tiny_only,
+            args.tiny_pairs)
     text = table(blocks, (load, os.getloadavg()[0]))
     if gates:
         text += "\n\n" + gate_table(gates, args.gate_model, tiny_only)
