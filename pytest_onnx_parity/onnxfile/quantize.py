@@ -25,14 +25,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .file_precision import PrecisionError, _load_source, _require_float32, save_variant
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["INT8_MODES", "calibration_images", "int8_reduce_range_choice", "to_int8"]
+#: calibration runs whose intermediate values ONNX Runtime's MinMax calibrator holds before folding them into ranges
+CALIB_FOLD = 16
+
+__all__ = ["INT8_MODES", "calibration_images", "calibration_stream", "int8_reduce_range_choice", "to_int8"]
 
 INT8_MODES = ("static", "dynamic")
 
@@ -41,9 +44,10 @@ def calibration_images(
     onnx_file: "str | os.PathLike[str]",
     images: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None,
 ) -> "np.ndarray":
-    """Real images preprocessed by the file's own data config (float32 NCHW).
+    """Real images preprocessed by the file's own data config (float32 NCHW), all in one array.
 
-    ``images``: ``None`` for the bundled sample photos, a folder, or a list of files.
+    ``images``: ``None`` for the bundled sample photos, a folder, or a list of files. For a large folder,
+    :func:`calibration_stream` holds one batch at a time.
     """
     from ..preprocessing.images import real_batch
 
@@ -51,24 +55,64 @@ def calibration_images(
     return batch
 
 
-def _as_batches(calibration_batches: Any) -> list["np.ndarray"]:
-    import numpy as np
+def calibration_stream(
+    onnx_file: "str | os.PathLike[str]",
+    images: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None, *, batch_size: int = 16,
+) -> "Iterator[np.ndarray]":
+    """:func:`calibration_images` batch by batch (each photo decoded when its batch comes): memory stays flat with
+    the folder's size."""
+    from ..preprocessing.images import _resolve_paths, iter_batches
 
-    if calibration_batches is None:
-        return []
-    if isinstance(calibration_batches, np.ndarray):
-        items: Iterable[Any] = [calibration_batches]
-    else:
-        items = calibration_batches
-    out = []
-    for b in items:
-        a = np.asarray(b, dtype=np.float32)
-        if a.ndim == 3:
-            a = a[None]
-        if a.ndim != 4:
-            raise PrecisionError(f"calibration batches must be NCHW float arrays, got shape {a.shape}")
-        out.extend(a[i:i + 1] for i in range(a.shape[0]))  # one image per run: any batch axis works
-    return out
+    for batch, _ in iter_batches(_resolve_paths(images), str(onnx_file), batch_size=batch_size):
+        yield batch
+
+
+class _Batches:
+    """Calibration batches as ONNX Runtime's reader takes them, one image a run, counted as they stream."""
+
+    def __init__(self, calibration_batches: Any) -> None:
+        import numpy as np
+
+        if calibration_batches is None:
+            items: Iterable[Any] = []
+        elif isinstance(calibration_batches, np.ndarray):
+            items = [calibration_batches]
+        else:
+            items = calibration_batches
+        self._items = iter(items)
+        self._pending: list[Any] = []
+        self.count = 0
+        self._first = self._next()
+
+    def _next(self) -> "np.ndarray | None":
+        import numpy as np
+
+        while not self._pending:
+            b = next(self._items, None)
+            if b is None:
+                return None
+            a = np.asarray(b, dtype=np.float32)
+            if a.ndim == 3:
+                a = a[None]
+            if a.ndim != 4:
+                raise PrecisionError(f"calibration batches must be NCHW float arrays, got shape {a.shape}")
+            self._pending = [a[i:i + 1] for i in range(a.shape[0])]  # one image per run: any batch axis works
+        self.count += 1
+        return self._pending.pop(0)
+
+    def __bool__(self) -> bool:
+        return self._first is not None
+
+    def __iter__(self) -> "Iterator[np.ndarray]":
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        while (b := self._next()) is not None:
+            yield b
+
+
+def _as_batches(calibration_batches: Any) -> "_Batches":
+    return _Batches(calibration_batches)
 
 
 def to_int8(
@@ -118,7 +162,7 @@ def to_int8(
             "calibration_images(onnx_file, 'path/to/folder'), or use mode='dynamic'")
     t0 = time.perf_counter()
     exclude = sorted(set(nodes_to_exclude))
-    options: dict[str, Any] = {"mode": mode, "per_channel": per_channel, "calibration_images": len(batches)}
+    options: dict[str, Any] = {"mode": mode, "per_channel": per_channel}
     if exclude:
         options["nodes_to_exclude"] = exclude
     reduce_range, options["reduce_range_reason"] = _reduce_range(reduce_range)
@@ -141,6 +185,8 @@ def to_int8(
                                  f"{str(exc)[:300]}") from exc
         from .io import load_onnx_proto
 
+        if mode == "static":
+            options["calibration_images"] = batches.count  # counted as they streamed
         quantized = load_onnx_proto(out, weights=True)
         options.update({"quantizer": "onnxruntime.quantization", "format": "QDQ" if mode == "static" else "dynamic",
                         "activations": activations if mode == "static" else "uint8 (dynamic)",
@@ -191,7 +237,7 @@ def _reduce_range(given: bool | None) -> tuple[bool, str]:
     return bool(given), f"given, {agrees} ONNX Runtime's advice for this CPU ({why}); CPU {cpu}"
 
 
-def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: str, per_channel: bool,
+def _quantize(model_in: str, out: Path, batches: Iterable["np.ndarray"], *, mode: str, per_channel: bool,
               reduce_range: bool = False, activations: str = "uint8", nodes_to_exclude: list[str] | None = None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -212,9 +258,11 @@ def _quantize(model_in: str, out: Path, batches: list["np.ndarray"], *, mode: st
             b = next(self._it, None)
             return None if b is None else {input_name: b}
 
+    # the ranges are folded every CALIB_FOLD runs: the calibrator holds a few runs' values, not the whole folder's
     quantize_static(model_in, str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=nodes_to_exclude or None,
-                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8)
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                    extra_options={"CalibMaxIntermediateOutputs": CALIB_FOLD})
 
 
 # --------------------------------------------------------------------------- verdict

@@ -31,9 +31,9 @@ def convert_precision(src: Path, dst: Path, precision: str, *, images: str | Non
 
         to_fp16(src, dst)
     elif precision == "int8":
-        from .quantize import calibration_images, to_int8
+        from .quantize import calibration_stream, to_int8
 
-        to_int8(src, dst, calibration_images(src, images), mode="static", per_channel=True, reduce_range=reduce_range)
+        to_int8(src, dst, calibration_stream(src, images), mode="static", per_channel=True, reduce_range=reduce_range)
     else:
         raise VariantSkip(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
