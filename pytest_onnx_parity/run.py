@@ -33,7 +33,6 @@ cannot run is ``skipped``.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -166,7 +165,9 @@ class ParityRun:
         o, r = self.options, self.result
         why = runtime_missing(self.settings)
         if why:
-            if os.environ.get("CI") and not self.settings.runtime_spec.name == "onnxruntime":
+            from .runtime.environment import on_ci
+
+            if on_ci() and not self.settings.runtime_spec.name == "onnxruntime":
                 raise OnnxParityError(f"{why} (CI is set, where a runtime that cannot start is an error, not a skip: "
                                       "install it in the CI script)")
             raise VariantSkip(why)

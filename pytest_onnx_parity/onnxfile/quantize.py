@@ -162,9 +162,7 @@ def to_int8(
             "calibration_images(onnx_file, 'path/to/folder'), or use mode='dynamic'")
     t0 = time.perf_counter()
     exclude = sorted(set(nodes_to_exclude))
-    options: dict[str, Any] = {"mode": mode, "per_channel": per_channel}
-    if exclude:
-        options["nodes_to_exclude"] = exclude
+    options: dict[str, Any] = {"mode": mode, "per_channel": per_channel, **({"nodes_to_exclude": exclude} if exclude else {})}
     reduce_range, options["reduce_range_reason"] = _reduce_range(reduce_range)
     options["reduce_range"] = reduce_range
     from ..runtime.environment import cpu_info

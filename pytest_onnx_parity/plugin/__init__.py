@@ -232,14 +232,14 @@ def ort_session(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> A
     onnxruntime on the CPU unless the marker (``runtime=``, ``provider=``, ``ort_opt=``) or the options say otherwise;
     one per export and runtime per session. A runtime not ready here skips the test, naming the install command
     (fails it when ``CI`` is set: a CI that cannot start the runtime it tests is broken)."""
-    import os
-
     from ..errors import VariantSkip
 
     opts = _onnx_parity_store.options(request, {})
     try:
         return _onnx_parity_store.session(opts)
     except VariantSkip as exc:
-        if os.environ.get("CI") and opts.get("runtime", "onnxruntime") != "onnxruntime":
+        from ..runtime.environment import on_ci
+
+        if on_ci() and opts.get("runtime", "onnxruntime") != "onnxruntime":
             pytest.fail(f"{exc} (CI is set: install it in the CI script)", pytrace=False)
         pytest.skip(str(exc))

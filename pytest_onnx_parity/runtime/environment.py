@@ -14,6 +14,8 @@ standard library, so the plugin can call it at start-up.
 """
 from __future__ import annotations
 
+import os
+
 import functools
 import platform
 import subprocess
@@ -118,6 +120,12 @@ def describe(info: dict[str, Any] | None = None) -> str:
     return (f"CPU: {info.get('model') or 'unknown'} ({info.get('machine')}); instruction-set flags: "
             f"{cpu_flags_text(info)}; VNNI: {'yes' if has_vnni(info) else 'no'}; int8 reduce_range: "
             f"{int8_reduce_range(info)}")
+
+
+def on_ci() -> bool:
+    """True when the environment variable ``CI`` is set to anything but empty, ``0``, ``false`` or ``no``: there a
+    runtime that cannot start is an error (a CI machine must have every runtime it tests), never a skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def library_versions() -> dict[str, str]:

@@ -10,12 +10,7 @@ tests name, so a missing one is a broken machine, not a reason to pass).
 """
 from __future__ import annotations
 
-import os
-
-
-def on_ci() -> bool:
-    """True when the environment variable ``CI`` is set to anything but empty, ``0`` or ``false``."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+from ..runtime.environment import on_ci  # the one rule: CI set, not empty/0/false/no
 
 
 def require_runtime(name: str) -> None:
