@@ -288,3 +288,33 @@ def test_a_bad_spec_or_failing_preprocessor_is_an_error_entry(vit_file: tuple[An
     result = run_check(vit_file, f"{PIPELINES}:fails")
     assert result.status == "error" and "model server config not found" in result.message
     assert run_check(vit_file, "metadata").status == "skipped"
+
+
+def test_a_colour_profile_conversion_is_found_on_the_photo_that_carries_one() -> None:
+    """rocket.jpg carries an Adobe RGB profile; a deployment that converts it to sRGB (as a browser does) differs from
+    timm (which ignores it), and the diagnosis searches that photo too and names colour_profile."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
+    from pytest_onnx_parity.preprocessing.diagnose import compare_preprocessing
+    from pytest_onnx_parity.preprocessing.images import bundled_image_paths
+    from pytest_onnx_parity.preprocessing.transform import preprocess
+
+    cfg = resolve_data_config("vit_small_patch16_224.augreg_in21k_ft_in1k")
+    paths = bundled_image_paths()
+
+    def converted(path):  # type: ignore[no-untyped-def]
+        im = Image.open(path)
+        icc = im.info.get("icc_profile")
+        if not icc:
+            return im.convert("RGB")
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im.convert("RGB"), src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+
+    yours = preprocess([converted(p) for p in paths], cfg)
+    comp = compare_preprocessing(yours, paths, cfg)
+    assert not comp.equal
+    assert [f.field for f in comp.diagnosis] == ["colour_profile"], comp.message
+    assert comp.diagnosis[0].kind == "library"

@@ -286,10 +286,15 @@ def _decode_variants(cur: Candidate, runner: CandidateRunner) -> list[Candidate]
 def _search(runner: CandidateRunner, yours: np.ndarray, scale: np.ndarray, base: Candidate, tol: float,
             max_share: float) -> Candidate:
     """The closest candidate, searched on :data:`SEARCH_PHOTOS` photos (those whose shape differs most from the
-    input's first: they tell the crops apart), one group of fields at a time, twice."""
+    input's first: they tell the crops apart) and one with an ICC colour profile when any has one, one group of
+    fields at a time, twice."""
     target = runner.base.input_size[1] / runner.base.input_size[0]
     ratios = [abs(np.log(im.size[0] / im.size[1] / target)) for im in runner.raw]
-    pick = sorted(sorted(range(len(ratios)), key=lambda i: -ratios[i])[:SEARCH_PHOTOS])
+    pick = sorted(range(len(ratios)), key=lambda i: -ratios[i])[:SEARCH_PHOTOS]
+    icc = [i for i, im in enumerate(runner.raw) if im.info.get("icc_profile")]
+    if icc and not set(icc) & set(pick):  # a photo with a colour profile: only it can tell a profile conversion apart
+        pick.append(icc[0])
+    pick = sorted(pick)
     sub = CandidateRunner([runner.raw[i] for i in pick], runner.config)
     score = _Scorer(sub, yours[pick], scale, tol, max_share)
     best = base
