@@ -37,19 +37,13 @@ GOAL = 1.2
 
 
 def machine() -> str:
-    """The CPU's model name and whether it has bf16 instructions, for the table's header."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    extra = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(extra) if extra else 'no avx512_bf16/AMX'})"
+    """The CPU's model name and its bf16 instructions (OpenVINO's default precision depends on them), read by the
+    package's own probe (pytest_onnx_parity.runtime.environment)."""
+    from pytest_onnx_parity.runtime.environment import cpu_info
+
+    info = cpu_info()
+    extra = [f for f in ("avx512_bf16", "amx_bf16") if f in set(info.get("flags") or ())]
+    return f"{info.get('model') or platform.machine()} ({', '.join(extra) if extra else 'no avx512_bf16/AMX'})"
 
 
 def build_folder(dest: Path, count: int, side: int) -> Path:

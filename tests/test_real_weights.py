@@ -38,6 +38,21 @@ def top1(model, x: np.ndarray) -> list[int]:  # type: ignore[no-untyped-def]
         return model(torch.from_numpy(x)).argmax(-1).tolist()
 
 
+def imagenet_defaults_file(src: Path, dst: Path) -> Path:
+    """The file at ``src`` with ImageNet's default preprocessing in its metadata instead of the model's (the seed's
+    failure), written to ``dst``."""
+    import onnx
+
+    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
+
+    proto = onnx.load(str(src))
+    for p in proto.metadata_props:
+        if p.key == DATA_CONFIG_KEY:
+            p.value = json.dumps({**json.loads(p.value), **IMAGENET_DEFAULTS})
+    onnx.save(proto, str(dst))
+    return dst
+
+
 def test_real_weights_classify_the_sample_photos(lite0) -> None:  # type: ignore[no-untyped-def]
     cfg = resolve_data_config(lite0)
     assert cfg["mean"] == [0.5, 0.5, 0.5] and cfg["interpolation"] == "bicubic"
@@ -55,20 +70,11 @@ def test_imagenet_default_preprocessing_changes_predictions(lite0) -> None:  # t
 
 
 def test_wrong_metadata_fails_end_to_end_on_real_weights(lite0, tmp_path: Path, export_cache: str) -> None:  # type: ignore[no-untyped-def]
-    import onnx
-
-    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
-
     exp = export_onnx(lite0, exporter="torchscript", cache_dir=export_cache)
     clean = check_parity(lite0, onnx=exp.path, layers="never")
     assert clean.passed, clean.failure_message()
     assert clean.check("real_images").details["top1_agreement"] == 1.0
-    proto = onnx.load(str(exp.path))
-    for p in proto.metadata_props:
-        if p.key == DATA_CONFIG_KEY:
-            p.value = json.dumps({**json.loads(p.value), **IMAGENET_DEFAULTS})
-    bad = tmp_path / "lite0_imagenet_defaults.onnx"
-    onnx.save(proto, str(bad))
+    bad = imagenet_defaults_file(exp.path, tmp_path / "lite0_imagenet_defaults.onnx")
     result = check_parity(lite0, onnx=bad, layers="never")
     assert result.check("data_config").status == "failed"
     real = result.check("real_images")
@@ -101,17 +107,8 @@ def test_labels_that_favour_a_wrong_file_never_pass_it(lite0, tmp_path: Path, ex
     """The false pass of a labelled folder: a file with ImageNet's default preprocessing in its metadata, on labels
     chosen to be what that wrong file predicts (so it 'scores higher' than torch), fails real_images; the right
     file on the same folder passes."""
-    import onnx
-
-    from pytest_onnx_parity.onnxfile.metadata import DATA_CONFIG_KEY
-
     exp = export_onnx(lite0, exporter="torchscript", cache_dir=export_cache)
-    proto = onnx.load(str(exp.path))
-    for p in proto.metadata_props:
-        if p.key == DATA_CONFIG_KEY:
-            p.value = json.dumps({**json.loads(p.value), **IMAGENET_DEFAULTS})
-    bad = tmp_path / "lite0_imagenet_defaults.onnx"
-    onnx.save(proto, str(bad))
+    bad = imagenet_defaults_file(exp.path, tmp_path / "lite0_imagenet_defaults.onnx")
     cfg = resolve_data_config(lite0)
     paths = bundled_image_paths()
     wrong_classes = top1(lite0, preprocess(paths, {**cfg, **IMAGENET_DEFAULTS}))

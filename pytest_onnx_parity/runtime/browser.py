@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..axes import ORT_OPT_LEVELS
 from ..errors import OnnxFileError, SpecError, VariantSkip
+from .jsfiles import external_data, nested_config
 from .runner import RunSettings, RuntimeInfo, TensorInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,28 +72,9 @@ def _load_request(settings: RunSettings, path: Path, *, mem_arena: bool, config:
     options: dict[str, Any] = {"graphOptimizationLevel": settings.ort_opt, "enableCpuMemArena": bool(mem_arena),
                                **{k: v for k, v in opts.items() if k in SESSION_KEYS}}
     if config:
-        options["extra"] = _nested(config)
+        options["extra"] = nested_config(config)
     return {"backend": BACKENDS[spec.name], "bundle": opts.get("bundle"), "numThreads": int(threads) if threads else None,
-            "options": options, "external": _external_data(path), "timeout": float(opts.get("timeout_s") or 600)}
-
-
-def _nested(config: Mapping[str, str]) -> dict[str, Any]:
-    """``{"session.a": "1"}`` -> ``{"session": {"a": "1"}}``: onnxruntime-web's ``extra`` form of config entries."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        *parents, last = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = str(value)
-    return out
-
-
-def _external_data(path: Path) -> list[dict[str, str]]:
-    """The external-data files of ``path`` (each served to the page under the name the file refers to)."""
-    from ..onnxfile.io import external_files
-
-    return [{"path": f.relative_to(path.parent).as_posix(), "file": str(f)} for f in external_files(path) if f.is_file()]
+            "options": options, "external": external_data(path), "timeout": float(opts.get("timeout_s") or 600)}
 
 
 def is_fp16_file(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], path: Path | None) -> bool:

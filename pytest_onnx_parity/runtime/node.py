@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..axes import ORT_OPT_LEVELS
 from ..errors import OnnxFileError, SpecError
+from .jsfiles import external_data, nested_config
 from .runner import RunSettings, RuntimeInfo, TensorInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +80,7 @@ class NodeRunner:
                 f.write(data)
             owned = path = Path(name)
         if request["backend"] == "web-wasm" and owned is None:
-            request["externalData"] = _external_data(path)
+            request["externalData"] = external_data(path)
         try:
             return cls(settings, path, request, owned)
         except BaseException:
@@ -207,7 +208,7 @@ def _load_request(settings: RunSettings, *, mem_arena: bool, config: Mapping[str
     threads = settings.threads or opts.pop("numThreads", None)
     options: dict[str, Any] = {"graphOptimizationLevel": settings.ort_opt, "enableCpuMemArena": bool(mem_arena), **opts}
     if config:
-        options["extra"] = _nested(config)
+        options["extra"] = nested_config(config)
     request: dict[str, Any] = {"backend": backend, "options": options}
     if threads:
         if backend == "web-wasm":
@@ -215,25 +216,6 @@ def _load_request(settings: RunSettings, *, mem_arena: bool, config: Mapping[str
         else:
             options.setdefault("intraOpNumThreads", int(threads))
     return request
-
-
-def _nested(config: Mapping[str, str]) -> dict[str, Any]:
-    """``{"session.a.b": "1"}`` -> ``{"session": {"a": {"b": "1"}}}``: onnxruntime-js's ``extra`` form of config entries."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        *parents, last = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = str(value)
-    return out
-
-
-def _external_data(path: Path) -> list[dict[str, str]]:
-    """onnxruntime-web reads no file itself: the external-data files the model names, with their paths."""
-    from ..onnxfile.io import external_files
-
-    return [{"path": p.name, "file": str(p)} for p in external_files(path) if p.is_file()]
 
 
 def _info(t: Mapping[str, Any]) -> TensorInfo:
