@@ -23,20 +23,15 @@ from typing import Sequence
 from .axes import use_ema
 from .report.render import render_html, render_markdown
 from .report.schema import ReportError, load_report, merge_reports, write_json
+from .specs.optiontable import ROWS
 
 USAGE_ERROR = 2
 FAILED = 1
 COULD_NOT_CHECK = 3
-#: gate options that make no sense for one given file
-_NOT_FOR_CHECK = ("models", "shard", "report")
-#: gate options that shape an export the plugin makes: ``check`` takes FILE as it was made (its exporter and
-#: opset are what the file says, its preprocessing is embedded or not, nothing is exported or cached), so
-#: ``check --help`` does not list them and ``check`` refuses them, naming why
-_EXPORT_ONLY = {"exporter": "its exporter and opset are what the file says",
-                "opset": "its exporter and opset are what the file says",
-                "simplifier": "simplify it in your pipeline and give the simplified file",
-                "embed-preprocessing": "a file with embedded preprocessing says so in its metadata and is checked so",
-                "cache-dir": "nothing is exported, so nothing is cached", "no-cache": "nothing is exported, so nothing is cached"}
+#: gate options that shape an export the plugin makes (the option table's ``export_only`` rows): ``check`` takes
+#: FILE as it was made (its exporter and opset are what the file says, its preprocessing is embedded or not, nothing
+#: is exported or cached), so ``check --help`` does not list them and ``check`` refuses them, naming why
+_EXPORT_ONLY = {o.noun: o.export_only for o in ROWS if o.export_only}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", "--onnx-parity-report", dest="onnx_parity_report", metavar="PATH",
                    help="Write the JSON report (one entry) to PATH")
     for opt in OPTIONS:
-        if opt.noun in _NOT_FOR_CHECK:
+        if not opt.check:  # makes no sense for one given file (models, shard; --report is above)
             continue
         names = (f"--{opt.noun}", f"--onnx-parity-{opt.noun}")
         if opt.noun in _EXPORT_ONLY:  # accepted only to be refused with a reason (_export_options), never listed

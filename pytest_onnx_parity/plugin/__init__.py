@@ -11,12 +11,11 @@ import pytest
 
 from ..axes import use_ema
 from ..settings import Settings, SettingsError, add_options, resolve
+from ..specs.optiontable import marker_keywords
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-MARKER_KEYWORDS = frozenset({
-    "model", "weights", "exporter", "opset", "seed", "batch_size", "images", "test_time", "model_args", "data_config",
-    "runtime", "provider", "ort_opt",
-})
+#: the keywords of ``@pytest.mark.onnx_parity``: the rows of the option table (specs/optiontable.py) marked ``marker``
+MARKER_KEYWORDS = marker_keywords()
 #: keywords no fixture reads: a tolerance belongs to the assertion that compares, not to the marker
 MARKER_TOLERANCE_KEYWORDS = ("atol", "rtol")
 
@@ -91,12 +90,15 @@ class _Store:
         self.sessions: dict[Any, Any] = {}
 
     def options(self, request: pytest.FixtureRequest | None, overrides: dict[str, Any]) -> dict[str, Any]:
-        from ..runtime.forward import DEFAULT_BATCH
+        """Each marker keyword: the marker's value, else the options' one run (an axis: its first value), else the
+        run's own default (``model``: none)."""
+        from dataclasses import fields
 
-        s = self.settings
-        opts: dict[str, Any] = {"model": None, "weights": None, "exporter": s.exporter[0], "opset": s.opset[0] if s.opset else None, "seed": s.seed,
-                                "batch_size": DEFAULT_BATCH, "images": s.images, "test_time": s.test_time,
-                                "runtime": s.runtime[0], "provider": s.providers[0], "ort_opt": s.ort_opt[0]}
+        from ..options import ParityOptions
+
+        gate = self.settings.parity_options()
+        run = {f.name: f.default for f in fields(ParityOptions)}
+        opts: dict[str, Any] = {k: gate.get(k, run.get(k)) for k in sorted(MARKER_KEYWORDS)}
         marker = request.node.get_closest_marker("onnx_parity") if request is not None else None
         if marker is not None:
             opts.update(marker.kwargs)
