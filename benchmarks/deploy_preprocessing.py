@@ -26,6 +26,7 @@ def main(images: str | None = None) -> None:
     from pytest_onnx_parity.options import ParityOptions
     from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
     from pytest_onnx_parity.runtime.runner import open_runner
+    from pytest_onnx_parity.model.build import record_of
     from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
     tmp = Path(tempfile.mkdtemp())
@@ -37,7 +38,7 @@ def main(images: str | None = None) -> None:
     for name in NAMES:
         options = ParityOptions(images=images)
         options.preprocess = f"{PIPELINES}:{name}"  # type: ignore[attr-defined]
-        ctx = CheckContext(model=model, export=export, options=options, model_config=resolve_data_config(model),
+        ctx = CheckContext(model=model, record=record_of(model), export=export, options=options,
                            session_factory=lambda: runner, model_label="tf_efficientnet_lite0")
         start = time.perf_counter()
         result = check(ctx)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checks.weightmatch import WeightsComparison, compare_weights
     from .compare import assert_logits_close, assert_topk_agreement, compare_logits, compare_topk
     from .layers import LayerComparison, LayerResult, assert_layers_close, compare_layers
-    from .model.build import load_model
+    from .model.build import load_model, load_model_record
+    from .model.record import LoadedModel, ModelRecord
     from .onnxfile.embedded import run_embedded
     from .onnxfile.export import OnnxExport, export_onnx
     from .onnxfile.metadata import read_data_config, read_metadata
@@ -43,6 +44,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "model.build",
+    "load_model_record": "model.build",
+    "LoadedModel": "model.record",
+    "ModelRecord": "model.record",
     "ModelSpec": "specs",
     "parse_spec": "specs",
     "parse_model_args": "specs",

@@ -23,6 +23,9 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
     #: the comparison object behind the result (a LayerComparison for ``layers``); never serialised
     comparison: Any = field(default=None, repr=False, compare=False)
+    #: ``layers``: the first divergent module cut out with torch's values (layers.isolate.Isolation), which a
+    #: reproducer bundle writes out; never serialised
+    isolation: Any = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:

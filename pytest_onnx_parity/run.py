@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .checks.context import CheckContext
     from .onnxfile.export import OnnxExport
+    from .model.record import LoadedModel
     from .runtime.runner import Runner, RunSettings
 
 __all__ = ["ParityRun", "check_file", "check_parity", "fold_status"]
@@ -59,17 +60,17 @@ __all__ = ["ParityRun", "check_file", "check_parity", "fold_status"]
 class ParityRun:
     """One model's run. Build it, call :meth:`execute` once, read ``result``, then :meth:`close`
     (or use it as a context manager). ``prebuilt``: a model built for an earlier variant of the
-    same spec (it is only read by the checks)."""
+    same spec, with its record (it is only read by the checks)."""
 
     def __init__(self, model: Any, onnx: Any = None, options: ParityOptions | None = None, *,
-                 progress: Callable[[str], None] | None = None, prebuilt: "torch.nn.Module | None" = None) -> None:
+                 progress: Callable[[str], None] | None = None, prebuilt: "LoadedModel | None" = None) -> None:
         self.options = options or ParityOptions()
         self.model_arg = model
         self.onnx_arg = onnx
         self.progress = progress or (lambda msg: None)
         self.result = ParityResult(model=_label(model, onnx),
                                    exporter=None if onnx is not None else self.options.exporter)
-        self.model: "torch.nn.Module | None" = prebuilt
+        self.built: "LoadedModel | None" = prebuilt  # the module and its record (model/record.py)
         self.export: "OnnxExport | None" = None
         self._prebuilt = prebuilt is not None
         self._session: "Runner | None" = None
@@ -123,6 +124,11 @@ class ParityRun:
 
     # -- what helpers may read (bundles, plots) ------------------------------------------------------
     @property
+    def model(self) -> "torch.nn.Module | None":
+        """The torch module (None before it was built); its record is ``built.record``."""
+        return self.built.module if self.built is not None else None
+
+    @property
     def context(self) -> "CheckContext | None":
         """The checks' context (None before the checks ran)."""
         return self._ctx
@@ -174,15 +180,13 @@ class ParityRun:
         t = time.perf_counter()
         self.progress("build")
         onnx_arg = self.onnx_arg if self.onnx_arg is not None else _spec_onnx_file(self.model_arg, o.weights)
-        if self.model is None:
-            self.model = _build(self.model_arg, o)
-        from .preprocessing.dataconfig import data_config_source
-
-        r.data_config_source = data_config_source(self.model)
-        r.variant = variant_dict(o, self.model)
-        check_variant(self.model, o)  # VariantSkip: a variant this model or machine cannot run
-        spec = getattr(self.model, "onnx_parity_spec", None)
-        r.weights = spec.weights if spec is not None else (o.weights or "given module")
+        if self.built is None:
+            self.built = _build(self.model_arg, o)
+        record = self.built.record
+        r.data_config_source = record.data_config_source
+        r.variant = variant_dict(o, self.built)
+        check_variant(self.built, o)  # VariantSkip: a variant this model or machine cannot run
+        r.weights = record.weights or o.weights or "given module"
         r.timings["load_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if onnx_arg is None:
@@ -215,7 +219,7 @@ class ParityRun:
         path = None
         if not o.use_cache:
             path = Path(self._workdir()) / "model.onnx"
-        base = export_onnx(self.model, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
+        base = export_onnx(self.built, path, exporter=o.exporter, opset=o.opset, cache_dir=o.cache_dir,
                            use_cache=o.use_cache, seed=o.seed, dynamic_size=o.dynamic_size)
         self.export, self._model_part = variant_export(base, o, workdir=self._tmpdir)
         if o.simplifier != "none" and o.precision == "fp32" and not o.embed_preprocessing:
@@ -228,7 +232,7 @@ class ParityRun:
         from .onnxfile.export import OnnxExport
         from .onnxfile.io import read_metadata
         from .onnxfile.metadata import read_data_config, read_provenance
-        from .preprocessing.dataconfig import resolve_data_config, sized_config
+        from .preprocessing.dataconfig import sized_config
         from .runtime.forward import choose_outputs, image_input_problem, probe_layout
         from .variants import given_file_variant, variant_dict
 
@@ -245,18 +249,17 @@ class ParityRun:
             cfg = {}
         self.export = OnnxExport(path=path, data_config=cfg, provenance=read_provenance(path))
         self._given_file = True
-        assert self.model is not None
-        o = self.options
+        assert self.built is not None
+        o, config = self.options, self.built.record.data_config
         precision, self._embedded, self._model_part = given_file_variant(path, o.precision, self._workdir)
         # what the file is, as this run's own options: the caller's options are never changed
         self.options = o = replace(o, precision=precision, embed_preprocessing=o.embed_preprocessing or self._embedded)
-        self.result.variant = variant_dict(o, self.model)
-        problem = None if self._embedded else image_input_problem(
-            self.session(), channels=int(resolve_data_config(self.model)["input_size"][0]))
+        self.result.variant = variant_dict(o, self.built)
+        problem = None if self._embedded else image_input_problem(self.session(), channels=int(config["input_size"][0]))
         if problem:
             raise OnnxFileError(f"{path}: {problem}")
         try:  # the file's outputs for the model's kind of output (one torch forward on one sample tells it)
-            layout = probe_layout(self.model, sized_config(resolve_data_config(self.model), o.image_size), o.seed)
+            layout = probe_layout(self.model, sized_config(config, o.image_size), o.seed)
             self.result.output_kind = layout.kind
             choose_outputs(self.session(), layout, o.output)
         except OnnxFileError as exc:
@@ -272,15 +275,13 @@ class ParityRun:
     def _context(self) -> "CheckContext":
         from .checks.context import CheckContext
         from .model.build import model_name
-        from .preprocessing.dataconfig import resolve_data_config
 
-        assert self.model is not None and self.export is not None
-        spec = getattr(self.model, "onnx_parity_spec", None)
+        assert self.built is not None and self.export is not None
         return CheckContext(
-            model=self.model, export=self.export, options=self.options, model_config=resolve_data_config(self.model),
-            session_factory=self.session, model_label=model_name(self.model), given_file=self._given_file,
+            model=self.built.module, record=self.built.record, export=self.export, options=self.options,
+            session_factory=self.session, model_label=model_name(self.built), given_file=self._given_file,
             embedded=self._embedded, model_part=self._model_part, unsimplified=self._unsimplified,
-            random_weights=spec is not None and spec.weights_kind == "random", progress=self.progress)
+            progress=self.progress)
 
     def _run_checks(self) -> None:
         from .checks.order import run_checks
@@ -293,7 +294,7 @@ class ParityRun:
             blame_simplifier(ctx, self.result)
 
 
-def _build(model_arg: Any, options: ParityOptions) -> "torch.nn.Module":
+def _build(model_arg: Any, options: ParityOptions) -> "LoadedModel":
     if options.dynamic_size:
         from .model.sizes import build_model
 

@@ -36,8 +36,7 @@ from .errors import VariantSkip
 from .model.sizes import check_size, native_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
+    from .model.record import LoadedModel
     from .options import ParityOptions
 
 __all__ = [
@@ -258,12 +257,9 @@ def given_file_variant(path: Path, precision: str, workdir: Callable[[], str]) -
     return precision, True, extract_model_part(path, Path(workdir()) / "model-part.onnx")
 
 
-def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
+def check_variant(model: "LoadedModel", options: "ParityOptions") -> None:
     """Raise :class:`VariantSkip` when this variant cannot be checked for this model, naming why."""
-    from .preprocessing.dataconfig import resolve_data_config
-
-    spec = getattr(model, "onnx_parity_spec", None)
-    if options.precision == "int8" and spec is not None and spec.weights_kind == "random":
+    if options.precision == "int8" and model.record.random_weights:
         raise VariantSkip(
             "int8 with random weights: an int8 file is judged on real images (a classifier by top-1 agreement and "
             "accuracy, an embedding or features by cosine similarity), and with random weights both sides are ~0% "
@@ -281,19 +277,14 @@ def check_variant(model: "torch.nn.Module", options: "ParityOptions") -> None:
     if options.embed_preprocessing and options.image_size is not None:
         raise VariantSkip("embedded preprocessing is checked at the model's own size: its graph resizes and crops "
                           "to the data config's input size, whatever --onnx-parity-image-size says")
-    check_size(model, resolve_data_config(model), options.image_size)
+    check_size(model.module, model.record.data_config, options.image_size)
 
 
-def variant_dict(options: "ParityOptions", model: "torch.nn.Module | None" = None) -> dict[str, Any]:
+def variant_dict(options: "ParityOptions", model: "LoadedModel | None" = None) -> dict[str, Any]:
     """The report's ``variant`` of a run with these options (image_size: the size checked)."""
     size: Any = options.image_size
     if size is None and model is not None:
-        try:
-            from .preprocessing.dataconfig import resolve_data_config
-
-            size = native_size(resolve_data_config(model))
-        except Exception:  # noqa: BLE001 - a module timm cannot resolve: the size stays unknown
-            size = None
+        size = native_size(model.record.data_config)
     return Variant(options.exporter, options.opset, options.precision, options.ort_opt, options.provider, size,
                    "embedded" if options.embed_preprocessing else "external", simplifier=options.simplifier,
                    runtime=options.runtime, preprocess=options.preprocess).to_dict()

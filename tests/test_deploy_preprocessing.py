@@ -245,13 +245,14 @@ def run_check(vit_file: tuple[Any, Any], spec: str, plots: Path | None = None) -
     from pytest_onnx_parity.checks.preprocessing import check
     from pytest_onnx_parity.options import ParityOptions
     from pytest_onnx_parity.runtime.runner import open_runner
+    from pytest_onnx_parity.model.build import record_of
 
     model, export = vit_file
     options = ParityOptions()
     options.preprocess = spec  # type: ignore[attr-defined]
     options.plots = str(plots) if plots else None  # type: ignore[attr-defined]
     runner = open_runner(export.path)
-    ctx = CheckContext(model=model, export=export, options=options, model_config=resolve_data_config(model),
+    ctx = CheckContext(model=model, record=record_of(model), export=export, options=options,
                        session_factory=lambda: runner, model_label="test_vit")
     return check(ctx)
 

@@ -156,17 +156,17 @@ def test_resolve_data_config_of_a_pretrained_name_is_that_names_config() -> None
 def test_noise_only_calibration_is_recorded_in_the_weights_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_onnx_parity.preprocessing import images
     from pytest_onnx_parity.errors import ImageError
-    from pytest_onnx_parity.model.build import weights_identity
+    from pytest_onnx_parity.model.build import load_model_record, weights_identity
 
-    normal = load_model("test_resnet")
-    assert normal.onnx_parity_calibration == "noise and photos"
+    normal = load_model_record("test_resnet")
+    assert normal.record.calibration == "noise and photos"
 
     def missing() -> list[Path]:
         raise ImageError("the bundled sample photos are missing")
 
     monkeypatch.setattr(images, "bundled_image_paths", missing)
-    degraded = load_model("test_resnet")
-    assert degraded.onnx_parity_calibration.startswith("noise only (the bundled photos cannot be used")
+    degraded = load_model_record("test_resnet")
+    assert degraded.record.calibration.startswith("noise only (the bundled photos cannot be used")
     assert weights_identity(degraded) != weights_identity(normal)
     assert "calibration=noise-only" in weights_identity(degraded)
 
@@ -202,8 +202,8 @@ def test_weights_agree_across_thread_counts_or_their_keys_differ() -> None:
     """BatchNorm calibration sums depend on torch's thread count; an export cached under one thread count
     must never be taken for a model built under another unless the weights are the same."""
     code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1]));"
-            "from pytest_onnx_parity.model.build import load_model, state_dict_hash, weights_identity;"
-            "m = load_model('test_efficientnet', seed=3); print(state_dict_hash(m), weights_identity(m))")
+            "from pytest_onnx_parity.model.build import load_model_record, state_dict_hash, weights_identity;"
+            "m = load_model_record('test_efficientnet', seed=3); print(state_dict_hash(m.module), weights_identity(m))")
 
     def run(threads: int) -> tuple[str, str]:
         out = subprocess.run([sys.executable, "-c", code, str(threads)], capture_output=True, text=True, check=True)

@@ -45,8 +45,10 @@ def test_a_differing_data_config_names_its_fields_on_its_first_line(tmp_path: Pa
             "std": [0.229, 0.224, 0.225], "crop_pct": 0.875, "crop_mode": "center"}
     write_metadata(path, base)
     want = {**base, "input_size": [3, 128, 128], "mean": [0.5] * 3, "std": [0.5] * 3}
-    model = SimpleNamespace(onnx_parity_data_config_source="checkpoint_args", onnx_parity_spec=None)
-    ctx = SimpleNamespace(model=model, model_config=want, path=path, model_label="resnet18")
+    from pytest_onnx_parity.model.record import ModelRecord
+
+    record = ModelRecord(data_config=want, data_config_source="checkpoint_args")
+    ctx = SimpleNamespace(record=record, model_config=want, path=path, model_label="resnet18")
     result = check(ctx)  # type: ignore[arg-type]
     assert result.status == "failed"
     line = brief(result.message)

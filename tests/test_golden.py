@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_onnx_parity import check_parity, load_model
+from pytest_onnx_parity import check_parity, load_model_record
 
 FAST = {"layers": "never", "real_images": False}  # the golden check reads the random batch's outputs only
 
 
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]
-    return load_model("test_resnet")
+    # with its record: the golden key names the spec's seeded weights, as `onnx-parity check --model test_resnet` does
+    return load_model_record("test_resnet")
 
 
 def _golden(result):  # type: ignore[no-untyped-def]
@@ -57,7 +58,7 @@ def test_a_changed_forward_passes_parity_and_fails_the_golden_naming_torch(
     import timm.models.resnet
 
     assert check_parity(model, golden=str(tmp_path), cache_dir=export_cache, **FAST).check("golden").status == "skipped"
-    block, forward = model.layer2[0], timm.models.resnet.BasicBlock.forward
+    block, forward = model.module.layer2[0], timm.models.resnet.BasicBlock.forward
 
     def scaled(self, x):  # type: ignore[no-untyped-def]  # a release that changed one layer
         out = forward(self, x)
@@ -96,7 +97,7 @@ def test_a_file_changed_after_recording_fails_the_golden_naming_onnx(model, tmp_
     assert main(["check", str(shipped), "--model", "test_resnet", f"--golden={golden}", "--layers=never",
                  f"--report={report}"]) == 0
     assert {c["name"]: c["status"] for c in json.loads(report.read_text())["models"][0]["checks"]}["golden"] == "passed"
-    onnx.save(scale_layer_weights(model, shipped, "layer2.0.conv2", 1.001), str(shipped))
+    onnx.save(scale_layer_weights(model.module, shipped, "layer2.0.conv2", 1.001), str(shipped))
     result = check_parity(model, onnx=shipped, golden=golden, **FAST)
     check = _golden(result)
     assert check.status == "failed" and result.status == "failed"

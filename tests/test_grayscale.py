@@ -302,18 +302,18 @@ def test_embedded_file_takes_rgb_pixels_and_gives_one_channel(photos):
 def test_real_image_sides_decode_by_the_models_channels(photo_paths):
     torch = pytest.importorskip("torch")
     from pytest_onnx_parity.checks.real_images import timm_eval_transform
+    from pytest_onnx_parity.model.record import LoadedModel, ModelRecord
     from pytest_onnx_parity.preprocessing.images import model_image_mode
 
-    model = torch.nn.Conv2d(1, 4, 3)
-    model.onnx_parity_data_config = dict(GRAY, input_size=[1, 64, 64])
-    model.onnx_parity_data_config_source = "override"
+    config = dict(GRAY, input_size=[1, 64, 64])
+    model = LoadedModel(torch.nn.Conv2d(1, 4, 3), ModelRecord(data_config=config, data_config_source="override"))
     assert model_image_mode(model) == "L"
     tf = timm_eval_transform(model)
     image = open_image(photo_paths[0], model_image_mode(model))
     assert image.mode == "L" and tuple(tf(image).shape) == (1, 64, 64)
-    assert float(np.abs(tf(image).numpy() - preprocess(photo_paths[0], model.onnx_parity_data_config)[0]).max()) <= TOL
-    model.onnx_parity_data_config = dict(GRAY, input_size=[3, 64, 64], mean=[0.5] * 3, std=[0.5] * 3)
-    assert model_image_mode(model) == "RGB"
+    assert float(np.abs(tf(image).numpy() - preprocess(photo_paths[0], config)[0]).max()) <= TOL
+    rgb = ModelRecord(data_config=dict(GRAY, input_size=[3, 64, 64], mean=[0.5] * 3, std=[0.5] * 3))
+    assert model_image_mode(LoadedModel(model.module, rgb)) == "RGB"
 
 
 def test_resnet18_in_chans_1_passes_end_to_end(tmp_path):
@@ -323,15 +323,15 @@ def test_resnet18_in_chans_1_passes_end_to_end(tmp_path):
     model = pytest_onnx_parity.load_model("resnet18", in_chans=1)
     config = {"input_size": [1, 224, 224], "interpolation": "bilinear", "mean": [0.449], "std": [0.226],
               "crop_pct": 0.875, "crop_mode": "center"}
-    model.onnx_parity_data_config = config
-    model.onnx_parity_data_config_source = "override"
-    if resolve_data_config(model) != config:
-        pytest.skip("resolve_data_config(model) does not honour the model's onnx_parity_data_config attribute yet")
-    for embed in (False, True):
-        result = pytest_onnx_parity.check_parity(model, cache_dir=str(tmp_path), embed_preprocessing=embed)
+    before = resolve_data_config(model)
+    for embed in (False, True):  # the config given as overrides: the run's record holds it, the module is not changed
+        result = pytest_onnx_parity.check_parity(model, cache_dir=str(tmp_path), embed_preprocessing=embed,
+                                                 data_config=config)
         checks = {c.name: c for c in result.checks}
         assert result.passed, result.failure_message()
         assert checks["real_images"].status == "passed", checks["real_images"].message
         assert result.to_dict()["data_config"]["input_size"] == [1, 224, 224]
         if embed:
             assert checks["real_images"].details.get("preprocessing") == "embedded"
+        assert result.to_dict()["data_config"] == config and result.data_config_source == "override"
+    assert resolve_data_config(model) == before  # the overrides went into the run, not onto the module

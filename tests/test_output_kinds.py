@@ -73,11 +73,9 @@ def test_outputs_are_flattened_per_sample_with_a_layout() -> None:
 
 def test_label_names_come_from_one_place() -> None:
     names = [f"c{i}" for i in range(10)]
-    assert label_names(SimpleNamespace(num_classes=10, onnx_parity_label_names=names,
-                                       pretrained_cfg={"label_names": ["x"] * 10})) == names
     assert label_names(SimpleNamespace(num_classes=10, pretrained_cfg={"label_names": names})) == names
     assert label_names(SimpleNamespace(num_classes=10, pretrained_cfg={})) is None  # no ImageNet subset of 10
-    assert label_names(SimpleNamespace(num_classes=3, onnx_parity_label_names=names)) is None  # wrong count
+    assert label_names(SimpleNamespace(num_classes=3, pretrained_cfg={"label_names": names})) is None  # wrong count
     imagenet = label_names(SimpleNamespace(num_classes=1000, pretrained_cfg={}))
     assert imagenet is not None and len(imagenet) == 1000 and imagenet[0].startswith("tench")
     assert label_names(SimpleNamespace(num_classes=0, pretrained_cfg={"num_classes": 1000})) is None
@@ -211,7 +209,7 @@ def test_a_10_class_head_passes_and_names_its_classes(export_cache: str) -> None
     model = load_model("resnet18", num_classes=10)
     plain = check_parity(model, exporter="torchscript", cache_dir=export_cache, **FAST)
     assert plain.passed and plain.output_kind == "logits" and plain.check("topk").status == "passed"
-    model.onnx_parity_label_names = [f"kind-{i}" for i in range(10)]
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": [f"kind-{i}" for i in range(10)]}  # as timm's loader
     named = check_parity(model, exporter="torchscript", cache_dir=export_cache, **FAST)
     assert named.passed and "'kind-" in named.check("topk").message
 

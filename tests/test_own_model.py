@@ -140,7 +140,7 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_head_and_stem_are_read_from_the_checkpoint(ckpts: dict[str, Path]) -> None:
     import torch
 
-    from pytest_onnx_parity import load_model
+    from pytest_onnx_parity import load_model, resolve_data_config
 
     ft = load_model(f"resnet18={ckpts['ft10']}")
     assert ft.num_classes == 10 and ft(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
@@ -151,7 +151,8 @@ def test_head_and_stem_are_read_from_the_checkpoint(ckpts: dict[str, Path]) -> N
     torch.save(gray.state_dict(), path)
     model = load_model(f"resnet18={path}")
     assert model.conv1.in_channels == 1 and model.num_classes == 4
-    assert model.onnx_parity_data_config["input_size"] == [1, 224, 224] and len(model.onnx_parity_data_config["mean"]) == 1
+    cfg = resolve_data_config(model)  # load_model writes the resolved config into timm's pretrained_cfg
+    assert cfg["input_size"] == [1, 224, 224] and len(cfg["mean"]) == 1
 
 
 def test_a_checkpoint_that_does_not_fit_lists_keys_shapes_and_the_fitting_argument(ckpts: dict[str, Path]) -> None:
@@ -182,19 +183,26 @@ def test_an_argument_the_architecture_rejects_names_it_and_the_model() -> None:
 def test_train_py_checkpoints_load_ema_weights_and_their_data_config(ckpts: dict[str, Path]) -> None:
     import torch
 
-    from pytest_onnx_parity import load_model, resolve_data_config
+    import timm.data
+
+    from pytest_onnx_parity import load_model, load_model_record, resolve_data_config
 
     spec = f"resnet18={ckpts['train']}"
-    model = load_model(spec)
+    built = load_model_record(spec)
+    model, record = built.module, built.record
     raw = torch.load(ckpts["train"], weights_only=False)
-    assert model.onnx_parity_checkpoint.weight_set == "state_dict_ema"  # as timm.create_model(checkpoint_path=)
+    assert record.checkpoint.weight_set == "state_dict_ema"  # as timm.create_model(checkpoint_path=)
     assert torch.equal(model.fc.weight, raw["state_dict_ema"]["fc.weight"])
-    other = load_model(spec, use_ema=False)
-    assert other.onnx_parity_checkpoint.weight_set == "state_dict"
-    assert torch.equal(other.fc.weight, raw["state_dict"]["module.fc.weight"])  # module. prefix removed
+    other = load_model_record(spec, use_ema=False)
+    assert other.record.checkpoint.weight_set == "state_dict"
+    assert torch.equal(other.module.fc.weight, raw["state_dict"]["module.fc.weight"])  # module. prefix removed
     want = {"input_size": [3, 160, 160], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
             "crop_pct": 0.9, "crop_mode": "center"}
-    assert model.onnx_parity_data_config == want and model.onnx_parity_data_config_source == "checkpoint_args"
+    assert record.data_config == want and record.data_config_source == "checkpoint_args"
+    # the module alone carries the config in timm's own field, so timm's resolver and ours agree on it
+    assert resolve_data_config(load_model(spec)) == want == resolve_data_config(model)
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in timm.data.resolve_data_config(model=model).items()} == want
+    assert not [k for k in vars(model) if k.startswith("onnx_parity")]  # nothing of ours on the module
     assert resolve_data_config(spec) == want  # from the checkpoint, no model built
     over = resolve_data_config(spec, data_config={"crop_pct": 1.0})
     assert over == {**want, "crop_pct": 1.0}
@@ -213,7 +221,7 @@ def test_local_dir_folders_load_as_timm_saves_them(tmp_path: Path) -> None:
     import torch
     from timm.models import save_for_hf
 
-    from pytest_onnx_parity import load_model, resolve_data_config
+    from pytest_onnx_parity import load_model, load_model_record, resolve_data_config
 
     model = _timm("resnet18", num_classes=3)
     model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
@@ -226,7 +234,8 @@ def test_local_dir_folders_load_as_timm_saves_them(tmp_path: Path) -> None:
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
     cfg = resolve_data_config(spec)
     assert cfg["mean"] == [0.5] * 3 and cfg["std"] == [0.25] * 3
-    assert loaded.onnx_parity_data_config_source == "config_json" and loaded.pretrained_cfg["label_names"][1] == "dog"
+    assert loaded.pretrained_cfg["label_names"][1] == "dog"
+    assert load_model_record(spec).record.data_config_source == "config_json"
 
 
 # -- the cases: plain torch.onnx.export, onnx-parity stamp, then check -------------------------
@@ -238,7 +247,7 @@ def _export(model: Any, size: int, path: Path, n_out: int = 1) -> Path:
     outs = ["y"] if n_out == 1 else [f"y{i}" for i in range(n_out)]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, model.onnx_parity_data_config["input_size"][0], size, size),),
+        torch.onnx.export(model, (torch.randn(1, model.pretrained_cfg["input_size"][0], size, size),),
                           str(path), dynamo=False, input_names=["x"], output_names=outs,
                           dynamic_axes={"x": {0: "b"}, **{o: {0: "b"} for o in outs}})
     return path
@@ -468,7 +477,7 @@ def test_stamp_and_check_read_a_vits_image_size_alike(layout: str, tmp_path: Pat
     spec = f"vit_tiny_patch16_224={ckpt}"
     model = load_model(spec)
     assert tuple(model.patch_embed.img_size) == (96, 96) and model.num_classes == 3
-    assert resolve_data_config(spec)["input_size"] == [3, 96, 96] == model.onnx_parity_data_config["input_size"]
+    assert resolve_data_config(spec)["input_size"] == [3, 96, 96] == resolve_data_config(model)["input_size"]
     path = stamp_onnx(_export(model, 96, tmp_path / "vit.onnx"), spec)
     assert read_data_config(path)["input_size"] == [3, 96, 96]
     result = check_parity(f"{spec}@{path}", **FAST)

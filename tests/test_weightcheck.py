@@ -16,14 +16,19 @@ ARCHS = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext"]
 _MODELS: dict[tuple[str, int], Any] = {}
 
 
-def model(name: str, seed: int = 0) -> Any:
+def built(name: str, seed: int = 0) -> Any:
+    """The model with its record (its spec names it in messages and in the file's provenance)."""
     if (name, seed) not in _MODELS:
-        _MODELS[(name, seed)] = P.load_model(name, seed=seed)
+        _MODELS[(name, seed)] = P.load_model_record(name, seed=seed)
     return _MODELS[(name, seed)]
 
 
+def model(name: str, seed: int = 0) -> Any:
+    return built(name, seed).module
+
+
 def exported(name: str, exporter: str, cache: str) -> Path:
-    return P.export_onnx(model(name), exporter=exporter, cache_dir=cache).path
+    return P.export_onnx(built(name), exporter=exporter, cache_dir=cache).path
 
 
 OWN_EXPORTS = [(a, e) for a in ARCHS for e in ("dynamo", "torchscript") if (a, e) != ("test_efficientnet", "dynamo")]
@@ -79,7 +84,7 @@ def test_a_file_with_another_seed_fails_naming_the_fix(exporter: str, export_cac
                                                           ("test_resnet", "test_convnext", "dynamo")])
 def test_a_file_of_another_model_fails_saying_so(name: str, other: str, exporter: str, export_cache: str) -> None:
     """0 of N weights in a file that computes with float weights of its own: not "skipped", but "not this model"."""
-    r = compare_weights(model(name), exported(other, exporter, export_cache))
+    r = compare_weights(built(name), exported(other, exporter, export_cache))  # named by its spec
     assert r.status == "failed" and r.other_model and r.informative_matched == 0
     assert r.message.startswith(f"this file does not hold {name}'s weights: 0 of its {r.total} weights matched")
     assert r.file_kernels > 0 and f"computes with {r.file_kernels} float weight tensors of its own" in r.message

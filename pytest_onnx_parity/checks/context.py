@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
     import torch
 
+    from ..model.record import LoadedModel, ModelRecord
     from ..onnxfile.export import OnnxExport
     from ..options import ParityOptions
     from ..runtime.feeds import TensorFeed
@@ -39,16 +40,15 @@ class CheckContext:
     """Everything the checks of one run read."""
 
     model: "torch.nn.Module"
+    record: "ModelRecord"  # what the run knows about the model: spec, data config and source, checkpoint, ...
     export: "OnnxExport"
     options: "ParityOptions"
-    model_config: dict[str, Any]  # the model's own resolved data config
     session_factory: Callable[[], "onnxruntime.InferenceSession"]
     model_label: str  # the model's name, as the messages name it
     given_file: bool = False  # a file made elsewhere (onnx= or @FILE), not the run's own export
     embedded: bool = False  # the file takes uint8 pixels (embedded preprocessing)
     model_part: Path | None = None  # what the per-layer check reads: the file without embedded preprocessing
     unsimplified: Path | None = None  # a simplifier variant: the export before the simplifier ran
-    random_weights: bool = False
     progress: Callable[[str], None] = field(default=lambda msg: None)
     inputs: Inputs | None = None
     expected: "np.ndarray | None" = None  # torch's outputs on inputs.x, flat (N, D): the logits of a classifier
@@ -58,6 +58,23 @@ class CheckContext:
     runtime_info: dict[str, Any] | None = None  # what ran the file (runtime.runner.RuntimeInfo.to_dict)
     profile: str | None = None  # the precision judged by: the file's, or a lower one declared for the runtime (bf16)
     precision_note: str | None = None  # the runtime computed lower than asked (checks/runtime_precision.py)
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        """The model's own resolved data config (its record's)."""
+        return self.record.data_config
+
+    @property
+    def loaded(self) -> "LoadedModel":
+        """The module with its record, as functions that take either read them."""
+        from ..model.record import LoadedModel
+
+        return LoadedModel(self.model, self.record)
+
+    @property
+    def random_weights(self) -> bool:
+        """Random weights built from a spec: accuracy on labels means nothing."""
+        return self.record.random_weights
 
     @property
     def judged_precision(self) -> str:

@@ -14,10 +14,10 @@ from .context import CheckContext
 
 def check(ctx: CheckContext) -> CheckResult:
     from ..onnxfile.metadata import read_data_config
-    from ..preprocessing.dataconfig import data_config_source, diff_data_configs, source_words
+    from ..preprocessing.dataconfig import diff_data_configs, source_words
 
     model_cfg = ctx.model_config
-    source = data_config_source(ctx.model)
+    source = ctx.record.data_config_source
     stamp_ref = stamp_model(ctx)
     try:
         file_cfg = read_data_config(ctx.path)
@@ -46,7 +46,7 @@ def check(ctx: CheckContext) -> CheckResult:
 def stamp_model(ctx: CheckContext) -> str:
     """The ``--model`` that stamps the model's own config: its name and arguments, with its checkpoint when
     the config came from the checkpoint's training args."""
-    spec = getattr(ctx.model, "onnx_parity_spec", None)
+    spec = ctx.record.spec
     if spec is None:
         return ctx.model_label
     weights = f"={spec.weights}" if spec.weights_kind == "file" else ""

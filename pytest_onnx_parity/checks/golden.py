@@ -82,7 +82,6 @@ def run_key(ctx: CheckContext, r: ParityResult) -> dict[str, Any]:
     """Everything that makes two runs comparable (:func:`~..report.golden.golden_key`)."""
     from ..model.build import model_name, weights_identity
 
-    spec = getattr(ctx.model, "onnx_parity_spec", None)
     file = None
     if ctx.given_file:  # the file as written (@FILE or onnx=), never where it was resolved to on this machine
         _, at, tail = r.model.rpartition("@")
@@ -92,9 +91,8 @@ def run_key(ctx: CheckContext, r: ParityResult) -> dict[str, Any]:
         from ..runtime.environment import cpu_flags_text, cpu_info
 
         cpu = f"{cpu_info()['machine']}: {cpu_flags_text()}"
-    return golden_key(model=spec.label if spec is not None else model_name(ctx.model),
-                      weights=weights_key(weights_identity(ctx.model)), variant=r.variant, data_config=r.data_config,
-                      seed=ctx.options.seed, batch=list(ctx.inputs.x.shape) if ctx.inputs is not None else None,
+    return golden_key(model=model_name(ctx.loaded), weights=weights_key(weights_identity(ctx.loaded)),
+                      variant=r.variant, data_config=r.data_config, seed=ctx.options.seed, batch=list(ctx.inputs.x.shape) if ctx.inputs is not None else None,
                       file=file, output=ctx.options.output, cpu=cpu)
 
 
@@ -122,7 +120,7 @@ def _record(ctx: CheckContext, r: ParityResult, key: dict[str, Any], path: Path,
     if not (np.isfinite(ctx.expected).all() and np.isfinite(ctx.actual).all()):
         return CheckResult("golden", "skipped", "not recorded: the outputs hold NaN or Inf (see logits)", {"path": str(path)})
     segments = plan_segments(ctx.layout.to_dict() if ctx.layout is not None else None, ctx.expected.shape[1])
-    recorded = {**_versions(), "weights_identity": weights_identity(ctx.model)}
+    recorded = {**_versions(), "weights_identity": weights_identity(ctx.loaded)}
     x = ctx.inputs.x
     golden = Golden(key=key, recorded=recorded, segments=segments, torch=keep(ctx.expected, segments),
                     onnx=keep(ctx.actual, segments),

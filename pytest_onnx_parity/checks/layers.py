@@ -63,7 +63,7 @@ def check(ctx: CheckContext) -> CheckResult:
     isolation = _isolate(ctx, cmp, x[:1], details)
     if isolation is not None:
         result.message += "\n" + isolation.message()
-        result.isolation = isolation  # type: ignore[attr-defined]  # what a reproducer bundle writes out
+        result.isolation = isolation  # what a reproducer bundle writes out
     return result
 
 

@@ -31,6 +31,7 @@ from ..errors import ImageError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..model.record import LoadedModel
     from ..preprocessing.labels import Labels, Unlabelled
     from .accuracy import PhotoTally
     from .context import CheckContext
@@ -42,7 +43,7 @@ BATCH = 16
 PROGRESS_EVERY_S = 10.0
 
 
-def timm_eval_transform(model: "torch.nn.Module", test_time: bool = False,
+def timm_eval_transform(model: "torch.nn.Module | LoadedModel", test_time: bool = False,
                         image_size: int | None = None) -> Callable[[Any], "torch.Tensor"]:
     """timm's own eval transform (``timm.data.create_transform``) of the model's resolved data config."""
     import timm.data
@@ -164,11 +165,12 @@ def run_file(runner: "Runner", fed: Any, tensors: bool, outputs: list[str] | Non
     return flatten(embedded_outputs(runner, list(fed)))
 
 
-def photo_batches(model: "torch.nn.Module", paths: Sequence[Path], pre: Preprocessor, runner: "Runner", *,
+def photo_batches(model: "LoadedModel", paths: Sequence[Path], pre: Preprocessor, runner: "Runner", *,
                   test_time: bool = False, image_size: int | None = None, batch: int = BATCH,
                   progress: Callable[[int], None] | None = None) -> Iterator[PhotoBatch]:
     """Both sides on ``paths``, ``batch`` photos at a time: each photo decoded once (in the model's colour mode
-    for torch; RGB pixels for an embedded file), timm's transform and the preprocessor on worker threads."""
+    for torch; RGB pixels for an embedded file), timm's transform of the record's data config and the preprocessor
+    on worker threads."""
     from ..preprocessing.images import model_image_mode
     from ..runtime.forward import torch_forward_layout
 
@@ -191,7 +193,7 @@ def photo_batches(model: "torch.nn.Module", paths: Sequence[Path], pre: Preproce
                 diff = float(np.abs(x - fed).max())
             elif pre.tensors:
                 raise ShapeMismatch(tuple(x.shape), tuple(np.shape(fed)), pre.describe)
-            e, layout = torch_forward_layout(model, x)
+            e, layout = torch_forward_layout(model.module, x)
             a = run_file(runner, fed, pre.tensors)
             yield PhotoBatch(chunk, x, fed, e, a, layout, diff)
             if progress is not None:
@@ -260,7 +262,7 @@ def stream(ctx: "CheckContext", pre: "Preprocessor", found: "Labels | Unlabelled
             last[0] = time.perf_counter()
 
     layout = None
-    for b in photo_batches(ctx.model, found.paths, pre, ctx.session, test_time=o.test_time, image_size=o.image_size,
+    for b in photo_batches(ctx.loaded, found.paths, pre, ctx.session, test_time=o.test_time, image_size=o.image_size,
                            progress=progress):
         layout = b.layout
         tally.add(b.x, b.expected, b.actual, b.input_diff, classes=layout.kind == "logits")

@@ -86,7 +86,7 @@ def run_check(ctx: CheckContext, pre: Any) -> CheckResult:
     deploy_cfg = dict(ctx.export.data_config or ctx.model_config)
     ctx.progress(f"preprocessing: {pre.describe()} on {len(paths)} photo(s)")
     yours = np.concatenate([pre(paths[i:i + BATCH], deploy_cfg) for i in range(0, len(paths), BATCH)])
-    reference = timm_tensors(ctx.model, paths)
+    reference = timm_tensors(ctx.loaded, paths)
     comp = compare_preprocessing(yours, paths, ctx.model_config, reference=reference,
                                  level_tolerance=limits["level_tolerance"], max_share_off=limits["max_share_off"])
     effect = file_effect(ctx.session, yours, reference)

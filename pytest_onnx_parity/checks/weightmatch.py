@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
 
+    from ..model.record import LoadedModel
+
 SIGNATURE = 16
 FIX_OTHER = ("Looser tolerances would not help: the logits differ because the weights do. Test the model whose "
              "weights the file holds (NAME=pretrained, or NAME=/path/to/checkpoint in the model spec), or "
@@ -255,7 +257,7 @@ def _difference(name: str, target: "np.ndarray", forms: list[Form]) -> tuple[flo
 
 
 def compare_weights(
-    model: "torch.nn.Module | str",
+    model: "torch.nn.Module | LoadedModel | str",
     onnx_file: "str | os.PathLike[str] | onnx.ModelProto",
     *,
     rtol: float | None = None,
@@ -272,10 +274,13 @@ def compare_weights(
 
     if (rtol is None) != (atol is None):
         raise WeightsCheckError(f"give rtol and atol together or not at all (got rtol={rtol}, atol={atol})")
-    if isinstance(model, str):
-        from ..model.build import load_model
+    from ..model.build import load_model_record, model_name
+    from ..model.record import LoadedModel
 
-        model = load_model(model)
+    if isinstance(model, str):
+        model = load_model_record(model)
+    label = model_name(model) if isinstance(model, (LoadedModel, torch.nn.Module)) else ""
+    model = model.module if isinstance(model, LoadedModel) else model
     if not isinstance(model, torch.nn.Module):
         raise WeightsCheckError(f"model must be a torch.nn.Module or a model spec string, got {type(model).__name__}")
     proto = load_onnx_proto(onnx_file, weights=True)
@@ -306,15 +311,13 @@ def compare_weights(
             if diff is not None:
                 differing.append((name, *diff))
     differing_names = {d[0] for d in differing}
-    from ..model.build import model_name
-
     result = WeightsComparison(
         "passed", "", matched=len(matched), compared=len(matched) + len(differing),
         differing=differing, located={n: located[n] for n in differing_names},
         unlocated=[n for n in tracked if n not in matched and n not in differing_names],
         matched_elements=sum(tracked[n].size for n in matched),
         differing_elements=sum(tracked[n].size for n in differing_names), exporter=exporter,
-        pairing=trace.pairing + (f" ({trace.reason})" if trace.reason else ""), model_name=model_name(model),
+        pairing=trace.pairing + (f" ({trace.reason})" if trace.reason else ""), model_name=label,
         informative_matched=sum(1 for n in matched if not _constant(tracked[n])),
         file_elements=sum(int(a.size) for a in files.values()), file_kernels=len(weight_kernels(proto, files)), **base)
     result.status, result.message = _verdict(result, dtype, provenance_model(proto))

@@ -18,7 +18,7 @@ def check(ctx: CheckContext) -> CheckResult:
     from .weightmatch import compare_weights
 
     try:
-        cmp = compare_weights(ctx.model, ctx.path)
+        cmp = compare_weights(ctx.loaded, ctx.path)
     except OnnxParityError as exc:
         return CheckResult("weights", "error", str(exc))
     d = cmp.to_dict()
@@ -39,13 +39,13 @@ def other_weight_set(ctx: CheckContext) -> str | None:
     from ..model.checkpoint import other_state_dict
     from .weightmatch import compare_weights
 
-    ckpt = getattr(ctx.model, "onnx_parity_checkpoint", None)
+    ckpt = ctx.record.checkpoint
     if ckpt is None or ckpt.other_set is None:
         return None
     state = other_state_dict(ckpt)
     twin = copy.deepcopy(ctx.model)
     try:
-        twin.load_state_dict(state, strict=not getattr(ctx.model, "onnx_parity_dropped_keys", None))
+        twin.load_state_dict(state, strict=not ctx.record.dropped_keys)
         held = compare_weights(twin, ctx.path).status == "passed"
     except (OnnxParityError, RuntimeError):
         return None
@@ -55,7 +55,8 @@ def other_weight_set(ctx: CheckContext) -> str | None:
 def other_set_message(ctx: CheckContext, other: str) -> str:
     from ..axes import WEIGHT_SETS
 
-    ckpt = ctx.model.onnx_parity_checkpoint
+    ckpt = ctx.record.checkpoint
+    assert ckpt is not None
     pick = WEIGHT_SETS[0] if "ema" in other else WEIGHT_SETS[1]
     return (f"The file holds the checkpoint's {other} weights; the model was built from its {ckpt.weight_set} "
             f"(the EMA weights when a train.py checkpoint holds them, as timm.create_model(checkpoint_path=) loads). "

@@ -282,6 +282,10 @@ def _resolve_model(model: Any) -> "torch.nn.Module":
         return load_model(model)
     import torch
 
+    from ..model.record import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model.module
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a model spec string, got {type(model).__name__}")
     return model

@@ -34,9 +34,10 @@ changes the summation order of the calibration, so the last bits of BN statistic
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..specs import ModelSpec, check_model_name, parse_spec
+from .record import CALIBRATED_ON_PHOTOS, LoadedModel, ModelRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,7 +53,7 @@ BUILD_ONLY_ARGS = ("dynamic_img_size",)
 def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0,
                model_args: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
                use_ema: bool = True, **create_kwargs: Any) -> "torch.nn.Module":
-    """The timm model of ``spec`` in eval mode.
+    """The timm model of ``spec`` in eval mode (:func:`load_model_record`'s module).
 
     ``weights`` (``random``, ``pretrained`` or a checkpoint path) overrides the
     spec's own; a spec without ``=WEIGHTS`` and no ``weights`` gets ``random``.
@@ -60,11 +61,20 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
     ``timm.create_model`` beside the spec's own ``NAME(ARGS)``; with a checkpoint,
     ``num_classes`` and ``in_chans`` not given are read from it (:mod:`.checkpoint`),
     and ``use_ema`` picks a train.py checkpoint's weight set. ``data_config``
-    overrides the model's data config. The model carries what it was built with:
-    ``onnx_parity_spec`` (the arguments included), ``onnx_parity_data_config`` and
-    ``onnx_parity_data_config_source`` (see
-    :func:`~pytest_onnx_parity.preprocessing.dataconfig.resolve_data_config`).
+    overrides the model's data config. The resolved data config is in the module's
+    ``pretrained_cfg`` (timm's own field), so ``timm.data.resolve_data_config(model=m)``
+    gives it too; where it came from, and the rest of what was learned, is in the
+    record of :func:`load_model_record`.
     """
+    return load_model_record(spec, weights, seed=seed, model_args=model_args, data_config=data_config,
+                             use_ema=use_ema, **create_kwargs).module
+
+
+def load_model_record(spec: "str | ModelSpec", weights: str | None = None, *, seed: int = 0,
+                      model_args: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
+                      use_ema: bool = True, **create_kwargs: Any) -> LoadedModel:
+    """:func:`load_model`'s module and its :class:`~.record.ModelRecord`: the spec (arguments included), the
+    seed, the data config and its source, the checkpoint and the keys it dropped, the calibration."""
     from dataclasses import replace
 
     from ..preprocessing.dataconfig import spec_inputs
@@ -90,20 +100,55 @@ def load_model(spec: "str | ModelSpec", weights: str | None = None, *, seed: int
         model = create_pretrained(timm, spec, **args, **build_only)
     else:
         model = create(timm, spec, pretrained=False, **args, **build_only)
-    model.onnx_parity_spec = spec  # type: ignore[attr-defined]
-    model.onnx_parity_seed = seed  # type: ignore[attr-defined]
     config, source = inputs.data_config(data_config)  # the rule resolve_data_config(spec) follows
-    model.onnx_parity_data_config = config  # type: ignore[attr-defined]
-    model.onnx_parity_data_config_source = source  # type: ignore[attr-defined]
+    _overlay_pretrained_cfg(model, config)
+    record = ModelRecord(data_config=config, data_config_source=source, spec=spec, seed=seed)
     if kind == "random":
-        make_nondegenerate(model, seed)
+        record = replace(record, calibration=_make_nondegenerate(model, seed, config))
     elif ckpt is not None:
         from .checkpoint import load_into
 
-        model.onnx_parity_checkpoint = ckpt  # type: ignore[attr-defined]
-        model.onnx_parity_dropped_keys = load_into(model, ckpt, spec, args)  # type: ignore[attr-defined]
+        record = replace(record, checkpoint=ckpt, dropped_keys=tuple(load_into(model, ckpt, spec, args)))
     model.eval()
-    return model
+    return LoadedModel(model, record)
+
+
+def _overlay_pretrained_cfg(model: "torch.nn.Module", config: dict[str, Any]) -> None:
+    """Write the resolved data config into the module's ``pretrained_cfg``, as timm's ``pretrained_cfg_overlay``
+    does (``default_cfg`` is timm's alias of it): test-time fields the config does not keep are cleared."""
+    from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, TEST_TIME_FIELDS
+
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update({k: config.get(k) for k in DATA_CONFIG_FIELDS + TEST_TIME_FIELDS})
+    for key in ("input_size", "test_input_size", "mean", "std"):
+        if cfg.get(key) is not None:
+            cfg[key] = tuple(cfg[key])
+    model.pretrained_cfg = cfg  # type: ignore[assignment]
+    model.default_cfg = cfg  # type: ignore[assignment]
+
+
+def record_of(module: Any, data_config: Mapping[str, Any] | None = None) -> ModelRecord:
+    """The record of a module built elsewhere: its data config from its ``pretrained_cfg`` (``data_config``
+    overrides on top, source ``override``), no spec. The module is not changed."""
+    from ..preprocessing.dataconfig import resolve_data_config
+
+    config = resolve_data_config(module, data_config=data_config)
+    return ModelRecord(data_config=config, data_config_source="override" if data_config else "pretrained_cfg")
+
+
+def loaded(model: "LoadedModel | torch.nn.Module", data_config: Mapping[str, Any] | None = None) -> LoadedModel:
+    """``model`` as a :class:`~.record.LoadedModel`: one as it is (``data_config`` overrides applied to its
+    record), a module with :func:`record_of`."""
+    if not isinstance(model, LoadedModel):
+        return LoadedModel(model, record_of(model, data_config))
+    if not data_config:
+        return model
+    from dataclasses import replace
+
+    from ..preprocessing.dataconfig import override_config
+
+    config = override_config(model.record.data_config, data_config)
+    return LoadedModel(model.module, replace(model.record, data_config=config, data_config_source="override"))
 
 
 def _is_degenerate(t: "torch.Tensor") -> bool:
@@ -121,6 +166,14 @@ def make_nondegenerate(model: "torch.nn.Module", seed: int = 0) -> "torch.nn.Mod
 
     See the module docstring for the method. Works in place and returns ``model``.
     """
+    from ..preprocessing.dataconfig import resolve_data_config
+
+    _make_nondegenerate(model, seed, resolve_data_config(model))
+    return model
+
+
+def _make_nondegenerate(model: "torch.nn.Module", seed: int, config: dict[str, Any]) -> str:
+    """:func:`make_nondegenerate` on a model whose data config is ``config``; how BatchNorm was calibrated."""
     import torch
 
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -148,8 +201,7 @@ def make_nondegenerate(model: "torch.nn.Module", seed: int = 0) -> "torch.nn.Mod
                     p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
                 else:
                     p.fill_(float(torch.rand((), generator=gen)) + 0.5)
-        _calibrate(model, gen)
-    return model
+        return _calibrate(model, gen, config)
 
 
 def _norm_types() -> tuple[type, ...]:
@@ -165,13 +217,10 @@ def _is_table(pname: str) -> bool:
     return any(w in pname for w in _TABLE_WORDS)
 
 
-def calibration_input(model: "torch.nn.Module", gen: "torch.Generator", batch: int = CALIBRATION_BATCH) -> "torch.Tensor":
-    """A seeded batch of random pixels normalised with the model's mean/std."""
+def calibration_input(cfg: dict[str, Any], gen: "torch.Generator", batch: int = CALIBRATION_BATCH) -> "torch.Tensor":
+    """A seeded batch of random pixels normalised with the mean/std of the data config ``cfg``."""
     import torch
 
-    from ..preprocessing.dataconfig import resolve_data_config
-
-    cfg = resolve_data_config(model)
     c, h, w = cfg["input_size"]
     x = torch.rand((batch, c, h, w), generator=gen)
     mean = torch.tensor(cfg["mean"][:c]).view(1, -1, 1, 1)
@@ -179,24 +228,22 @@ def calibration_input(model: "torch.nn.Module", gen: "torch.Generator", batch: i
     return (x - mean) / std
 
 
-def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "torch.Tensor":
+def _calibration_batch(cfg: dict[str, Any], gen: "torch.Generator") -> "tuple[torch.Tensor, str]":
     """Two seeded noise images and two of the bundled photos, preprocessed for the model.
 
     Calibrating on photos as well as noise keeps the network healthy on both: a BN
     calibrated on noise alone can blow up on natural images (efficientnet_b0: logit RMS
     ~3000 on the photos against 1 on noise). A model the photos cannot feed (a channel
     count other than 3 or 1) is calibrated on noise only, and that is recorded: in
-    ``model.onnx_parity_calibration`` and in :func:`weights_identity`, so such weights
-    never share a cache entry with photo-calibrated ones.
+    the record's ``calibration`` (returned beside the batch) and in :func:`weights_identity`, so such
+    weights never share a cache entry with photo-calibrated ones.
     """
     import torch
 
-    from ..preprocessing.dataconfig import resolve_data_config
     from ..preprocessing.decode import CHANNEL_MODES
     from .constructor import first_line
 
-    noise = calibration_input(model, gen, batch=2)
-    cfg = resolve_data_config(model)
+    noise = calibration_input(cfg, gen, batch=2)
     why = None
     if cfg["input_size"][0] not in CHANNEL_MODES:  # 3: RGB; 1: the photos converted to L, as timm loads them
         why = f"the model takes {cfg['input_size'][0]} channels; photos decode to 3 (RGB) or 1 (L)"
@@ -209,16 +256,14 @@ def _calibration_batch(model: "torch.nn.Module", gen: "torch.Generator") -> "tor
         except Exception as exc:  # noqa: BLE001 - a broken install (photos missing): recorded, not hidden
             why = f"the bundled photos cannot be used: {first_line(exc)}"
     if why is not None:
-        model.onnx_parity_calibration = f"noise only ({why})"
-        return calibration_input(model, gen, batch=CALIBRATION_BATCH)
-    model.onnx_parity_calibration = "noise and photos"
-    return torch.cat([noise, photos.to(noise.dtype)])
+        return calibration_input(cfg, gen, batch=CALIBRATION_BATCH), f"noise only ({why})"
+    return torch.cat([noise, photos.to(noise.dtype)]), CALIBRATED_ON_PHOTOS
 
 
-def _calibrate(model: "torch.nn.Module", gen: "torch.Generator") -> None:
+def _calibrate(model: "torch.nn.Module", gen: "torch.Generator", cfg: dict[str, Any]) -> str:
     import torch.nn as nn
 
-    x = _calibration_batch(model, gen)
+    x, calibration = _calibration_batch(cfg, gen)
     was_training = model.training
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -260,6 +305,7 @@ def _calibrate(model: "torch.nn.Module", gen: "torch.Generator") -> None:
             for t in (getattr(head, "weight", None), getattr(head, "bias", None)):
                 if t is not None:
                     t.mul_(1.0 / std)
+    return calibration
 
 
 def _classifier_modules(model: "torch.nn.Module") -> list["torch.nn.Module"]:
@@ -281,23 +327,23 @@ def _classifier_modules(model: "torch.nn.Module") -> list["torch.nn.Module"]:
     return out
 
 
-def weights_identity(model: "torch.nn.Module") -> str:
+def weights_identity(model: "LoadedModel | torch.nn.Module") -> str:
     """A short identity of the model's weights for provenance and cache keys.
 
-    Random weights are identified by seed and method; other weights by a sha256
-    over the state dict (names, dtypes, shapes and bytes).
+    Random weights built from a spec (a :class:`~.record.LoadedModel` says so) are identified by seed and
+    method; other weights by a sha256 over the state dict (names, dtypes, shapes and bytes).
     """
-    spec = getattr(model, "onnx_parity_spec", None)
-    if spec is not None and spec.weights_kind == "random":
+    record = model.record if isinstance(model, LoadedModel) else None
+    if record is not None and record.random_weights:
         import torch
 
         # BatchNorm calibration sums in an order that depends on torch's thread count, so the last
         # bits of the weights do too: the identity (and so the cache key) names it
-        calibration = getattr(model, "onnx_parity_calibration", "noise and photos")
+        calibration = record.calibration or CALIBRATED_ON_PHOTOS
         noise_only = ":calibration=noise-only" if calibration.startswith("noise only") else ""
-        return (f"random:seed={getattr(model, 'onnx_parity_seed', 0)}:nondegenerate-v{NONDEGENERATE_VERSION}"
+        return (f"random:seed={record.seed}:nondegenerate-v{NONDEGENERATE_VERSION}"
                 f":threads={torch.get_num_threads()}{noise_only}")
-    return "sha256:" + state_dict_hash(model)
+    return "sha256:" + state_dict_hash(model.module if isinstance(model, LoadedModel) else model)
 
 
 def state_dict_hash(model: "torch.nn.Module") -> str:
@@ -318,11 +364,12 @@ def state_dict_hash(model: "torch.nn.Module") -> str:
     return h.hexdigest()[:32]
 
 
-def model_name(model: "torch.nn.Module") -> str:
-    """The timm name (with pretrained tag when known) of a model object."""
-    spec = getattr(model, "onnx_parity_spec", None)
-    if spec is not None:
-        return spec.label
+def model_name(model: "LoadedModel | torch.nn.Module") -> str:
+    """The timm name (with pretrained tag when known) of a model: its spec's label when a record has one."""
+    if isinstance(model, LoadedModel):
+        if model.record.spec is not None:
+            return model.record.spec.label
+        model = model.module
     cfg = getattr(model, "pretrained_cfg", None) or {}
     arch = cfg.get("architecture") or type(model).__name__
     tag = cfg.get("tag")

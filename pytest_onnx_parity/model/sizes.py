@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..options import ParityOptions
+    from .record import LoadedModel
 
 
 def native_size(config: dict[str, Any]) -> int | list[int]:
@@ -19,17 +20,17 @@ def native_size(config: dict[str, Any]) -> int | list[int]:
     return int(h) if h == w else [int(h), int(w)]
 
 
-def load_sized_model(spec: Any, *, weights: str | None, seed: int, **build: Any) -> "torch.nn.Module":
+def load_sized_model(spec: Any, *, weights: str | None, seed: int, **build: Any) -> "LoadedModel":
     """The model built to take other input sizes: ``dynamic_img_size=True`` where timm's constructor
     has it (ViTs and kin; the weights are the same), the plain model otherwise (CNNs)."""
-    from .build import load_model
+    from .build import load_model_record
 
     try:
-        return load_model(spec, weights, seed=seed, dynamic_img_size=True, **build)
+        return load_model_record(spec, weights, seed=seed, dynamic_img_size=True, **build)
     except OnnxParityError as exc:  # SpecError, WeightsError: the constructor has no such argument
         if "dynamic_img_size" not in str(exc):
             raise
-    return load_model(spec, weights, seed=seed, **build)
+    return load_model_record(spec, weights, seed=seed, **build)
 
 
 def check_size(model: "torch.nn.Module", config: dict[str, Any], image_size: int | None) -> None:
@@ -49,8 +50,9 @@ def check_size(model: "torch.nn.Module", config: dict[str, Any], image_size: int
                           "or stride)") from None
 
 
-def build_model(model_arg: Any, options: "ParityOptions") -> "torch.nn.Module":
-    """The torch model of a run with image sizes: a spec built by :func:`load_sized_model`, a module as given."""
+def build_model(model_arg: Any, options: "ParityOptions") -> "LoadedModel":
+    """The torch model of a run with image sizes, with its record: a spec built by :func:`load_sized_model`, a
+    module as given."""
     if isinstance(model_arg, (str, ModelSpec)):
         return load_sized_model(model_arg, weights=options.weights, seed=options.seed, model_args=options.model_args,
                                 data_config=options.data_config, use_ema=use_ema(options.weight_set))

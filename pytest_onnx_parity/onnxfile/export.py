@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..axes import EXPORTERS
 from ..errors import ExportError
+from ..model.record import LoadedModel
 from ..runtime.environment import library_versions
 from ..runtime.session import make_session
 from ..specs import ModelSpec
@@ -63,36 +64,29 @@ class OnnxExport:
         return make_session(self.path, **kwargs)
 
 
-def resolve_model(model: "str | ModelSpec | torch.nn.Module", *, weights: str | None = None, seed: int = 0,
+def resolve_model(model: "str | ModelSpec | torch.nn.Module | LoadedModel", *, weights: str | None = None, seed: int = 0,
                   model_args: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
-                  use_ema: bool = True) -> "torch.nn.Module":
-    """A spec built by :func:`~pytest_onnx_parity.load_model`, or a module as given; ``data_config`` overrides
-    are recorded on a given module (``onnx_parity_data_config``), as load_model records them."""
-    if isinstance(model, (str, ModelSpec)):
-        from ..model.build import load_model
+                  use_ema: bool = True) -> LoadedModel:
+    """A spec built by :func:`~pytest_onnx_parity.model.build.load_model_record`, or a module (or LoadedModel)
+    as given, with its record; ``data_config`` overrides go into the record, never onto a given module."""
+    from ..model.build import load_model_record, loaded
 
-        return load_model(model, weights, seed=seed, model_args=model_args, data_config=data_config,  # type: ignore[arg-type]
-                          use_ema=use_ema)
+    if isinstance(model, (str, ModelSpec)):
+        return load_model_record(model, weights, seed=seed, model_args=model_args, data_config=data_config,
+                                 use_ema=use_ema)
     if model_args:
         from ..errors import SpecError
 
         raise SpecError("model_args= builds a model from a spec; a module given is already built: pass the spec "
                         "string (e.g. 'resnet18') with model_args, or build the module with those arguments")
-    if data_config:
-        from ..preprocessing.dataconfig import resolve_data_config
-
-        config = resolve_data_config(model, data_config=data_config)  # type: ignore[arg-type]
-        model.onnx_parity_data_config = config  # type: ignore[union-attr]
-        model.onnx_parity_data_config_source = "override"  # type: ignore[union-attr]
-    return model  # type: ignore[return-value]
+    return loaded(model, data_config)
 
 
-def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | None, batch: int, seed: int,
+def export_key_fields(model: LoadedModel, *, exporter: str, opset: int | None, batch: int, seed: int,
                       dynamic_size: bool = False) -> dict[str, Any]:
     from ..model.build import NONDEGENERATE_VERSION, model_name, weights_identity
-    from ..preprocessing.dataconfig import resolve_data_config
 
-    cfg = resolve_data_config(model)
+    cfg = model.record.data_config
     versions = library_versions()
     versions.pop("onnxruntime", None)  # does not change the file
     return {
@@ -106,11 +100,20 @@ def export_key_fields(model: "torch.nn.Module", *, exporter: str, opset: int | N
                   **({"dynamic_size": True} if dynamic_size else {})},
         "data_config": cfg,
         "versions": versions,
+        # a module built elsewhere has no spec naming its arguments: the same weights under another head or pool
+        # (resnet18(global_pool='') and resnet18(num_classes=0) share a state dict) must not share a file
+        **({"structure": _structure_digest(model.module)} if model.record.spec is None else {}),
     }
 
 
+def _structure_digest(module: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(module).encode()).hexdigest()[:16]
+
+
 def export_onnx(
-    model: "str | ModelSpec | torch.nn.Module",
+    model: "str | ModelSpec | torch.nn.Module | LoadedModel",
     path: "str | os.PathLike[str] | None" = None,
     *,
     exporter: str = "dynamo",
@@ -126,7 +129,8 @@ def export_onnx(
     data_config: dict[str, Any] | None = None,
     use_ema: bool = True,
 ) -> OnnxExport:
-    """Export ``model`` (a spec string or a timm ``nn.Module``) to ONNX.
+    """Export ``model`` (a spec string, a timm ``nn.Module``, or :func:`~pytest_onnx_parity.load_model_record`'s
+    LoadedModel, whose record names the data config's source and the weights' seed) to ONNX.
 
     With ``use_cache`` (the default) the file is taken from, or written to, the
     export cache under ``cache_dir`` (default: ``~/.cache/pytest-onnx-parity``);
@@ -139,15 +143,14 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    built = resolve_model(model, weights=weights, seed=seed, model_args=model_args, data_config=data_config,
+                          use_ema=use_ema)
     if embed_preprocessing:
-        model = resolve_model(model, weights=weights, seed=seed, model_args=model_args, data_config=data_config,
-                              use_ema=use_ema)
-        return _export_embedded(model, path, exporter=exporter, opset=opset, cache_dir=cache_dir, use_cache=use_cache,
+        return _export_embedded(built, path, exporter=exporter, opset=opset, cache_dir=cache_dir, use_cache=use_cache,
                                 weights=weights, seed=seed, batch_size=batch_size, dynamic_size=dynamic_size)
-    torch_model = resolve_model(model, weights=weights, seed=seed, model_args=model_args, data_config=data_config,
-                                use_ema=use_ema)
-    seed = getattr(torch_model, "onnx_parity_seed", seed)
-    fields = export_key_fields(torch_model, exporter=exporter, opset=opset, batch=batch_size, seed=seed,
+    torch_model = built.module
+    seed = built.record.seed if built.record.spec is not None else seed
+    fields = export_key_fields(built, exporter=exporter, opset=opset, batch=batch_size, seed=seed,
                                dynamic_size=dynamic_size)
     provenance = {k: fields[k] for k in ("model", "weights", "seed", "exporter", "input", "versions")}
 
@@ -274,7 +277,7 @@ def _export_to(
     from ..model.build import calibration_input
 
     gen = torch.Generator().manual_seed(0)
-    x = calibration_input(model, gen, batch=batch)
+    x = calibration_input(data_config, gen, batch=batch)
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = n_bytes > EXTERNAL_DATA_THRESHOLD
     names = _output_names(model, x)

@@ -123,22 +123,30 @@ class _Store:
         config = tuple(sorted((opts.get("data_config") or {}).items()))
         return ("spec", spec, weights, opts["seed"], args, config)
 
-    def model(self, opts: dict[str, Any]) -> Any:
+    def loaded(self, opts: dict[str, Any]) -> Any:
+        """The fixtures' model with its record (model/record.py), built once per key."""
         key = self.model_key(opts)
-        if key[0] == "module":
-            return key[1]
         if key not in self.models:
-            from ..model.build import load_model
+            if key[0] == "module":
+                from ..model.build import loaded
 
-            _, spec, weights, seed, args, config = key
-            self.models[key] = load_model(spec, weights, seed=seed, model_args=dict(args) or None,
-                                          data_config=dict(config) or None, use_ema=use_ema(self.settings.weight_set))
+                self.models[key] = loaded(key[1])
+            else:
+                from ..model.build import load_model_record
+
+                _, spec, weights, seed, args, config = key
+                self.models[key] = load_model_record(spec, weights, seed=seed, model_args=dict(args) or None,
+                                                     data_config=dict(config) or None,
+                                                     use_ema=use_ema(self.settings.weight_set))
         return self.models[key]
+
+    def model(self, opts: dict[str, Any]) -> Any:
+        return self.loaded(opts).module
 
     def export(self, opts: dict[str, Any]) -> Any:
         from ..onnxfile.export import export_onnx
 
-        model = self.model(opts)
+        model = self.loaded(opts)
         key = (self.model_key(opts), opts["exporter"], opts["opset"])
         if key not in self.exports:
             self.exports[key] = export_onnx(model, exporter=opts["exporter"], opset=opts["opset"],
@@ -207,7 +215,7 @@ def data_config(request: pytest.FixtureRequest, _onnx_parity_store: _Store) -> d
     from ..preprocessing.dataconfig import DATA_CONFIG_FIELDS, apply_test_time, resolve_data_config
 
     opts = _onnx_parity_store.options(request, {})
-    cfg = resolve_data_config(_onnx_parity_store.model(opts))
+    cfg = resolve_data_config(_onnx_parity_store.loaded(opts))
     return apply_test_time(cfg) if opts["test_time"] else {k: cfg[k] for k in DATA_CONFIG_FIELDS}
 
 

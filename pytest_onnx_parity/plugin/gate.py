@@ -64,8 +64,8 @@ class ParityItem(pytest.Item):
         models.clear()  # one model held at a time
         self.run = ParityRun(self.spec, None, opts, progress=self._progress, prebuilt=prebuilt)
         result = self.run.execute()
-        if self.run.model is not None:
-            models[key] = self.run.model
+        if self.run.built is not None:
+            models[key] = self.run.built  # the module with its record
         result.model = self.spec.text
         self._record(result)
         if result.status == "skipped":
@@ -115,7 +115,7 @@ class ParityItem(pytest.Item):
         from ..report.bundle import write_bundle
 
         try:
-            where = write_bundle(self.run, Path(self.settings.artifacts))  # type: ignore[arg-type]
+            where = write_bundle(self.run, Path(self.settings.artifacts))
         except OSError as exc:  # a bundle problem must not hide the parity failure
             self.add_report_section("call", "onnx-parity artifacts",
                                     f"cannot write the reproducer bundle of {self.spec.text}: {exc}")

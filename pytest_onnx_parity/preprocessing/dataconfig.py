@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from ..errors import MissingMetadataError, SpecError
+from ..model.record import LoadedModel
 from ..specs import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,10 +74,9 @@ def resolve_data_config(model: "torch.nn.Module | str", *, model_args: Mapping[s
                         data_config: Mapping[str, Any] | None = None, use_ema: bool = True) -> dict[str, Any]:
     """The model's own eval data config, resolved the way timm resolves it.
 
-    ``model`` is a timm module or a spec string. A module built by
-    :func:`~pytest_onnx_parity.load_model` carries the config it was built with
-    (``onnx_parity_data_config``); another module gets timm's resolution of its
-    ``pretrained_cfg``. A spec gives, from the first source that has it
+    ``model`` is a timm module, a :class:`~..model.record.LoadedModel` or a spec string. A module gets
+    timm's resolution of its ``pretrained_cfg`` (:func:`~pytest_onnx_parity.load_model` writes the config it
+    resolved there); a LoadedModel, its record's config. A spec gives, from the first source that has it
     (:data:`DATA_CONFIG_SOURCES`): ``data_config`` overrides, the checkpoint's training args
     (a timm ``train.py`` checkpoint's ``args``), a ``local-dir:``/``hf-hub:`` config.json,
     the name's pretrained config; the model's input arguments (``in_chans``, ``img_size``
@@ -86,9 +86,9 @@ def resolve_data_config(model: "torch.nn.Module | str", *, model_args: Mapping[s
     """
     if isinstance(model, (str, ModelSpec)):
         return spec_data_config(model, model_args=model_args, overrides=data_config, use_ema=use_ema)[0]
-    config = getattr(model, "onnx_parity_data_config", None)
-    if config is not None:
-        return dict(config) if not data_config else _overridden(config, check_overrides(data_config))
+    if isinstance(model, LoadedModel):
+        config = model.record.data_config
+        return dict(config) if not data_config else override_config(config, data_config)
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     return compose_data_config(pretrained_cfg, model_args=module_input_args(model), overrides=data_config)[0]
 
@@ -115,8 +115,9 @@ def module_input_args(model: Any) -> dict[str, Any]:
     return out
 
 
-def _overridden(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out, overrides = dict(config), dict(overrides)
+def override_config(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with ``overrides`` (checked: :func:`check_overrides`) on top; test-time fields dropped."""
+    out, overrides = dict(config), dict(check_overrides(overrides))
     size = overrides.pop("img_size", None)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
@@ -128,9 +129,9 @@ def _overridden(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
 
 
 def data_config_source(model: Any) -> str:
-    """Where a module's data config came from (:data:`DATA_CONFIG_SOURCES`); a module built elsewhere: its
-    ``pretrained_cfg``."""
-    return str(getattr(model, "onnx_parity_data_config_source", None) or "pretrained_cfg")
+    """Where a model's data config came from (:data:`DATA_CONFIG_SOURCES`): a LoadedModel's record says; a
+    module alone, its ``pretrained_cfg``."""
+    return model.record.data_config_source if isinstance(model, LoadedModel) else "pretrained_cfg"
 
 
 def spec_data_config(spec: Any, *, model_args: Mapping[str, Any] | None = None,

@@ -88,7 +88,7 @@ def model_image_mode(model: object) -> str:
     The torch side of a real-image check opens its files with it, :func:`~.transform.preprocess` takes
     the same rule from its config (:func:`~.decode.image_mode`), and random weights are calibrated on
     photos decoded with it. ``model`` is what
-    :func:`~.dataconfig.resolve_data_config` takes (a module or a spec string).
+    :func:`~.dataconfig.resolve_data_config` takes (a module, a LoadedModel or a spec string).
     """
     from .dataconfig import resolve_data_config
 

@@ -21,9 +21,8 @@ failing model. ``DIR/<model>/`` then holds:
 ``ISSUE.md``         a bug report ready to paste, with who to blame (:mod:`.issue`)
 ``README.txt``       how to use it
 
-A problem in making one part (ONNX Runtime cannot load the file, the model cannot
-run again, ...) is written into ``bundle.json`` and ``README.txt`` instead of
-raising; only a folder that cannot be written raises ``OSError``.
+A part that cannot be made (ONNX Runtime cannot load the file, the model cannot run again, ...) is
+written into ``bundle.json`` and ``README.txt``; only a folder that cannot be written raises ``OSError``.
 """
 from __future__ import annotations
 
@@ -32,10 +31,45 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..files import safe_name
 from ..onnxfile.io import external_files
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from ..checks.context import CheckContext
+    from ..model.record import LoadedModel
+    from ..onnxfile.export import OnnxExport
+    from ..options import ParityOptions
+    from ..results import ParityResult
+    from ..runtime.runner import Runner, RunSettings
+
+
+class RunState(Protocol):
+    """What a bundle reads of a run (a :class:`pytest_onnx_parity.run.ParityRun`). One that stopped early
+    holds None or lacks some: each is read with ``getattr``, and what cannot be made is recorded."""
+
+    result: "ParityResult"
+    built: "LoadedModel | None"  # the module and its record
+    export: "OnnxExport | None"
+    options: "ParityOptions"
+
+    @property
+    def model(self) -> "torch.nn.Module | None": ...
+
+    @property
+    def inputs(self) -> "np.ndarray | None": ...
+
+    @property
+    def settings(self) -> "RunSettings": ...
+
+    @property
+    def context(self) -> "CheckContext | None": ...
+
+    def session(self) -> "Runner": ...
 
 WEIGHTS_LIMIT = 256 * 2**20  # bytes of state dict written as weights.pt
 ONNX_NAME = "model.onnx"
@@ -44,7 +78,7 @@ REPRODUCE_SCRIPT = Path(__file__).resolve().parents[1] / "reproduce.py"
 REPRODUCE_MJS = Path(__file__).resolve().parents[1] / "runtime" / "js" / "reproduce.mjs"
 
 
-def write_bundle(run_state: Any, directory: "str | os.PathLike[str]") -> Path:
+def write_bundle(run_state: RunState, directory: "str | os.PathLike[str]") -> Path:
     """Write the reproducer bundle of one failing gate run into ``directory/<model>/``; return that folder.
 
     ``run_state`` is a :class:`pytest_onnx_parity.run.ParityRun` after
@@ -91,7 +125,7 @@ class _Parts:
             return None
 
 
-def _fill(run_state: Any, label: str, out: Path) -> None:
+def _fill(run_state: RunState, label: str, out: Path) -> None:
     from .issue import issue_markdown
     from .modulepart import MODULE_FILES, write_module_part
 
@@ -150,10 +184,10 @@ def _copy_onnx(parts: _Parts, export: Any) -> Path | None:
 def _write_inputs(parts: _Parts, run_state: Any) -> Any:
     import numpy as np
 
-    model, options = getattr(run_state, "model", None), getattr(run_state, "options", None)
+    built, options = getattr(run_state, "built", None), getattr(run_state, "options", None)
     x = getattr(run_state, "inputs", None)
-    if x is None and model is not None:
-        x = parts.attempt("inputs (rebuilt: the gate did not reach the random batch)", lambda: _rebuild_inputs(model, options))
+    if x is None and built is not None:
+        x = parts.attempt("inputs (rebuilt: the gate did not reach the random batch)", lambda: _rebuild_inputs(built, options))
     if x is None:
         parts.problems.append("inputs: none (the gate did not reach the random batch)")
         return None
@@ -209,9 +243,8 @@ def _meta(run_state: Any, label: str, parts: _Parts, torch_out: Any, input_name:
     """bundle.json: what the bundle holds and what reproduce.py and ISSUE.md read."""
     from .issue import platform_info
 
-    result, model = getattr(run_state, "result", None), getattr(run_state, "model", None)
-    options = getattr(run_state, "options", None)
-    spec = getattr(model, "onnx_parity_spec", None) if model is not None else None
+    result, options = getattr(run_state, "result", None), getattr(run_state, "options", None)
+    spec = getattr(getattr(getattr(run_state, "built", None), "record", None), "spec", None)
     arch = str(getattr(spec, "name", None) or label.split("=")[0])
     weights_kind = str(getattr(spec, "weights_kind", None) or getattr(result, "weights", "") or "")
     atol, rtol, tol_source = _tolerances(result, options, torch_out)
@@ -235,11 +268,10 @@ def _meta(run_state: Any, label: str, parts: _Parts, torch_out: Any, input_name:
     }
 
 
-def _rebuild_inputs(model: Any, options: Any) -> Any:
-    from ..preprocessing.dataconfig import resolve_data_config
+def _rebuild_inputs(built: "LoadedModel", options: Any) -> Any:
     from ..runtime.forward import DEFAULT_BATCH, random_batch
 
-    return random_batch(resolve_data_config(model), int(getattr(options, "batch_size", DEFAULT_BATCH)), int(getattr(options, "seed", 0)))
+    return random_batch(built.record.data_config, int(getattr(options, "batch_size", DEFAULT_BATCH)), int(getattr(options, "seed", 0)))
 
 
 def _torch_logits(model: Any, x: Any) -> Any:

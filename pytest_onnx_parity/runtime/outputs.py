@@ -149,18 +149,15 @@ def export_output_names(kind: str, count: int) -> list[str]:
 def label_names(model: Any, num_classes: int | None = None) -> list[str] | None:
     """The class names of a classifier's ``num_classes`` logits (default: ``model.num_classes``), or None.
 
-    The first of: ``model.onnx_parity_label_names`` (the loader sets it from a config.json's
-    ``label_names``), ``model.pretrained_cfg["label_names"]``, timm's ImageNet class
-    descriptions when the head's size is that of an ImageNet subset timm knows (1000: in1k;
+    The first of: ``model.pretrained_cfg["label_names"]`` (timm's loader sets it from a config.json's
+    ``label_names``), timm's ImageNet class descriptions when the head's size is that of an ImageNet subset timm knows (1000: in1k;
     21841/21843: in22k; ...). Names whose count is not the head's size are not used.
     """
     n = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     if not isinstance(n, int) or n <= 0:
         return None
-    names = getattr(model, "onnx_parity_label_names", None)
-    if names is None:
-        cfg = getattr(model, "pretrained_cfg", None)
-        names = cfg.get("label_names") if isinstance(cfg, dict) else None
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = cfg.get("label_names") if isinstance(cfg, dict) else None
     if names is not None:
         names = [str(x) for x in names]
         return names if len(names) == n else None
