@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .axes import use_ema
+from .axes import WEIGHT_SETS, use_ema
 from .report.render import render_html, render_markdown
 from .report.schema import ReportError, load_report, merge_reports, write_json
 from .specs.optiontable import ROWS
@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-o", "--output", metavar="OUT.onnx", help="write a stamped copy to OUT.onnx instead")
     st.add_argument("--data-config", "--onnx-parity-data-config", dest="data_config", metavar="K=V,...",
                     help="data config fields that override the model's own, e.g. mean=(0.5,0.5,0.5),crop_pct=0.95")
-    st.add_argument("--weight-set", "--onnx-parity-weight-set", dest="weight_set", choices=("ema", "state_dict"),
-                    default="ema", help="which weights (and so which checkpoint) of a train.py checkpoint: ema or state_dict")
+    ws = next(r for r in ROWS if r.noun == "weight-set")  # the table's row: its choices and default, once
+    st.add_argument("--weight-set", "--onnx-parity-weight-set", dest="weight_set", choices=WEIGHT_SETS,
+                    default=ws.default, help=ws.help)
     st.add_argument("--force", action="store_true",
                     help="stamp even a data config whose input size contradicts the file's fixed input size")
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from .axes import AXES, DEFAULT_PREPROCESS, DEFAULT_PROVIDER, DEFAULT_RUNTIME
 from .errors import VariantSkip
 from .model.sizes import check_size, native_size
+from .specs.optiontable import IMAGE_SIZES, OPSETS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model.record import LoadedModel
@@ -44,7 +45,7 @@ __all__ = [
     "variants_of", "varying_axes",
 ]
 
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = IMAGE_SIZES  # the table's range, as one run checks it
 
 
 # -- parsing (settings.py calls these; errors are ValueErrors naming the value) ---------------------------
@@ -72,8 +73,8 @@ def choice_list(*choices: str) -> Any:
 def parse_opsets(v: Any) -> tuple[int, ...]:
     out = []
     for x in split_list(v):
-        if not x.isdigit() or not 7 <= int(x) <= 30:
-            raise ValueError(f"{x}: expected integers from 7 to 30, e.g. 17,18")
+        if not x.isdigit() or not OPSETS[0] <= int(x) <= OPSETS[1]:
+            raise ValueError(f"{x}: expected integers from {OPSETS[0]} to {OPSETS[1]}, e.g. 17,18")
         out.append(int(x))
     return tuple(out)
 

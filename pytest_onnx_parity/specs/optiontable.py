@@ -30,7 +30,7 @@ DEFAULT_MODELS = (
     "convnext_atto",
     "vit_small_patch16_224.augreg_in21k_ft_in1k",
 )
-#: opsets and square image sizes a run takes (the gate's comma lists take the same: variants.parse_opsets/_image_sizes)
+#: opsets and square image sizes a run takes; the gate's comma lists (variants.parse_opsets/_image_sizes) read these
 OPSETS = (7, 30)
 IMAGE_SIZES = (8, 4096)
 
