@@ -38,7 +38,7 @@ from pytest_onnx_parity.runtime.environment import cpu_info  # noqa: E402
 from pytest_onnx_parity.runtime.forward import random_batch, torch_forward  # noqa: E402
 from pytest_onnx_parity.runtime.runner import RunSettings, open_runner  # noqa: E402
 from pytest_onnx_parity.testing import scale_layer_weights  # noqa: E402
-from pytest_onnx_parity.tolerances import precision_layer_tolerance, precision_profile  # noqa: E402
+from pytest_onnx_parity.tolerances import layer_tolerance, precision_profile  # noqa: E402
 
 MODELS = ["resnet18", "vit_tiny_patch16_224", "efficientnet_b0", "convnext_atto"]
 FAULT = 1.05
@@ -60,7 +60,7 @@ def ov_logits(path: Any, x: np.ndarray, settings: RunSettings) -> tuple[np.ndarr
 
 def bf16_layers(model: Any, path: Any, x: np.ndarray) -> Any:
     """``compare_layers`` at the bf16 profile's layer tolerance, every ONNX run by OpenVINO in bf16."""
-    return compare_layers(model, path, x, settings=BF16, **precision_layer_tolerance("bf16"))
+    return compare_layers(model, path, x, settings=BF16, **layer_tolerance(precision="bf16").layer_kwargs())
 
 
 def judged(r: Any) -> float | None:

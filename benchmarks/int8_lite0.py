@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from docblock import write_block
 import onnx
 
@@ -36,7 +35,7 @@ from pytest_onnx_parity.testing.realweights import efficientnet_lite0_checkpoint
 
 from pytest_onnx_parity.testing import scale_layer_weights
 from pytest_onnx_parity.layers import compare_layers
-from pytest_onnx_parity.tolerances import precision_layer_tolerance
+from pytest_onnx_parity.tolerances import layer_tolerance
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 MARKER = "int8-lite0"
@@ -77,7 +76,7 @@ def main() -> None:
 def per_layer(model, q, src, x, e, labels, calib, exporter, label, kw, v, work) -> dict:
     """The int8 file's own errors per module; for a failing static file, its agreement once its worst modules
     are left in float (``nodes_to_exclude``)."""
-    cmp = compare_layers(model, q, x[:1], **precision_layer_tolerance("int8"))
+    cmp = compare_layers(model, q, x[:1], **layer_tolerance(precision="int8").layer_kwargs())
     own = [(layer.own_rel, layer.name) for layer in cmp.layers if layer.own_rel is not None]
     worst = max(own) if own else (float("nan"), "-")
     failing = sorted(cmp.failed, key=lambda layer: layer.ratio, reverse=True)
@@ -92,7 +91,7 @@ def per_layer(model, q, src, x, e, labels, calib, exporter, label, kw, v, work) 
 
 
 def write_layers(rows: list[dict]) -> None:
-    rtol = precision_layer_tolerance("int8")["rtol"]
+    rtol = layer_tolerance(precision="int8").rtol
     lines = [f"Measured by `benchmarks/int8_lite0.py` ({time.strftime('%Y-%m-%d')}), the files of the table above; "
              "per layer on one view: each module's own error (`own_diff / rms`: its int8 nodes on torch's float values "
              "at its inputs, its output's quantisation included), the modules beyond the int8 per-layer tolerance "

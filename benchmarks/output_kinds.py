@@ -7,7 +7,7 @@ backbone of three outputs (``efficientnet_b0(features_only=True, out_indices=(2,
 Each is exported by both exporters and run by torch and ONNX Runtime on the package's seeded
 random batch (``runtime/forward.random_batch``, ``DEFAULT_BATCH`` samples, the default seed,
 the model's data config). Each output is compared as the ``logits`` check compares it
-(``checks/output_kinds.compare_outputs`` with the run's rule, ``tolerances.run_logits_tolerance``:
+(``checks/output_kinds.compare_outputs`` with the run's rule, ``tolerances.logits_tolerance``:
 atol from that output's own RMS): its max abs diff, the atol applied, and the margin
 atol / max abs diff. Then one layer's weights are scaled by 1.05 in the file
 (``testing.scale_layer_weights``) and the same figures are taken on that faulty file
@@ -50,9 +50,9 @@ MODELS = [
 def compare(expected, actual, layout, precision: str = "fp32"):
     """Both sides as the ``logits`` check compares them, with the run's tolerance rule (no atol/rtol given)."""
     from pytest_onnx_parity.checks.output_kinds import compare_outputs
-    from pytest_onnx_parity.tolerances import run_logits_tolerance
+    from pytest_onnx_parity.tolerances import logits_tolerance
 
-    return compare_outputs(expected, actual, layout, lambda e: run_logits_tolerance(None, None, precision, e),
+    return compare_outputs(expected, actual, layout, lambda e: logits_tolerance(e, precision=precision),
                            precision=precision)
 
 

@@ -42,7 +42,7 @@ from pytest_onnx_parity.runtime.session import make_session  # noqa: E402
 from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward  # noqa: E402
 from pytest_onnx_parity.onnxfile.fp16 import first_nonfinite, rel_error, to_fp16  # noqa: E402
 from pytest_onnx_parity.tolerances import PRECISION_PROFILES  # noqa: E402
-from pytest_onnx_parity.tolerances import LAYER_ATOL, LAYER_RTOL, precision_layer_tolerance  # noqa: E402
+from pytest_onnx_parity.tolerances import LAYER_ATOL, LAYER_RTOL, layer_tolerance  # noqa: E402
 
 from pytest_onnx_parity.testing import scale_layer_weights  # noqa: E402
 from pytest_onnx_parity.layers import compare_layers  # noqa: E402
@@ -91,7 +91,7 @@ def own_max(cmp) -> tuple[float, str]:
 
 
 def measure(name: str, cache: str, work: Path) -> dict:
-    kw16 = precision_layer_tolerance("fp16")
+    kw16 = layer_tolerance(precision="fp16").layer_kwargs()
     model = load_model(name)
     x = random_batch(resolve_data_config(model), 4, 0)
     e = torch_forward(model, x)

@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ParityFailure, SpecError
-from .tolerances import DEFAULT_TOLERANCES, TOLERANCE_HINT, logits_tolerance
+from .tolerances import DEFAULT_TOLERANCES, TOLERANCE_HINT, Tolerance, logits_tolerance
 
 __all__ = [
     "DEFAULT_TOLERANCES", "TOLERANCE_HINT", "LogitsComparison", "TopkComparison", "assert_logits_close",
-    "assert_topk_agreement", "compare_logits", "compare_topk", "format_table", "resolve_tolerance", "to_numpy",
+    "assert_topk_agreement", "compare_logits", "compare_topk", "format_table", "to_numpy",
 ]
 
 
@@ -32,11 +32,6 @@ def to_numpy(x: Any) -> np.ndarray:
             x = x.float()
         return x.numpy()
     return np.asarray(x)
-
-
-def resolve_tolerance(expected: np.ndarray, atol: float | None, rtol: float | None) -> tuple[float, float, str]:
-    """``(atol, rtol, how)``; defaults by dtype, atol scaled by the logits' RMS (see :mod:`.tolerances`)."""
-    return logits_tolerance(expected, atol, rtol)
 
 
 @dataclass
@@ -98,18 +93,20 @@ def _first_index(mask: np.ndarray) -> tuple[int, ...] | None:
 
 
 def compare_logits(expected: Any, actual: Any, *, atol: float | None = None, rtol: float | None = None,
-                   n_worst: int = 5, equal_nan: bool = False) -> LogitsComparison:
+                   n_worst: int = 5, equal_nan: bool = False, tolerance: Tolerance | None = None) -> LogitsComparison:
     """Compare two logit arrays; shapes and non-finite values are checked before values.
 
     Non-finite values follow ``torch.testing.assert_close``: an Inf matches only the
     same Inf in the same place; NaN matches NaN in the same place only with
     ``equal_nan=True``, and never a number. NaN or Inf in ``expected`` (the torch
     side) is named in :attr:`LogitsComparison.problem` and counted in
-    :attr:`LogitsComparison.expected_nonfinite`.
+    :attr:`LogitsComparison.expected_nonfinite`. ``tolerance`` (instead of ``atol``/``rtol``): one a run
+    resolved already (:func:`~.tolerances.logits_tolerance`), with its source.
     """
     e, a = to_numpy(expected), to_numpy(actual)
-    atol_v, rtol_v, how = resolve_tolerance(e, atol, rtol)
-    base = dict(atol=atol_v, rtol=rtol_v, tolerance_source=how)
+    tol = tolerance or logits_tolerance(e, atol, rtol)
+    atol_v, rtol_v = tol.atol, tol.rtol
+    base = dict(atol=atol_v, rtol=rtol_v, tolerance_source=tol.source)
     if e.shape != a.shape:
         return LogitsComparison(False, tuple(e.shape), math.inf, math.inf, e.size, e.size, **base,
                                 problem=f"Shapes differ: torch gives {tuple(e.shape)}, ONNX Runtime gives {tuple(a.shape)}.")
@@ -240,7 +237,7 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float = 1.0,
                  atol: float | None = None, rtol: float | None = None,
-                 labels: Sequence[str] | None = None) -> TopkComparison:
+                 labels: Sequence[str] | None = None, tolerance: Tolerance | None = None) -> TopkComparison:
     """Top-k agreement per sample; a swap between classes whose torch logits differ by
     less than the logits tolerance is a near tie: reported, not failed. ``labels``: the class
     names (one per logit), named in the message (:func:`~.runtime.outputs.label_names`)."""
@@ -255,7 +252,8 @@ def compare_topk(expected: Any, actual: Any, *, k: int = 5, min_agreement: float
     a2 = a.reshape(-1, a.shape[-1])
     requested_k = int(k)
     k = max(1, min(requested_k, e2.shape[-1]))
-    atol_v, rtol_v, _ = resolve_tolerance(e2.astype(np.float32), atol, rtol)
+    tol = tolerance or logits_tolerance(e2.astype(np.float32), atol, rtol)
+    atol_v, rtol_v = tol.atol, tol.rtol
     te, ta = _topk(e2, k), _topk(a2, k)
     top1_ok = te[:, 0] == ta[:, 0]
     disagreements, ties = [], []

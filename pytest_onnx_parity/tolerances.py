@@ -1,6 +1,8 @@
 """Every tolerance of the package, and the one rule for giving them: in one place.
 
-An element passes when ``|actual - expected| <= atol + rtol * |expected|``.
+A tolerance is a :class:`Tolerance` (atol, rtol, where it came from); :func:`logits_tolerance` (outputs: given,
+a precision's profile, the dtype's default, end to end) and :func:`layer_tolerance` (per layer) are the only
+ways to get one. An element passes when ``|actual - expected| <= atol + rtol * |expected|``.
 ``atol`` and ``rtol`` are given together or not at all (as in
 ``torch.testing.assert_close``): one without the other silently changes what the
 default meant.
@@ -102,25 +104,75 @@ def logit_rms(expected: Any) -> float:
     return float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
 
 
-def logits_tolerance(expected: Any, atol: Any = None, rtol: Any = None) -> tuple[float, float, str]:
-    """``(atol, rtol, how)`` for comparing logits with ``expected`` (a numpy array).
+@dataclass(frozen=True)
+class Tolerance:
+    """One element-wise tolerance: ``|actual - expected| <= atol + rtol * |expected|`` (per layer, each element
+    may also add ``elem_rtol`` of its own magnitude), and where it came from, as messages name it (``source``).
+    :func:`logits_tolerance` and :func:`layer_tolerance` are the only ways to get one."""
 
-    Given values are validated by :func:`check_pair`; the defaults come from
-    :data:`DEFAULT_TOLERANCES` by dtype, atol scaled by the RMS of the finite logits.
+    atol: float
+    rtol: float
+    source: str = "given"
+    elem_rtol: float = 0.0
+
+    def words(self) -> str:
+        """``atol=... (source), rtol=...``: how a message states it."""
+        return f"atol={self.atol:.3g} ({self.source}), rtol={self.rtol:.3g}"
+
+    def layer_kwargs(self) -> dict[str, float]:
+        """The keyword arguments of :func:`pytest_onnx_parity.compare_layers` that apply it."""
+        return {"atol": self.atol, "rtol": self.rtol, **({"elem_rtol": self.elem_rtol} if self.elem_rtol else {})}
+
+
+#: the precisions whose logits have a profile of their own (int8 is judged by agreement, fp32 by the dtype's default)
+_LOGITS_PROFILES = ("fp16", "bf16")
+
+
+def logits_tolerance(expected: Any, atol: Any = None, rtol: Any = None, *, precision: str = "fp32",
+                     end_to_end: bool = False) -> Tolerance:
+    """The one logits rule: the tolerance for comparing outputs with ``expected`` (torch's, a numpy array).
+
+    Given values (atol and rtol together, validated by :func:`check_pair`) win. Otherwise atol is a fraction of
+    the RMS of the finite values of ``expected``: an fp16 file and a runtime's declared bf16 take their
+    precision's profile (:data:`PRECISION_PROFILES`, :data:`RUNTIME_PROFILES`); anything else (fp32, and an int8
+    file's comparison with itself) :data:`DEFAULT_TOLERANCES` by the dtype of ``expected``. ``end_to_end``:
+    real photos through both preprocessing paths, :data:`E2E_ATOL_FACTOR` and :data:`E2E_RTOL`, widened to the
+    precision's profile where that is wider.
     """
     pair = check_pair(atol, rtol)
     if pair is not None:
-        return pair[0], pair[1], "given"
-    dt = str(expected.dtype)
-    rt, factor = default_logit_tolerance(dt)
+        return Tolerance(pair[0], pair[1], "given")
     scale = logit_rms(expected)
-    return factor * scale, rt, f"default for {dt}: {factor:g} x logit RMS {scale:.3g}"
+    prof: PrecisionProfile | None = precision_profile(precision)  # an unknown precision: SpecError
+    if prof is not None and prof.name not in _LOGITS_PROFILES:
+        prof = None
+    if prof is not None:
+        assert prof.logits_atol_factor is not None and prof.logits_rtol is not None
+        own = Tolerance(prof.logits_atol_factor * scale, prof.logits_rtol,
+                        f"{prof.name} profile: {prof.logits_atol_factor:g} x logit RMS {scale:.3g}")
+    if end_to_end:
+        e2e = Tolerance(E2E_ATOL_FACTOR * scale, E2E_RTOL, f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}")
+        if prof is None or own.atol <= e2e.atol:
+            return e2e
+        return Tolerance(own.atol, max(E2E_RTOL, own.rtol), f"{prof.name} profile (tolerances.py), logit RMS {scale:.3g}")
+    if prof is not None:
+        return own
+    dt = str(getattr(expected, "dtype", "float32"))
+    rt, factor = default_logit_tolerance(dt)
+    return Tolerance(factor * scale, rt, f"default for {dt}: {factor:g} x logit RMS {scale:.3g}")
 
 
-def layer_tolerance(atol: Any = None, rtol: Any = None) -> tuple[float, float]:
-    """``(atol, rtol)`` of the per-layer check: given (validated) or the layer defaults."""
+def layer_tolerance(atol: Any = None, rtol: Any = None, *, precision: str = "fp32") -> Tolerance:
+    """The per-layer tolerance: given (validated, together), else the ``precision``'s profile (fp16, int8, bf16:
+    its ``layer_atol``, ``layer_rtol`` and ``elem_rtol``), else the float32 defaults :data:`LAYER_ATOL`,
+    :data:`LAYER_RTOL`."""
     pair = check_pair(atol, rtol, defaults=f"atol={LAYER_ATOL:g}, rtol={LAYER_RTOL:g}")
-    return pair if pair is not None else (LAYER_ATOL, LAYER_RTOL)
+    if pair is not None:
+        return Tolerance(pair[0], pair[1], "given")
+    prof = precision_profile(precision)
+    if prof.name == "fp32" or prof.layer_atol is None or prof.layer_rtol is None:
+        return Tolerance(LAYER_ATOL, LAYER_RTOL, "float32 default")
+    return Tolerance(prof.layer_atol, prof.layer_rtol, f"{prof.name} profile", prof.layer_elem_rtol)
 
 
 # --------------------------------------------------------------------------- precisions
@@ -213,42 +265,6 @@ def precision_profile(precision: str) -> PrecisionProfile:
         raise SpecError(f"unknown precision {precision!r}: choose one of "
                         f"{', '.join([*PRECISION_PROFILES, *RUNTIME_PROFILES])}")
     return found
-
-
-def precision_layer_tolerance(precision: str) -> dict[str, float]:
-    """``atol``/``rtol`` (and ``elem_rtol``) keyword arguments of the per-layer check on a ``precision`` file
-    (empty: the float32 defaults)."""
-    prof = precision_profile(precision)
-    if prof.name == "fp32" or prof.layer_atol is None or prof.layer_rtol is None:
-        return {}
-    out = {"atol": prof.layer_atol, "rtol": prof.layer_rtol}
-    if prof.layer_elem_rtol:
-        out["elem_rtol"] = prof.layer_elem_rtol
-    return out
-
-
-def precision_logits_tolerance(precision: str, expected: Any) -> tuple[float, float]:
-    """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``.
-
-    The pair goes to :func:`pytest_onnx_parity.compare.compare_logits` as ``atol=, rtol=``.
-    int8 has no element-wise tolerance: use :func:`pytest_onnx_parity.checks.int8.int8_verdict`.
-    """
-    prof = precision_profile(precision)
-    if prof.logits_atol_factor is None or prof.logits_rtol is None:
-        raise SpecError(f"{prof.name} files have no element-wise logits tolerance: their verdict is "
-                             "pytest_onnx_parity.checks.int8.int8_verdict (top-1 agreement and accuracy drop)")
-    return prof.logits_atol_factor * logit_rms(expected), prof.logits_rtol
-
-
-def run_logits_tolerance(atol: float | None, rtol: float | None, precision: str,
-                         expected: Any) -> tuple[float | None, float | None]:
-    """A run's element-wise logits tolerance: the one given (atol and rtol together), else the
-    precision's profile for fp16 (and a runtime's declared bf16), else ``(None, None)``: :func:`logits_tolerance`'s float32 defaults
-    (fp32; and int8, whose logits are never compared with torch's, but whose batch check compares
-    the file with itself)."""
-    if atol is not None or precision not in ("fp16", "bf16"):
-        return atol, rtol
-    return precision_logits_tolerance(precision, expected)
 
 
 # --------------------------------------------------------------------------- outputs that are not logits

@@ -7,11 +7,15 @@ judged at the fp16 profile and passes (issue 19, the precision from the file its
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_onnx_parity import check_parity, export_onnx, stamp_onnx
 from pytest_onnx_parity.onnxfile.file_precision import file_precision, graph_precision
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
 
 
 @pytest.fixture(scope="module")

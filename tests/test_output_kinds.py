@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from pytest_onnx_parity.checks.output_kinds import compare_outputs, nearest_neighbours
+from pytest_onnx_parity.tolerances import Tolerance
 from pytest_onnx_parity.runtime.outputs import export_output_names, flatten, label_names, layout_of, output_kind
 from pytest_onnx_parity.tolerances import MIN_NEIGHBOUR_SAMPLES, min_cosine, neighbour_tie
 
@@ -95,7 +96,7 @@ def test_embedding_cosine_and_nearest_neighbours() -> None:
     rng = np.random.default_rng(0)
     e = rng.standard_normal((5, 64)).astype(np.float32)
     layout = layout_of(e, 0)
-    loose = lambda t: (10.0, 0.0)  # noqa: E731 - an element-wise tolerance that passes anything
+    loose = lambda t: Tolerance(10.0, 0.0)  # noqa: E731 - an element-wise tolerance that passes anything
     assert compare_outputs(e, e.copy(), layout, loose).passed
     turned = np.roll(e, 1, axis=1)  # the same magnitudes, other directions: cosine catches it
     cmp = compare_outputs(e, turned, layout, loose)

@@ -21,7 +21,7 @@ from pytest_onnx_parity.onnxfile.wire import with_nodes
 from pytest_onnx_parity.preprocessing.dataconfig import resolve_data_config
 from pytest_onnx_parity.runtime.forward import random_batch
 from pytest_onnx_parity.testing import scale_layer_weights
-from pytest_onnx_parity.tolerances import precision_layer_tolerance
+from pytest_onnx_parity.tolerances import layer_tolerance
 
 
 def _graph() -> Any:
@@ -86,7 +86,7 @@ def test_a_5pc_fault_hidden_in_fp16_rounding_is_named_by_its_own_error(regnet: A
     import onnx
 
     model, fp16, x = regnet
-    tol = precision_layer_tolerance("fp16")
+    tol = layer_tolerance(precision="fp16").layer_kwargs()
     clean = compare_layers(model, fp16, x, **tol)
     assert clean.passed, clean.table()
     assert all(layer.own_diff is not None for layer in clean.layers)
@@ -155,7 +155,7 @@ def test_a_per_tensor_int8_lite0_names_the_modules_to_exclude_and_excluding_them
     def agreement(q: Path) -> float:
         return int8_verdict(e, ort_forward(make_session(q), x), labels).figures["top1_agreement"]
 
-    tol = precision_layer_tolerance("int8")
+    tol = layer_tolerance(precision="int8").layer_kwargs()
     vnni = has_vnni()
     good = to_int8(path, tmp_path / "per-channel.onnx", calib, per_channel=True)
     cmp = compare_layers(model, good, x[:1], **tol)

@@ -16,14 +16,14 @@ from pytest_onnx_parity.errors import OnnxParityError, SpecError
 from pytest_onnx_parity.runtime.session import make_session
 from pytest_onnx_parity.layers import compare_layers
 from pytest_onnx_parity.runtime.forward import ort_forward, random_batch, torch_forward
-from pytest_onnx_parity.onnxfile.file_precision import PRECISION_KEY, PRECISION_OPTIONS_KEY, PrecisionError, file_precision, logits_tolerance
+from pytest_onnx_parity.onnxfile.file_precision import PRECISION_KEY, PRECISION_OPTIONS_KEY, PrecisionError, file_precision
 from pytest_onnx_parity.onnxfile.fp16 import to_fp16
 from pytest_onnx_parity.tolerances import PRECISION_PROFILES, precision_profile
 from pytest_onnx_parity.onnxfile.quantize import calibration_images, to_int8
 from pytest_onnx_parity.checks.int8 import int8_verdict
 
 from pytest_onnx_parity.testing import scale_layer_weights
-from pytest_onnx_parity.tolerances import precision_layer_tolerance
+from pytest_onnx_parity.tolerances import layer_tolerance, logits_tolerance
 
 FP16 = PRECISION_PROFILES["fp16"]
 
@@ -62,8 +62,8 @@ def test_fp16_file_has_float16_weights_float32_io_and_the_metadata(vit) -> None:
 def test_fp16_clean_logits_within_the_fp16_profile_but_not_float32s(vit) -> None:  # type: ignore[no-untyped-def]
     _, src, fp16, x, e = vit
     a = ort_forward(make_session(fp16), x)
-    atol, rtol = logits_tolerance("fp16", e)
-    assert compare_logits(e, a, atol=atol, rtol=rtol).passed
+    tol = logits_tolerance(e, precision="fp16")
+    assert tol.source.startswith("fp16 profile") and compare_logits(e, a, tolerance=tol).passed
     # the float32 default would fail the same file: fp16 needs its own profile
     assert not compare_logits(e, a).passed
     assert compare_logits(e, ort_forward(make_session(src), x)).passed
@@ -73,19 +73,19 @@ def test_fp16_planted_fault_is_caught_by_the_fp16_tolerance_and_per_layer(vit, t
     import onnx
 
     model, _, fp16, x, e = vit
-    atol, rtol = logits_tolerance("fp16", e)
+    tol = logits_tolerance(e, precision="fp16")
     head = tmp_path / "head.onnx"  # a gross fault fails the fp16 logits tolerance
     onnx.save(scale_layer_weights(model, fp16, "head", 1.5), str(head))
-    assert not compare_logits(e, ort_forward(make_session(head), x), atol=atol, rtol=rtol).passed
+    assert not compare_logits(e, ort_forward(make_session(head), x), tolerance=tol).passed
     # a 5% fault moves test_vit's logits by 3e-3..0.1 x RMS: inside the fp16 logits bound (docs/tolerances.md,
     # fp16), so the per-layer check at the fp16 profile's tolerance is what finds it
     layer = "blocks.0.mlp.fc1"
     bad = tmp_path / "fault.onnx"
     onnx.save(scale_layer_weights(model, fp16, layer, 1.05), str(bad))
     # per layer, at the fp16 profile's layer tolerance: the clean file passes, the fault is named
-    clean = compare_layers(model, fp16, x[:1], **precision_layer_tolerance("fp16"))
+    clean = compare_layers(model, fp16, x[:1], **layer_tolerance(precision="fp16").layer_kwargs())
     assert clean.passed and len(clean.layers) > 20 and clean.elem_rtol == FP16.layer_elem_rtol > 0
-    faulty = compare_layers(model, bad, x[:1], **precision_layer_tolerance("fp16"))
+    faulty = compare_layers(model, bad, x[:1], **layer_tolerance(precision="fp16").layer_kwargs())
     assert faulty.first_divergence is not None and faulty.first_divergence.name == layer
     # at float32's per-layer defaults the clean fp16 file already diverges: the layer check needs the fp16 tolerance
     assert not compare_layers(model, fp16, x[:1]).passed
@@ -95,8 +95,12 @@ def test_bad_input_gives_clear_errors(vit, tmp_path: Path) -> None:  # type: ign
     _, src, fp16, _, e = vit
     with pytest.raises(SpecError, match="unknown precision 'int4'.*fp32, fp16, int8"):
         precision_profile("int4")
-    with pytest.raises(SpecError, match="int8_verdict"):
-        logits_tolerance("int8", e)
+    # int8 has no element-wise profile (its verdict is int8_verdict's agreement): an int8 file compared with itself
+    # (the batch check) takes float32's default
+    assert precision_profile("int8").verdict == "agreement"
+    assert logits_tolerance(e, precision="int8") == logits_tolerance(e)
+    with pytest.raises(SpecError, match="unknown precision 'int4'"):
+        logits_tolerance(e, precision="int4")
     with pytest.raises(PrecisionError, match="needs calibration images.*calibration_images"):
         to_int8(src, tmp_path / "q.onnx")
     with pytest.raises(PrecisionError, match="unknown int8 mode"):

@@ -140,12 +140,13 @@ def test_the_verdict_names_an_undeclared_lower_precision() -> None:
 
 def test_bf16_is_a_runtime_profile_not_a_file_precision() -> None:
     from pytest_onnx_parity import axes
-    from pytest_onnx_parity.tolerances import precision_layer_tolerance, precision_profile
+    from pytest_onnx_parity.tolerances import layer_tolerance, precision_profile
 
     prof = precision_profile("bf16")
     assert "bf16" not in axes.PRECISIONS
     assert prof.logits_atol_factor > precision_profile("fp16").logits_atol_factor
-    assert precision_layer_tolerance("bf16")["rtol"] == prof.layer_rtol
+    tol = layer_tolerance(precision="bf16")
+    assert tol.rtol == prof.layer_rtol and tol.elem_rtol == prof.layer_elem_rtol and tol.source == "bf16 profile"
     with pytest.raises(SpecError, match="bf16"):
         precision_profile("fp8")
 
@@ -177,7 +178,8 @@ def test_the_default_precision_is_what_the_cpu_implies(resnet) -> None:
     expected, flag = cpu_default()
     assert info.extra["hint_given"] is False
     assert info.precision == expected, info
-    atol, rtol, _ = logits_tolerance(e)
+    tol = logits_tolerance(e)
+    atol, rtol = tol.atol, tol.rtol
     outside = np.abs(actual - e) > atol + rtol * np.abs(e)
     msg = precision_mismatch("fp32", info, declared_precision(DEFAULT))
     if flag is None:  # an AVX2 CPU: float32 by default, nothing to name
@@ -196,7 +198,7 @@ def test_declared_bf16_is_judged_by_the_bf16_profile(resnet, tmp_path: Path) -> 
 
     from pytest_onnx_parity import compare_layers
     from pytest_onnx_parity.testing import scale_layer_weights
-    from pytest_onnx_parity.tolerances import precision_layer_tolerance, precision_logits_tolerance
+    from pytest_onnx_parity.tolerances import layer_tolerance, logits_tolerance
 
     model, path, x, e = resnet
     actual, info = ov_run(path, BF16, x)
@@ -204,13 +206,14 @@ def test_declared_bf16_is_judged_by_the_bf16_profile(resnet, tmp_path: Path) -> 
     assert precision_mismatch("fp32", info, declared) is None
     profile = effective_profile("fp32", info, declared)
     assert profile == "bf16"
-    atol, rtol = precision_logits_tolerance(profile, e)
+    tol = logits_tolerance(e, precision=profile)
+    atol, rtol = tol.atol, tol.rtol
     assert (np.abs(actual - e) <= atol + rtol * np.abs(e)).all()
-    clean = compare_layers(model, path, x[:1], settings=BF16, **precision_layer_tolerance(profile))
+    clean = compare_layers(model, path, x[:1], settings=BF16, **layer_tolerance(precision=profile).layer_kwargs())
     assert clean.passed and clean.forced_runs >= 1, clean.own_note
     bad = tmp_path / "fault.onnx"
     onnx.save(scale_layer_weights(model, path, FAULT_LAYER, 1.05), str(bad))
-    faulty = compare_layers(model, bad, x[:1], settings=BF16, **precision_layer_tolerance(profile))
+    faulty = compare_layers(model, bad, x[:1], settings=BF16, **layer_tolerance(precision=profile).layer_kwargs())
     assert not faulty.passed
     assert faulty.first_divergence is not None
     first = faulty.first_divergence

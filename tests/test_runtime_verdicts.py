@@ -5,7 +5,6 @@ passes when it is f32), and each entry says which runtime ran it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 

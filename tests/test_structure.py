@@ -520,7 +520,8 @@ def test_reproducer_defaults_are_the_librarys(tmp_path: Path) -> None:
     logits = np.random.default_rng(0).standard_normal((2, 10)).astype(np.float32) * 3
     meta = {"default_tolerance": _default_tolerances()}
     atol, rtol = reproduce.default_tolerance(meta, logits)
-    lib_atol, lib_rtol, _ = logits_tolerance(logits)
+    lib = logits_tolerance(logits)
+    lib_atol, lib_rtol = lib.atol, lib.rtol
     assert (atol, rtol) == pytest.approx((lib_atol, lib_rtol))
     # a difference of 3e-4 x RMS: inside the library's tolerance, outside the old fallback's 1e-4 x RMS
     rms = float(np.sqrt(np.mean(logits.astype(np.float64) ** 2)))
@@ -595,3 +596,27 @@ SPEC_NAMES = ["load_model", "export_onnx", "OnnxExport", "read_data_config", "pr
 def test_every_public_name_of_the_spec_imports_from_the_package(name: str) -> None:
     assert getattr(pytest_onnx_parity, name) is not None
     assert name in pytest_onnx_parity.__all__
+
+
+def tolerance_makers(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Each module outside tolerances.py that defines a function resolving a tolerance (``def ..._tolerance(``) or
+    builds a ``Tolerance`` itself."""
+    found: dict[str, list[str]] = {}
+    for name, src in sources.items():
+        if name == "tolerances.py":
+            continue
+        hits = re.findall(r"def (\w*tolerance\w*)\(", src) + re.findall(r"(?<![\w.])(Tolerance)\(", src)
+        if hits:
+            found[name] = hits
+    return found
+
+
+def test_one_tolerance_api() -> None:
+    """A tolerance comes from tolerances.logits_tolerance or tolerances.layer_tolerance (a ``Tolerance``: atol, rtol,
+    its source); the run's context asks the first with its options, and the bundle writes the library's defaults
+    for reproduce.py, which runs without the package. Nothing else resolves one."""
+    assert tolerance_makers(_sources()) == {"checks/context.py": ["logits_tolerance"],
+                                            "report/bundle.py": ["_tolerances", "_default_tolerances"],
+                                            "reproduce.py": ["default_tolerance"]}
+    planted = {"checks/new.py": "def e2e_tolerance(e):\n    return Tolerance(1e-3 * rms(e), 1e-3)\n"}
+    assert tolerance_makers(planted) == {"checks/new.py": ["e2e_tolerance", "Tolerance"]}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..runtime.feeds import TensorFeed
     from ..runtime.runner import RunSettings
     from ..runtime.outputs import OutputLayout
+    from ..tolerances import Tolerance
 
 
 @dataclass
@@ -101,9 +102,10 @@ class CheckContext:
         """``logits``, ``embedding`` or ``features`` (:func:`~..runtime.outputs.output_kind`)."""
         return self.layout.kind if self.layout is not None else "logits"
 
-    def logits_tolerance(self, expected: "np.ndarray") -> tuple[float | None, float | None]:
-        """The element-wise tolerance of this run for ``expected`` (one output: its own magnitude sets the
-        default; see :func:`~..tolerances.run_logits_tolerance`)."""
-        from ..tolerances import run_logits_tolerance
+    def logits_tolerance(self, expected: "np.ndarray", *, end_to_end: bool = False) -> "Tolerance":
+        """This run's element-wise tolerance for ``expected`` (one output: its own magnitude sets the default):
+        :func:`~..tolerances.logits_tolerance` with the run's atol/rtol and the precision it is judged by."""
+        from ..tolerances import logits_tolerance
 
-        return run_logits_tolerance(self.options.atol, self.options.rtol, self.judged_precision, expected)
+        return logits_tolerance(expected, self.options.atol, self.options.rtol, precision=self.judged_precision,
+                                end_to_end=end_to_end)

@@ -19,7 +19,7 @@ from .context import CheckContext
 def check(ctx: CheckContext) -> CheckResult:
     from ..layers import compare_layers
     from ..layers.verdict import coverage, coverage_problem
-    from ..tolerances import precision_layer_tolerance
+    from ..tolerances import layer_tolerance
     from .arbitration import arbitrate
 
     assert ctx.inputs is not None
@@ -27,7 +27,8 @@ def check(ctx: CheckContext) -> CheckResult:
     kwargs: dict[str, Any] = {}
     if o.layer_memory is not None:
         kwargs["memory_budget"] = o.layer_memory
-    kwargs.update(precision_layer_tolerance(ctx.judged_precision) if o.atol is None else {})
+    if o.atol is None:  # the judged precision's profile; a given atol/rtol is the logits', not the layers'
+        kwargs.update(layer_tolerance(precision=ctx.judged_precision).layer_kwargs())
     try:
         cmp = compare_layers(ctx.model, ctx.model_part or ctx.path, x[:1], settings=ctx.settings, **kwargs)
     except OnnxParityError as exc:

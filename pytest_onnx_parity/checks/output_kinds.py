@@ -21,9 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..compare import LogitsComparison
     from ..results import CheckResult
     from ..runtime.outputs import OutputLayout, Segment
+    from ..tolerances import Tolerance
 
-#: a tolerance for one output's torch values: ``(atol, rtol)`` or ``(atol, rtol, source)``; None: the defaults
-Tolerance = Callable[[np.ndarray], tuple]
+#: the tolerance of one output, from its torch values (a run's rule: tolerances.logits_tolerance with its options)
+ToleranceRule = Callable[[np.ndarray], "Tolerance"]
 
 
 def cosine_per_sample(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -172,7 +173,7 @@ class OutputsComparison:
 
 
 def compare_parts(expected: np.ndarray, actual: np.ndarray, layout: "OutputLayout",
-                  tolerance: Tolerance) -> list[tuple["Segment", "LogitsComparison"]]:
+                  tolerance: ToleranceRule) -> list[tuple["Segment", "LogitsComparison"]]:
     """Each output element-wise, with ``tolerance`` of that output's torch values (in the output's own shape,
     so an index reads (sample, channel, row, column))."""
     from ..compare import compare_logits
@@ -180,15 +181,11 @@ def compare_parts(expected: np.ndarray, actual: np.ndarray, layout: "OutputLayou
     parts = []
     for seg in layout.segments:
         e, a = (seg.take(t).reshape(-1, *seg.shape) for t in (expected, actual))
-        tol = tolerance(e)
-        cmp = compare_logits(e, a, atol=tol[0], rtol=tol[1])
-        if len(tol) > 2 and tol[2]:
-            cmp.tolerance_source = tol[2]
-        parts.append((seg, cmp))
+        parts.append((seg, compare_logits(e, a, tolerance=tolerance(e))))
     return parts
 
 
-def compare_outputs(expected: np.ndarray, actual: np.ndarray, layout: "OutputLayout", tolerance: Tolerance, *,
+def compare_outputs(expected: np.ndarray, actual: np.ndarray, layout: "OutputLayout", tolerance: ToleranceRule, *,
                     precision: str = "fp32", neighbours: bool = True) -> OutputsComparison:
     """Both sides' outputs by the rule of their kind (see the module docstring). A shape mismatch of the
     flat arrays is one failed part, as :func:`~..compare.compare_logits` words it."""
@@ -198,9 +195,8 @@ def compare_outputs(expected: np.ndarray, actual: np.ndarray, layout: "OutputLay
         from ..compare import compare_logits
 
         whole = Segment(0, tuple(expected.shape[1:]), 0, int(np.prod(expected.shape[1:])))
-        tol = tolerance(expected)
         return OutputsComparison(OutputLayout(layout.kind, (whole,)),
-                                 [(whole, compare_logits(expected, actual, atol=tol[0], rtol=tol[1]))])
+                                 [(whole, compare_logits(expected, actual, tolerance=tolerance(expected)))])
     result = OutputsComparison(layout, compare_parts(expected, actual, layout, tolerance))
     if layout.kind == "embedding":
         result.cosine, result.min_cosine = cosine_per_sample(expected, actual), min_cosine(precision)
@@ -249,7 +245,7 @@ def not_logits(layout: "OutputLayout", what: str) -> str:
 
 
 def judge_real_images(model: Any, e_list: list[np.ndarray], a_list: list[np.ndarray], first_x: np.ndarray | None,
-                      layout: "OutputLayout", tolerance: Tolerance, options: Any, *, images: int, source: str,
+                      layout: "OutputLayout", tolerance: ToleranceRule, options: Any, *, images: int, source: str,
                       max_pix: float | None, labelled: bool, head: str) -> "CheckResult":
     """The real_images verdict of an embedding or features: each output within its end-to-end tolerance, and
     an embedding's cosine similarity and nearest neighbours over the photos. ``e_list``/``a_list``: the

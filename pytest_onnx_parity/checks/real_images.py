@@ -21,11 +21,9 @@ import numpy as np
 
 from ..errors import OnnxParityError
 from ..results import CheckResult
-from ..tolerances import E2E_ATOL_FACTOR, E2E_RTOL, logit_rms
 from .photos import timm_eval_transform  # noqa: F401 - where callers have always found it
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..options import ParityOptions
     from ..preprocessing.labels import Labels, Unlabelled
     from .accuracy import PhotoTally
     from .context import CheckContext
@@ -54,25 +52,6 @@ def check(ctx: "CheckContext") -> CheckResult:
     return check_real_images(ctx, pre)
 
 
-def e2e_tolerance(expected: np.ndarray, options: "ParityOptions", precision: str | None = None) -> tuple[float, float, str]:
-    """``(atol, rtol, source)`` of the end-to-end logits: given, or the end-to-end default widened to the
-    precision's own profile for fp16 files and a runtime's declared bf16 (source empty when given);
-    ``precision``: the profile judged by (default: the file's)."""
-    from ..tolerances import precision_logits_tolerance
-
-    if options.atol is not None:
-        return options.atol, options.rtol, ""  # type: ignore[return-value]
-    scale = logit_rms(expected)  # of the finite values: float32 torch itself may overflow
-    atol, rtol = E2E_ATOL_FACTOR * scale, E2E_RTOL
-    source = f"end-to-end default: {E2E_ATOL_FACTOR:g} x logit RMS {scale:.3g}"
-    precision = precision or options.precision
-    pair = precision_logits_tolerance(precision, expected) if precision in ("fp16", "bf16") else None
-    if pair is not None and pair[0] > atol:
-        atol, rtol = pair[0], max(rtol, pair[1])
-        source = f"{precision} profile (tolerances.py), logit RMS {scale:.3g}"
-    return atol, rtol, source
-
-
 def check_real_images(ctx: "CheckContext", pre: "Preprocessor") -> CheckResult:
     from .photos import ShapeMismatch, photo_set, stream
 
@@ -94,7 +73,7 @@ def check_real_images(ctx: "CheckContext", pre: "Preprocessor") -> CheckResult:
         from .output_kinds import judge_real_images
 
         return judge_real_images(ctx.model, tally.kept_expected, tally.kept_actual, tally.first_x, layout,
-                                 lambda e: e2e_tolerance(e, o, ctx.judged_precision), o, images=tally.images, source=source,
+                                 lambda e: ctx.logits_tolerance(e, end_to_end=True), o, images=tally.images, source=source,
                                  max_pix=tally.max_input_diff, labelled=_is_labelled(found), head=head)
     return judge_logits(ctx, tally, found, head=head, source=source)
 
@@ -114,11 +93,10 @@ def judge_logits(ctx: "CheckContext", tally: "PhotoTally", found: "Labels | Unla
 
     o = ctx.options
     e_all, a_all = tally.expected, tally.actual
-    atol, rtol, tol_source = e2e_tolerance(e_all, o, ctx.judged_precision)
-    logits_cmp = compare_logits(e_all, a_all, atol=atol, rtol=rtol)
-    if tol_source:
-        logits_cmp.tolerance_source = tol_source
-    topk_cmp = compare_topk(e_all, a_all, k=min(o.topk, e_all.shape[-1]), atol=atol, rtol=rtol,
+    tol = ctx.logits_tolerance(e_all, end_to_end=True)
+    atol, rtol = tol.atol, tol.rtol
+    logits_cmp = compare_logits(e_all, a_all, tolerance=tol)
+    topk_cmp = compare_topk(e_all, a_all, k=min(o.topk, e_all.shape[-1]), tolerance=tol,
                             min_agreement=o.min_agreement, labels=label_names(ctx.model, e_all.shape[-1]))
     top1 = tally.top1(atol, rtol)
     pix = tally.max_input_diff

@@ -24,8 +24,7 @@ def check(ctx: CheckContext) -> CheckResult:
                            f"compares {how})", {"output_kind": ctx.kind})
     if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
         return CheckResult("topk", "skipped", "not run: the logits hold NaN or Inf (see logits)")
-    atol, rtol = ctx.logits_tolerance(expected)
-    cmp = compare_topk(expected, actual, k=o.topk, min_agreement=o.min_agreement, atol=atol, rtol=rtol,
+    cmp = compare_topk(expected, actual, k=o.topk, min_agreement=o.min_agreement, tolerance=ctx.logits_tolerance(expected),
                        labels=label_names(ctx.model, expected.shape[-1]))
     status = "passed" if cmp.passed else "failed"
     message = cmp.message()

@@ -68,7 +68,8 @@ def compare_layers(
     (the variant's: its provider, optimisation level, or another runtime); Python onnxruntime on the CPU
     when None.
     """
-    atol, rtol = layer_tolerance(atol, rtol)
+    tol = layer_tolerance(atol, rtol)
+    atol, rtol = tol.atol, tol.rtol
     growth = LAYER_GROWTH if growth is None else float(growth)
     if not growth >= 1:
         raise SpecError(f"growth must be >= 1, got {growth!r}")

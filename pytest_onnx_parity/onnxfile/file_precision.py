@@ -2,8 +2,8 @@
 
 :func:`file_precision` reads the precision a file's metadata records (:data:`PRECISION_KEY`, written
 by :func:`save_variant` for the variants :mod:`.fp16` and :mod:`.quantize` make), else the one its graph
-shows (:func:`graph_precision`, for files converted elsewhere). :func:`logits_tolerance` is the
-logits tolerance of a file of that precision (its figures live in :mod:`..tolerances`).
+shows (:func:`graph_precision`, for files converted elsewhere). The tolerance a file of that precision is
+judged by is :func:`~..tolerances.logits_tolerance` with ``precision=``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from ..errors import OnnxParityError
 from .io import save_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import onnx
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "PrecisionError",
     "file_precision",
     "graph_precision",
-    "logits_tolerance",
     "save_variant",
 ]
 
@@ -37,13 +35,6 @@ PRECISION_OPTIONS_KEY = "onnx_parity.precision_options"
 
 class PrecisionError(OnnxParityError, ValueError):
     """An unknown precision, a file that cannot be converted, or a conversion that needs more input."""
-
-
-def logits_tolerance(precision: str, expected: "np.ndarray") -> tuple[float, float]:
-    """``(atol, rtol)`` for comparing ``expected`` (torch float32 logits) with a file of ``precision``."""
-    from ..tolerances import precision_logits_tolerance
-
-    return precision_logits_tolerance(precision, expected)
 
 
 def file_precision(path: "str | os.PathLike[str]") -> str:

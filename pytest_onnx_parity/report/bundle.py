@@ -31,45 +31,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..files import safe_name
 from ..onnxfile.io import external_files
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import torch
-
-    from ..checks.context import CheckContext
     from ..model.record import LoadedModel
-    from ..onnxfile.export import OnnxExport
-    from ..options import ParityOptions
-    from ..results import ParityResult
-    from ..runtime.runner import Runner, RunSettings
-
-
-class RunState(Protocol):
-    """What a bundle reads of a run (a :class:`pytest_onnx_parity.run.ParityRun`). One that stopped early
-    holds None or lacks some: each is read with ``getattr``, and what cannot be made is recorded."""
-
-    result: "ParityResult"
-    built: "LoadedModel | None"  # the module and its record
-    export: "OnnxExport | None"
-    options: "ParityOptions"
-
-    @property
-    def model(self) -> "torch.nn.Module | None": ...
-
-    @property
-    def inputs(self) -> "np.ndarray | None": ...
-
-    @property
-    def settings(self) -> "RunSettings": ...
-
-    @property
-    def context(self) -> "CheckContext | None": ...
-
-    def session(self) -> "Runner": ...
+    from .runstate import RunState
 
 WEIGHTS_LIMIT = 256 * 2**20  # bytes of state dict written as weights.pt
 ONNX_NAME = "model.onnx"
@@ -348,7 +317,8 @@ def _tolerances(result: Any, options: Any, torch_logits: Any) -> tuple[float | N
         return float(details["atol"]), float(details["rtol"]), "as used by the gate's logits check"
     if torch_logits is not None:
         try:
-            return logits_tolerance(torch_logits, getattr(options, "atol", None), getattr(options, "rtol", None))
+            t = logits_tolerance(torch_logits, getattr(options, "atol", None), getattr(options, "rtol", None))
+            return t.atol, t.rtol, t.source
         except Exception:  # noqa: BLE001 - reproduce.py then applies default_tolerance from bundle.json
             pass
     return None, None, "the library's default for the stored logits' dtype (default_tolerance)"

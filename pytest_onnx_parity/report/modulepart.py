@@ -16,14 +16,17 @@ inconclusive verdict).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runstate import RunState
 
 __all__ = ["MODULE_FILES", "write_module_part"]
 
 MODULE_FILES = ("module.onnx", "module_io.npz", "module_reduced.onnx", "module_reduced_io.npz")
 
 
-def write_module_part(run_state: Any, out: Path, attempt: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any] | None:
+def write_module_part(run_state: "RunState", out: Path, attempt: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any] | None:
     """Write the module files into ``out``; ``bundle.json``'s ``module`` entry, or None when there is no divergence
     (``attempt(what, fn)`` records a part that cannot be made)."""
     result = getattr(run_state, "result", None)
