@@ -336,15 +336,12 @@ def check_parity(model: Any, onnx: Any = None, *, raise_errors: bool = False,
                  progress: Callable[[str], None] | None = None, **options: Any) -> ParityResult:
     """Everything one gate item checks; see the module docstring.
 
-    ``model`` is a spec string or a timm ``nn.Module``; with ``onnx=`` (a path), or a
-    spec ``NAME[=WEIGHTS]@FILE.onnx``, that file is checked instead of a fresh export
-    (only read; see docs/shipped-file.md). Options are the fields of
-    :class:`~.options.ParityOptions`: exporter, opset, weights, seed, atol and rtol (together),
-    batch_size, topk, min_agreement, cache_dir, use_cache, images, real_images, layers,
-    layer_memory, test_time, max_accuracy_drop, int8_min_agreement, int8_max_accuracy_drop,
-    output (the logits output of a file with several), and one value of each matrix axis:
-    precision, ort_opt, provider, image_size, embed_preprocessing; golden (a folder of golden
-    references) and golden_update.
+    ``model`` is a spec string, a timm ``nn.Module``, or :func:`~.model.build.load_model_record`'s pair (whose
+    record names the data config's source); with ``onnx=`` (a path), or a spec ``NAME[=WEIGHTS]@FILE.onnx``,
+    that file is checked instead of a fresh export (only read; see docs/shipped-file.md). Options are the
+    fields of :class:`~.options.ParityOptions`: one per ``--onnx-parity-<noun>`` option (a matrix axis gives
+    one value: ``provider``, ``precision``, ...), named, defaulted and checked by :mod:`.specs.optiontable`,
+    plus the run's own keywords listed there (``RUN_ONLY``: ``batch_size``, ``topk``, ``real_images``, ...).
     A model that cannot be built or exported gives ``status == "error"`` with
     the reason in ``.error`` (``raise_errors=True`` raises instead).
     """

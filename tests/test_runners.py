@@ -32,6 +32,19 @@ def small_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return export_onnx("test_resnet", cache_dir=str(tmp_path_factory.mktemp("cache")), exporter="torchscript")
 
 
+def test_an_unknown_optimisation_level_is_refused_by_every_onnx_runtime_runner(small_file: Any) -> None:
+    """One check (RunSettings.check_level), made on opening by the Python, Node.js and browser runners alike."""
+    from pytest_onnx_parity.errors import OnnxFileError
+    from pytest_onnx_parity.runtime.browser import BrowserRunner
+    from pytest_onnx_parity.runtime.node import NodeRunner
+
+    RunSettings(ort_opt="basic").check_level()
+    for runner_cls, runtime in ((OrtRunner, "onnxruntime"), (NodeRunner, "onnxruntime-node"),
+                                (BrowserRunner, "onnxruntime-web-browser")):
+        with pytest.raises(OnnxFileError, match="optimisation level 'fastest': choose one of disabled, basic"):
+            runner_cls.open(small_file, RunSettings(runtime=runtime, ort_opt="fastest"))
+
+
 def test_the_python_runner_says_what_ran(small_file: Any) -> None:
     r = open_runner(small_file.path, RunSettings(ort_opt="basic"))
     x = np.zeros((1, *small_file.data_config["input_size"]), np.float32)

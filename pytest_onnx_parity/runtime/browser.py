@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..axes import ORT_OPT_LEVELS
 from ..errors import OnnxFileError, SpecError, VariantSkip
 from .jsfiles import external_data, nested_config
 from .runner import RunSettings, RuntimeInfo, TensorInfo
@@ -138,9 +137,7 @@ class BrowserRunner:
     @classmethod
     def open(cls, model: Any, settings: RunSettings, *, mem_arena: bool = True,
              config: Mapping[str, str] | None = None) -> BrowserRunner:
-        if settings.ort_opt not in ORT_OPT_LEVELS:
-            raise OnnxFileError(f"unknown ONNX Runtime optimisation level {settings.ort_opt!r}: choose one of "
-                                f"{', '.join(ORT_OPT_LEVELS)}")
+        settings.check_level()
         why = cls.missing(settings)
         if why:
             raise VariantSkip(why)

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..axes import ORT_OPT_LEVELS
 from ..errors import OnnxFileError, SpecError
 from .jsfiles import external_data, nested_config
 from .runner import RunSettings, RuntimeInfo, TensorInfo
@@ -57,9 +56,7 @@ class NodeRunner:
         runtime = settings.runtime_spec.name
         if runtime not in BACKENDS:
             raise SpecError(f"NodeRunner runs {', '.join(BACKENDS)}, not {runtime}")
-        if settings.ort_opt not in ORT_OPT_LEVELS:
-            raise OnnxFileError(f"unknown ONNX Runtime optimisation level {settings.ort_opt!r}: choose one of "
-                                f"{', '.join(ORT_OPT_LEVELS)}")
+        settings.check_level()
         reason = cls.missing(settings)
         if reason:
             from ..errors import VariantSkip

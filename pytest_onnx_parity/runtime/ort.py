@@ -45,9 +45,7 @@ class OrtRunner:
              config: Mapping[str, str] | None = None) -> "OrtRunner":
         import onnxruntime as ort
 
-        if settings.ort_opt not in ORT_OPT_LEVELS:
-            raise OnnxFileError(f"unknown ONNX Runtime optimisation level {settings.ort_opt!r}: choose one of "
-                                f"{', '.join(ORT_OPT_LEVELS)}")
+        settings.check_level()
         source, path = _source(model)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[settings.ort_opt])

@@ -18,8 +18,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
-from ..axes import DEFAULT_PROVIDER, DEFAULT_RUNTIME, RUNTIMES
-from ..errors import SpecError
+from ..axes import DEFAULT_PROVIDER, DEFAULT_RUNTIME, ORT_OPT_LEVELS, RUNTIMES
+from ..errors import OnnxFileError, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -140,6 +140,13 @@ class RunSettings:
     @property
     def is_default(self) -> bool:
         return self.runtime_spec.name == "onnxruntime" and self.provider_spec.name == DEFAULT_PROVIDER
+
+    def check_level(self) -> None:
+        """An optimisation level ONNX Runtime does not have is an :class:`OnnxFileError` naming the choices (every
+        ONNX Runtime runner checks it on opening, in Python, Node.js or the browser)."""
+        if self.ort_opt not in ORT_OPT_LEVELS:
+            raise OnnxFileError(f"unknown ONNX Runtime optimisation level {self.ort_opt!r}: choose one of "
+                                f"{', '.join(ORT_OPT_LEVELS)}")
 
 
 @dataclass
